@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Data flows one way, and the targets show it:
+//   safetensors (HF layout) -> qwen-quant -> pack -> loader (Quant) -> kernels (C) -> models (QwenImage) -> qwen-run
+// No unsafeFlags and no package-wide -m flags: the C kernels pick instruction sets per function
+// with __attribute__((target(...))) and a runtime dispatch table.
+let package = Package(
+    name: "qwen-image-cpu",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "qwen-quant", targets: ["qwen-quant"]),
+        .executable(name: "qwen-run", targets: ["qwen-run"]),
+        .executable(name: "qwen-bench", targets: ["qwen-bench"]),
+        .library(name: "QwenImage", targets: ["QwenImage"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libzstd-dev, libpng-dev, libjpeg62-turbo-dev).
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
+
+        // C: SIMD kernels with scalar reference twins, runtime dispatch, thread pool. No I/O.
+        .target(name: "Kernels", path: "Sources/Kernels",
+                cSettings: [.define("_GNU_SOURCE")],
+                linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread", .when(platforms: [.linux]))]),
+        // Formats: safetensors, the pack format, mmap, zstd, checksums; Swift wrappers of the kernels.
+        .target(name: "Quant", dependencies: ["Kernels", "CZstd"], path: "Sources/Quant"),
+        // Models, tokenizer, image I/O and preprocessing, checkpoint name table, converter.
+        .target(name: "QwenImage", dependencies: ["Quant", "Kernels", "CPNG", "CJPEG"], path: "Sources/QwenImage"),
+
+        .executableTarget(name: "qwen-quant", dependencies: [
+            "Quant", "QwenImage", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Sources/qwen-quant"),
+        .executableTarget(name: "qwen-run", dependencies: [
+            "Quant", "QwenImage", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Sources/qwen-run"),
+        .executableTarget(name: "qwen-bench", dependencies: [
+            "Quant", "QwenImage", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "benchmarks/qwen-bench"),
+
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Quant"], path: "Tests/KernelsTests"),
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "QwenImage"], path: "Tests/QuantTests"),
+        .testTarget(name: "QwenImageTests", dependencies: ["QwenImage", "Quant"], path: "Tests/QwenImageTests"),
+    ]
+)

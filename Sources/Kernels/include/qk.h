@@ -1,0 +1,146 @@
+/*
+ * qk.h: the one public header of the Kernels target (C, no I/O, no allocation on hot paths).
+ *
+ * Conventions
+ *  - Activations are f32, row-major. A "token" / "pixel" is a row; features are contiguous.
+ *  - Every kernel qk_<op> dispatches through a table filled once from cpuid to qk_<op>_<isa>;
+ *    each has a scalar qk_<op>_ref twin with the same signature (declared in qk_internal.h).
+ *    QK_ISA=ref|avx2|avxvnni|avx512 forces one tier (tests compare every tier on one machine).
+ *  - Threading: a persistent pool (caller works too, dynamic chunks). Work is split only over
+ *    independent outputs, never inside a reduction, so results are bit-identical for any thread count.
+ *
+ * Weight matrices (qk_weight)
+ *  - A logical matrix W[n, k] (n outputs, k inputs; PyTorch Linear layout) stored in one of the
+ *    schemes below, in the layout the kernels consume. The packed layout is private to this target:
+ *    other code only calls qk_weight_bytes / qk_weight_pack_rows / qk_weight_dequant_row.
+ *  - group = 0 means one scale per output row (per-channel); otherwise 32, 64 or 128 along k.
+ *    k need not be a multiple of the group (the last group is padded with zeros).
+ *  - Packing is row-chunked so converters can stream huge tensors: rows [row0, row0+nrows) can be
+ *    packed independently when row0 and nrows are multiples of qk_weight_row_align(scheme)
+ *    (except for the final chunk, which may end at n).
+ */
+#ifndef QK_H
+#define QK_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    QK_F32 = 0,
+    QK_BF16 = 1,
+    QK_F16 = 2,
+    QK_Q8 = 3,
+    QK_Q4 = 4,
+} qk_scheme;
+
+typedef struct {
+    qk_scheme scheme;
+    int32_t group;      /* 0 = per output row; else 32, 64, 128 */
+    int64_t n;          /* output rows */
+    int64_t k;          /* input columns */
+    const void *data;   /* qk_weight_bytes(scheme, group, n, k) bytes, 64-byte aligned */
+} qk_weight;
+
+/* ---- runtime ---------------------------------------------------------------------------------- */
+/* Selected instruction-set tier: "ref", "avx2", "avxvnni", "avx512" (or "neon" later). */
+const char *qk_isa_name(void);
+/* Force a tier (name as above); returns 0 on success, -1 if unknown or unsupported by this CPU. */
+int qk_set_isa(const char *name);
+/* Number of worker threads including the caller (>= 1). Default: number of online CPUs. */
+void qk_set_threads(int n);
+int qk_get_threads(void);
+
+/* ---- weight layout ---------------------------------------------------------------------------- */
+/* Returns 0 for an unsupported (scheme, group). */
+size_t qk_weight_bytes(qk_scheme scheme, int32_t group, int64_t n, int64_t k);
+int64_t qk_weight_row_align(qk_scheme scheme);
+/* Quantize / convert rows [row0, row0+nrows) of a row-major f32 matrix w[nrows, k] into `out`
+   (the whole packed buffer of size qk_weight_bytes(...)). Returns 0, or -1 for bad arguments. */
+int qk_weight_pack_rows(qk_scheme scheme, int32_t group, int64_t n, int64_t k,
+                        int64_t row0, int64_t nrows, const float *w, void *out);
+/* Same from bf16 source rows (the checkpoint dtype); bf16 -> QK_BF16 is a bit-exact copy. */
+int qk_weight_pack_rows_bf16(qk_scheme scheme, int32_t group, int64_t n, int64_t k,
+                             int64_t row0, int64_t nrows, const uint16_t *w, void *out);
+/* Dequantize one logical row to f32 out[k] (embedding lookup, verification). */
+void qk_weight_dequant_row(const qk_weight *w, int64_t row, float *out);
+
+/* ---- matrix products -------------------------------------------------------------------------- */
+/* y[m, w->n] = x[m, w->k] . W^T (+ bias[n] if bias != NULL). x and y are dense row-major. */
+void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+
+/* ---- element-wise and row operations ----------------------------------------------------------- */
+/* y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight (in place allowed). */
+void qk_rmsnorm(const float *x, const float *weight, int64_t rows, int64_t dim, float eps, float *y);
+/* VAE norm: y[r, :] = x[r, :] / max(||x[r, :]||_2, 1e-12) * sqrt(dim) * gamma (+ bias if not NULL). */
+void qk_l2norm(const float *x, const float *gamma, const float *bias, int64_t rows, int64_t dim, float *y);
+/* out[i] = silu(gate[i]) * up[i] */
+void qk_silu_mul(const float *gate, const float *up, int64_t n, float *out);
+void qk_silu(float *x, int64_t n);
+/* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). */
+void qk_gelu_erf(float *x, int64_t n);
+/* Row softmax in place. */
+void qk_softmax(float *x, int64_t rows, int64_t n);
+
+/* Rotary embedding, rotate-half convention (HF): for each row r and head h, with d = rot_dim / 2,
+   (x[i], x[i+d]) <- (x[i] cos[r,i] - x[i+d] sin[r,i], x[i+d] cos[r,i] + x[i] sin[r,i]), i < d.
+   x: [rows, heads, head_dim] with row stride `row_stride` floats; cos/sin: [rows, d]; rot_dim = head_dim. */
+void qk_rope(float *x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride,
+             const float *cos, const float *sin);
+/* Tables for 3-axis multi-section rope (text model): pos[3][rows] (t, h, w), sections[3] summing to
+   head_dim / 2; frequency i uses the axis whose section contains i. theta as in the config. */
+void qk_rope_table_mrope(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
+                         int64_t head_dim, const int32_t sections[3], double theta, float *cos, float *sin);
+/* Tables for the vision tower's 2-D rope: head_dim/4 frequencies per axis (theta 10000), laid out
+   [h freqs, w freqs] and repeated as rotate-half expects. */
+void qk_rope_table_2d(const int64_t *pos_h, const int64_t *pos_w, int64_t rows, int64_t head_dim,
+                      double theta, float *cos, float *sin);
+
+/* Attention without an L x L matrix (online softmax over key tiles).
+   q: [lq, hq, d] (row stride q_stride), k, v: [lk, hkv, d] (strides k_stride, v_stride),
+   out: [lq, hq, d] (stride o_stride). hq % hkv == 0 (grouped-query). scale = 1/sqrt(d) typically.
+   Masks (any combination):
+     causal   : query i (absolute position q_offset + i) sees keys j <= q_offset + i;
+     kv_len   : keys j >= kv_len are padding (pass lk for none);
+     segments : if q_seg and k_seg are not NULL, query i sees key j only when q_seg[i] == k_seg[j]
+                (window attention / several images in one sequence). */
+typedef struct {
+    int64_t lq, lk, hq, hkv, d;
+    int64_t q_stride, k_stride, v_stride, o_stride;
+    float scale;
+    int32_t causal;
+    int64_t q_offset;
+    int64_t kv_len;
+    const int32_t *q_seg;
+    const int32_t *k_seg;
+} qk_attn_params;
+void qk_attention(const qk_attn_params *p, const float *q, const float *k, const float *v, float *out);
+
+/* 3x3 convolution on a channels-last image x[h, w, cin] -> y[oh, ow, cout].
+   The weight is a qk_weight with n = cout, k = 9 * cin in (ky, kx, cin) order.
+   Padding (top, bottom, left, right) is zero padding; stride 1 or 2;
+   oh = (h + pad_t + pad_b - 3) / stride + 1, likewise ow. bias may be NULL.
+   accumulate != 0 adds into y instead of overwriting (summing the temporal slices of a 3-D conv). */
+typedef struct {
+    int64_t h, w, cin, cout;
+    int32_t stride;
+    int32_t pad_t, pad_b, pad_l, pad_r;
+    int32_t accumulate;
+} qk_conv_params;
+void qk_conv3x3(const qk_conv_params *p, const qk_weight *w, const float *x, const float *bias, float *y);
+
+/* Nearest-neighbour x2 upsampling of channels-last x[h, w, c] -> y[2h, 2w, c]. */
+void qk_upsample2x(const float *x, int64_t h, int64_t w, int64_t c, float *y);
+
+/* ---- conversions ------------------------------------------------------------------------------ */
+void qk_bf16_to_f32(const uint16_t *x, int64_t n, float *y);
+void qk_f16_to_f32(const uint16_t *x, int64_t n, float *y);
+void qk_f32_to_bf16(const float *x, int64_t n, uint16_t *y);   /* round to nearest even */
+void qk_f32_to_f16(const float *x, int64_t n, uint16_t *y);    /* round to nearest even */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,31 @@
+import Kernels
+
+/// A weight matrix W[n, k] in one of the pack schemes, laid out for the kernels.
+/// Model code only ever multiplies with it, so a quantized layer is a drop-in for a plain one.
+/// `owner` keeps the memory behind `raw.data` alive (a mapped shard or a decompression buffer).
+public final class Weight: @unchecked Sendable {
+    public let raw: qk_weight
+    public let name: String
+    let owner: AnyObject?
+
+    public init(name: String, raw: qk_weight, owner: AnyObject?) {
+        self.name = name
+        self.raw = raw
+        self.owner = owner
+    }
+
+    public var n: Int { Int(raw.n) }
+    public var k: Int { Int(raw.k) }
+
+    /// y[m, n] = x[m, k] · Wᵀ (+ bias[n]).
+    public func matmul(_ x: UnsafePointer<Float>, rows m: Int, bias: UnsafePointer<Float>? = nil,
+                       into y: UnsafeMutablePointer<Float>) {
+        withUnsafePointer(to: raw) { qk_matmul($0, x, Int64(m), bias, y) }
+    }
+
+    /// Logical row r as f32 (embedding lookup).
+    public func row(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        precondition(r >= 0 && r < n, "row \(r) out of range 0..<\(n) in \(name)")
+        withUnsafePointer(to: raw) { qk_weight_dequant_row($0, Int64(r), out) }
+    }
+}

@@ -1,0 +1,2 @@
+import Quant
+print("qwen-bench: not implemented yet")
