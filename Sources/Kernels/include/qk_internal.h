@@ -1,0 +1,35 @@
+/*
+ * qk_internal.h: what the kernel files share (tiers and the thread pool). Not for use outside Kernels
+ * except by the kernel tests. Each op family declares its _ref / _<isa> twins in its own header
+ * (qk_matmul_internal.h, qk_ops_internal.h).
+ */
+#ifndef QK_INTERNAL_H
+#define QK_INTERNAL_H
+#include "qk.h"
+
+typedef enum {
+    QK_TIER_REF = 0,
+    QK_TIER_AVX2 = 1,     /* AVX2 + FMA + F16C */
+    QK_TIER_AVXVNNI = 2,  /* AVX2 tier + AVX-VNNI (256-bit vpdpbusd) */
+    QK_TIER_AVX512 = 3,   /* AVX-512 F/BW/VL/DQ + VNNI (+ BF16 where present) */
+    QK_TIER_NEON = 4,     /* reserved for ARM */
+} qk_tier;
+
+/* The tier in force: the best the CPU supports, unless QK_ISA or qk_set_isa() chose another. */
+qk_tier qk_tier_current(void);
+/* Whether this CPU can run a tier. */
+int qk_tier_supported(qk_tier t);
+/* Finer feature bits (AVX-512 BF16, F16C, ...). */
+int qk_cpu_has_avx512bf16(void);
+
+/* Persistent thread pool. Runs fn(ctx, task, thread_id) for task in [0, ntasks) with dynamic
+   chunking; the caller works too; returns when all tasks are done. thread_id < qk_get_threads().
+   Nested calls from inside a task run serially on the calling thread. */
+typedef void (*qk_task_fn)(void *ctx, int64_t task, int thread_id);
+void qk_parallel_for(int64_t ntasks, qk_task_fn fn, void *ctx);
+
+/* Per-thread scratch memory, 64-byte aligned, grown on demand (the only allocation in Kernels, and
+   only when a larger size is first needed). Valid until the next call with the same thread_id. */
+void *qk_thread_scratch(int thread_id, size_t bytes);
+
+#endif
