@@ -10,3 +10,6 @@ void qk_weight_dequant_row(const qk_weight *w, int64_t row, float *out) {
     (void)w; (void)row; (void)out;
     fprintf(stderr, "qk_weight_dequant_row: not implemented yet\n"); abort();
 }
+static int g_threads = 1;
+void qk_set_threads(int n) { g_threads = n > 0 ? n : 1; }
+int qk_get_threads(void) { return g_threads; }
