@@ -1,9 +1,86 @@
 import ArgumentParser
+import Foundation
+import Quant
 
+/// `qwen-bench vae`: the full-size VAE (decode 128×128 latents → 1024², encode 1024², decode → 2048²),
+/// one child process per run (`qwen-run vae-decode|vae-encode --json`).
 struct VAEBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vae", abstract: "(not implemented yet)")
+    static let configuration = CommandConfiguration(
+        commandName: "vae",
+        abstract: "VAE encode/decode speed and peak RSS on full-size packs (f32, bf16, q8).",
+        discussion: """
+        Converts the synthetic checkpoint's VAE itself (--components vae, a few hundred MB per scheme)
+        unless --packs already holds vae-<case>. Latents are N(0, 1), the image a synthetic photo.
+
+        Examples:
+          qwen-bench vae --src /work/bench-data/synth --packs /work/bench-data/packs
+          qwen-bench vae --src /work/bench-data/synth --packs /work/bench-data/packs --quick
+        """)
+
+    @Option(name: .long, help: "Full-size checkpoint (diffusers layout) to convert the VAE from.")
+    var src: String
+
+    @Option(name: .long, help: "Folder for the VAE packs (vae-<case>).")
+    var packs: String
+
+    @Option(name: .long, help: "Comma-separated pack cases.")
+    var cases = "f32,bf16,q8-pc"
+
+    @Option(name: .long, help: "Runs per case (the median is reported).")
+    var `repeat` = 3
+
+    @Option(name: .long, help: "Threads.")
+    var threads = 2
+
+    @Option(name: .long, help: "Extra qwen-run flags for every run, e.g. '--max-ram 512M'.")
+    var extra = ""
+
+    @Flag(name: .long, help: "One run per pack, decode 1024² only.")
+    var quick = false
+
+    @Option(name: .long, help: "Results file name under benchmarks/results.")
+    var name = "vae"
 
     func run() throws {
-        throw ValidationError("qwen-bench vae is not implemented yet")
+        let qwenRun = try Paths.tool("qwen-run")
+        let qwenQuant = try Paths.tool("qwen-quant")
+        let work = NSTemporaryDirectory() + "qwen-bench-vae-\(getpid())"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try writePNG(syntheticPhoto(width: 1024, height: 1024), width: 1024, height: 1024, to: "\(work)/photo1024.png")
+        for h in [128, 256] {
+            try STFile.writeF32([("latents", [1, 16, 1, h, h], syntheticLatents(count: 16 * h * h))], to: "\(work)/latents\(h).safetensors")
+        }
+        let extraFlags = extra.split(separator: " ").map(String.init)
+        var jobs: [(String, [String], Double)] = [("decode 128x128 -> 1024x1024", ["vae-decode", "--latents", "\(work)/latents128.safetensors", "--out", "\(work)/out.png"], 1024 * 1024)]
+        if !quick {
+            jobs.append(("encode 1024x1024", ["vae-encode", "--image", "\(work)/photo1024.png", "--out", "\(work)/lat.safetensors"], 1024 * 1024))
+            jobs.append(("decode 256x256 -> 2048x2048", ["vae-decode", "--latents", "\(work)/latents256.safetensors", "--out", "\(work)/out.png"], 2048 * 2048))
+        }
+        try FileManager.default.createDirectory(atPath: packs, withIntermediateDirectories: true)
+        var records: [[String: Any]] = []
+        for c in cases.split(separator: ",").map(String.init) {
+            let sc = try SchemeCase.parse(c)
+            let pack = URL(fileURLWithPath: packs).appendingPathComponent("vae-" + sc.name).path
+            if !FileManager.default.fileExists(atPath: pack) {
+                let r = try Child.run([qwenQuant, "convert", src, "-o", pack, "--components", "vae", "--threads", String(threads)] + sc.convertFlags)
+                if r.status != 0 {
+                    records.append(["case": c, "status": "convert failed: \(lastLine(r.stderr))"]); continue
+                }
+            }
+            for (label, args, pixels) in jobs {
+                var rec = try SpeedCase.measure([qwenRun] + args.prefix(1) + ["--pack", pack] + args.dropFirst() +
+                                                ["--threads", String(threads), "--json"] + extraFlags,
+                                                repeat: quick ? 1 : self.repeat, label: "vae \(c) \(label)")
+                rec["case"] = c
+                rec["job"] = label
+                rec["pixels"] = pixels
+                rec["threads"] = threads
+                if !extra.isEmpty { rec["extra_flags"] = extra }
+                records.append(rec)
+                try ResultsFile.write(name, records: records)
+            }
+        }
+        try ResultsFile.write(name, records: records)
     }
 }

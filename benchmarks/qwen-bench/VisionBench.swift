@@ -1,9 +1,67 @@
 import ArgumentParser
+import Foundation
+import Quant
 
+/// `qwen-bench vision`: the full-size vision tower on the Edit path (1008×1008, 5,184 patches) and the
+/// Edit-Plus condition size (392×392, 784 patches), one child process per run (`qwen-run vision --json`).
 struct VisionBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vision", abstract: "(not implemented yet)")
+    static let configuration = CommandConfiguration(
+        commandName: "vision",
+        abstract: "Vision tower speed and peak RSS on full-size packs (Edit 1008² and Edit-Plus 392² images).",
+        discussion: """
+        The images are synthetic photos already at the size the pipelines' pre-resize and smart_resize
+        produce for a 1024×1024 input (Edit: 1008×1008) and for the Edit-Plus 384² condition area
+        (392×392), passed with --preresize none so the tower sees exactly those patch grids.
+
+        Examples:
+          qwen-bench vision --packs /work/bench-data/packs
+          qwen-bench vision --packs /work/bench-data/packs --cases q8-pc --repeat 1
+        """)
+
+    @Option(name: .long, help: "Folder holding one pack per case (from `qwen-bench convert`).")
+    var packs: String
+
+    @Option(name: .long, help: "Comma-separated pack cases.")
+    var cases = "bf16,q8-pc,q4-g32"
+
+    @Option(name: .long, help: "Runs per case (the median is reported).")
+    var `repeat` = 3
+
+    @Option(name: .long, help: "Threads.")
+    var threads = 2
+
+    @Flag(name: .long, help: "One run per pack, 392² only.")
+    var quick = false
+
+    @Option(name: .long, help: "Results file name under benchmarks/results.")
+    var name = "vision"
 
     func run() throws {
-        throw ValidationError("qwen-bench vision is not implemented yet")
+        let qwenRun = try Paths.tool("qwen-run")
+        let work = NSTemporaryDirectory() + "qwen-bench-vision-\(getpid())"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let sizes: [(String, Int)] = quick ? [("edit-plus 392x392", 392)] : [("edit 1008x1008", 1008), ("edit-plus 392x392", 392)]
+        for (_, s) in sizes { try writePNG(syntheticPhoto(width: s, height: s), width: s, height: s, to: "\(work)/photo\(s).png") }
+        var records: [[String: Any]] = []
+        for c in cases.split(separator: ",").map(String.init) {
+            let pack = URL(fileURLWithPath: packs).appendingPathComponent(c).path
+            guard FileManager.default.fileExists(atPath: pack) else {
+                records.append(["case": c, "status": "not measured (pack \(pack) missing)"]); continue
+            }
+            for (label, s) in sizes {
+                var rec = try SpeedCase.measure(
+                    [qwenRun, "vision", "--pack", pack, "--image", "\(work)/photo\(s).png", "--preresize", "none",
+                     "--out", work + "/out.safetensors", "--threads", String(threads), "--json"],
+                    repeat: quick ? 1 : self.repeat, label: "vision \(c) \(label)")
+                rec["case"] = c
+                rec["input"] = label
+                rec["patches"] = (s / 14) * (s / 14)
+                rec["threads"] = threads
+                records.append(rec)
+                try ResultsFile.write(name, records: records)
+            }
+        }
+        try ResultsFile.write(name, records: records)
     }
 }
