@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Quant
 @testable import QwenImage
 
 /// Fixtures: `Tests/Fixtures` (see MANIFEST.md).
@@ -41,7 +42,7 @@ private func fixtureCases() throws -> [TokenizerCase] {
 @Test func tokenizerMatchesEveryOracleCase() throws {
     let cases = try fixtureCases()
     #expect(cases.count == 19)
-    let refs = try TinySafetensorsInt64(path: fixtures.appendingPathComponent("refs/tokenizer.safetensors").path)
+    let refs = try SafetensorsFile(path: fixtures.appendingPathComponent("refs/tokenizer.safetensors").path)
     for (loader, tok) in try bothTokenizers() {
         for c in cases {
             let ids = tok.encode(c.text)
@@ -195,30 +196,5 @@ private func fixtureCases() throws -> [TokenizerCase] {
     #expect(throws: QwenImageError.self) {
         try Qwen2Tokenizer(vocabJSON: vocab, mergesText: Data("#version: 0.2\nĠ t x\n".utf8), tokenizerConfig: nil,
                            addedTokensJSON: nil, source: "T")
-    }
-}
-
-// MARK: - A minimal safetensors reader for int64 tensors (until Quant's SafetensorsFile lands)
-
-private struct TinySafetensorsInt64 {
-    let data: Data
-    let header: [String: Any]
-    let base: Int
-
-    init(path: String) throws {
-        data = try Data(contentsOf: URL(fileURLWithPath: path))
-        let n = data.prefix(8).withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self).littleEndian) }
-        header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) as! [String: Any]
-        base = 8 + n
-    }
-
-    func int64s(_ name: String) throws -> [Int64] {
-        let info = try #require(header[name] as? [String: Any], "tensor \(name) missing")
-        #expect(info["dtype"] as? String == "I64")
-        let offsets = (info["data_offsets"] as! [NSNumber]).map(\.intValue)
-        let bytes = data.subdata(in: (base + offsets[0])..<(base + offsets[1]))
-        return bytes.withUnsafeBytes { raw in
-            (0..<(bytes.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self).littleEndian }
-        }
     }
 }
