@@ -44,6 +44,9 @@ struct Accuracy: ParsableCommand {
     @Option(name: .long, help: "Components: text, vision, edit, vae-encode, vae-decode.")
     var components = "text,vision,edit,vae-encode,vae-decode"
 
+    @Option(name: .long, help: "Components to convert (qwen-quant convert --components), default: all.")
+    var convertComponents: String?
+
     @Option(name: .long, help: "Work folder for packs and outputs (deleted case by case).")
     var work = NSTemporaryDirectory() + "qwen-bench-accuracy"
 
@@ -72,7 +75,8 @@ struct Accuracy: ParsableCommand {
         for sc in list {
             let pack = URL(fileURLWithPath: work).appendingPathComponent("pack-" + sc.name).path
             let conv = try Child.run([try Paths.tool("qwen-quant"), "convert", model, "-o", pack] + sc.convertFlags +
-                                     ["--threads", String(threads), "--force"])
+                                     ["--threads", String(threads), "--force"] +
+                                     (convertComponents.map { ["--components", $0] } ?? []))
             if conv.status != 0 {
                 let why = lastLine(conv.stderr)
                 for c in comps { records.append(["case": sc.name, "component": c, "status": "convert failed: \(why)"]) }

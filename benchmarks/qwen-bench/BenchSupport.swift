@@ -128,8 +128,16 @@ enum ResultsFile {
             "records": records,
         ]
         for (k, v) in extra { obj[k] = v }
-        let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
+        let data = try JSONSerialization.data(withJSONObject: sanitize(obj), options: [.prettyPrinted, .sortedKeys])
         try AtomicWrite.data(data, to: dir.appendingPathComponent("\(name).json"))
+    }
+
+    /// JSON has no inf/nan: they are written as the strings "inf", "-inf", "nan".
+    static func sanitize(_ v: Any) -> Any {
+        if let d = v as? [String: Any] { return d.mapValues(sanitize) }
+        if let a = v as? [Any] { return a.map(sanitize) }
+        if let x = v as? Double, !x.isFinite { return x.isNaN ? "nan" : (x > 0 ? "inf" : "-inf") }
+        return v
     }
 
     static func read(_ name: String, dir: URL = Paths.results) -> [String: Any]? {

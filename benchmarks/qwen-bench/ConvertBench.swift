@@ -32,7 +32,7 @@ struct SchemeCase: Hashable {
     /// The `qwen-quant convert` flags for this case.
     var convertFlags: [String] {
         var f = ["--scheme", scheme]
-        if let g = group { f += ["--group-size", g == 0 ? "channel" : String(g)] }
+        if let g = group { f += ["--group-size", String(g)] }
         if let z = zstd { f += ["--zstd", String(z)] }
         return f
     }
