@@ -55,6 +55,7 @@ static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float 
     j.a.n = w->n; j.a.k = w->k; j.a.kp = kp;
     j.a.ng = qk_weight_ngroups(w->scheme, w->group, w->k);
     j.a.gblk = w->group ? w->group / QK_ABLK : 0;
+    j.a.gshift = w->group == 32 ? 0 : w->group == 64 ? 1 : w->group == 128 ? 2 : 63;
     j.a.rb_bytes = qk_weight_block_bytes(w->scheme, w->group, w->k);
     j.a.scales_bytes = qk_weight_scales_bytes(w->scheme, w->group, w->k);
     j.a.w = w->data;
@@ -70,8 +71,8 @@ static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float 
         qk_parallel_for((m + 15) / 16, quant_task, &j);
     }
     int64_t nb = (w->n + QK_NR - 1) / QK_NR;
-    j.nbpanel = 2;
-    j.npanel = (nb + 1) / 2;
+    j.nbpanel = m < 4 ? 4 : 2;   /* the small-m kernels run 4 blocks at once */
+    j.npanel = (nb + j.nbpanel - 1) / j.nbpanel;
     j.mchunk = m <= 96 ? m : 96;
     j.nm = (m + j.mchunk - 1) / j.mchunk;
     qk_parallel_for(j.npanel * j.nm, mm_task, &j);

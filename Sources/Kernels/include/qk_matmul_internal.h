@@ -88,6 +88,7 @@ void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float
 typedef struct {
     qk_scheme scheme;
     int64_t n, k, kp, ng, gblk;        /* gblk = activation blocks per scale group (0: all) */
+    int gshift;                        /* group of block b = b >> gshift (63 when group = 0) */
     size_t rb_bytes, scales_bytes;     /* block stride, scale bytes at the start of an int block */
     const uint8_t *w;                  /* packed data */
     const float *x;                    /* float schemes: x [m, k] */
@@ -123,4 +124,11 @@ static inline float qk_bf16_bits_to_f32(uint16_t h) {
     union { uint32_t u; float f; } v; v.u = (uint32_t)h << 16; return v.f;
 }
 float qk_f16_bits_to_f32_scalar(uint16_t h);
+
+/* ---- machine limits (limits.c, for qwen-bench limits) ------------------------------------------ */
+/* Run a register-only loop; return the number of operations done (flops, or int8 multiply-adds x 2). */
+double qk_limits_fma(int64_t iters);
+double qk_limits_int8(int64_t iters);
+/* Read `bytes` (64-byte aligned, multiple of 128) with vector loads; returns a checksum. */
+double qk_limits_read(const void *buf, size_t bytes);
 #endif
