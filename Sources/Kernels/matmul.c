@@ -39,7 +39,7 @@ static void mm_task(void *ctx, int64_t task, int tid) {
     kf(&j->a, m0, m1, rb0, rb1);
 }
 
-static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
                         const float *bias, float *y) {
     if (m <= 0) return;
     int64_t kp = w ? qk_weight_kp(w->scheme, w->group, w->k) : 0;
@@ -79,28 +79,28 @@ static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float 
 }
 
 void qk_matmul_ref(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_ref, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_ref, w, x, m, bias, y);
 }
 
 #if defined(__x86_64__)
 void qk_matmul_avx2(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_avx2, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_avx2, w, x, m, bias, y);
 }
 void qk_matmul_avxvnni(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_avxvnni, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_avxvnni, w, x, m, bias, y);
 }
 void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_avx512, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y);
 }
 #endif
 
 void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
     switch (qk_tier_current()) {
 #if defined(__x86_64__)
-    case QK_TIER_AVX512: matmul_with(&qk_mm_tier_avx512, w, x, m, bias, y); return;
-    case QK_TIER_AVXVNNI: matmul_with(&qk_mm_tier_avxvnni, w, x, m, bias, y); return;
-    case QK_TIER_AVX2: matmul_with(&qk_mm_tier_avx2, w, x, m, bias, y); return;
+    case QK_TIER_AVX512: qk_matmul_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y); return;
+    case QK_TIER_AVXVNNI: qk_matmul_with_tier(&qk_mm_tier_avxvnni, w, x, m, bias, y); return;
+    case QK_TIER_AVX2: qk_matmul_with_tier(&qk_mm_tier_avx2, w, x, m, bias, y); return;
 #endif
-    default: matmul_with(&qk_mm_tier_ref, w, x, m, bias, y); return;
+    default: qk_matmul_with_tier(&qk_mm_tier_ref, w, x, m, bias, y); return;
     }
 }

@@ -83,6 +83,8 @@ void qk_matmul_ref(const qk_weight *w, const float *x, int64_t m, const float *b
 void qk_matmul_avx2(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 void qk_matmul_avxvnni(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+/* The AVX-VNNI kernels with EVEX encoding (needs AVX-512 VL + VNNI): tests the avxvnni logic there. */
+void qk_matmul_avxvnni_evex(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 
 /* ---- between the driver (matmul.c) and the tier kernels ---------------------------------------- */
 typedef struct {
@@ -114,6 +116,9 @@ extern const qk_mm_tier qk_mm_tier_avx2;
 extern const qk_mm_tier qk_mm_tier_avxvnni;
 extern const qk_mm_tier qk_mm_tier_avx512;
 #endif
+
+void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+                         const float *bias, float *y);
 
 /* Per-OS-thread scratch for the matmul (separate from qk_thread_scratch so a conv task that holds its
    own scratch can call qk_matmul). slot 0..3. */
