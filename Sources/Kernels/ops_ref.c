@@ -83,16 +83,16 @@ void qk_rope_ref(float *x, int64_t rows, int64_t heads, int64_t head_dim, int64_
 }
 
 void qk_bf16_to_f32_ref(const uint16_t *x, int64_t n, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = qk_bf16_bits_to_f32(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = qk_cvt_bf16_to_f32_1(x[i]);
 }
 void qk_f16_to_f32_ref(const uint16_t *x, int64_t n, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = qk_f16_bits_to_f32(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = qk_cvt_f16_to_f32_1(x[i]);
 }
 void qk_f32_to_bf16_ref(const float *x, int64_t n, uint16_t *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = qk_f32_to_bf16_bits(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = qk_cvt_f32_to_bf16_1(x[i]);
 }
 void qk_f32_to_f16_ref(const float *x, int64_t n, uint16_t *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = qk_f32_to_f16_bits(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = qk_cvt_f32_to_f16_1(x[i]);
 }
 
 /* Nearest x2 (diffusers Upsample with mode "nearest-exact", identical to "nearest" at scale 2):

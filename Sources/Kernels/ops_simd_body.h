@@ -146,20 +146,20 @@ void QK_SFX(qk_rope)(float *x, int64_t rows, int64_t heads, int64_t head_dim, in
 void QK_SFX(qk_bf16_to_f32)(const uint16_t *x, int64_t n, float *y) {
     int64_t i = 0;
     for (; i + VL <= n; i += VL) vst(y + i, vld_bf16(x + i));
-    for (; i < n; i++) y[i] = qk_bf16_bits_to_f32(x[i]);
+    for (; i < n; i++) y[i] = qk_cvt_bf16_to_f32_1(x[i]);
 }
 void QK_SFX(qk_f16_to_f32)(const uint16_t *x, int64_t n, float *y) {
     int64_t i = 0;
     for (; i + VL <= n; i += VL) vst(y + i, vld_f16(x + i));
-    for (; i < n; i++) y[i] = qk_f16_bits_to_f32(x[i]);
+    for (; i < n; i++) y[i] = qk_cvt_f16_to_f32_1(x[i]);
 }
 void QK_SFX(qk_f32_to_bf16)(const float *x, int64_t n, uint16_t *y) {
     int64_t i = 0;
     for (; i + VL <= n; i += VL) vst_bf16(y + i, vld(x + i));
-    for (; i < n; i++) y[i] = qk_f32_to_bf16_bits(x[i]);
+    for (; i < n; i++) y[i] = qk_cvt_f32_to_bf16_1(x[i]);
 }
 void QK_SFX(qk_f32_to_f16)(const float *x, int64_t n, uint16_t *y) {
     int64_t i = 0;
     for (; i + VL <= n; i += VL) vst_f16(y + i, vld(x + i));
-    for (; i < n; i++) y[i] = qk_f32_to_f16_bits(x[i]);
+    for (; i < n; i++) y[i] = qk_cvt_f32_to_f16_1(x[i]);
 }

@@ -48,16 +48,16 @@ void qk_conv3x3_ref(const qk_conv_params *p, const qk_weight *w, const float *x,
 void qk_upsample2x_ref(const float *x, int64_t h, int64_t w, int64_t c, float *y);
 
 /* Scalar conversions shared by every tier (exact IEEE round-to-nearest-even). */
-static inline float qk_bf16_bits_to_f32(uint16_t h) {
+static inline float qk_cvt_bf16_to_f32_1(uint16_t h) {
     union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
     return v.f;
 }
-static inline uint16_t qk_f32_to_bf16_bits(float f) {
+static inline uint16_t qk_cvt_f32_to_bf16_1(float f) {
     union { float f; uint32_t u; } v = { f };
     if ((v.u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0; /* NaN -> canonical quiet NaN, as c10::BFloat16 */
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
 }
-static inline float qk_f16_bits_to_f32(uint16_t h) {
+static inline float qk_cvt_f16_to_f32_1(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
     if (e == 0x1f) u = sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u); /* inf; NaN made quiet */
     else if (e != 0) u = sign | ((e + 112u) << 23) | (m << 13);
@@ -70,7 +70,7 @@ static inline float qk_f16_bits_to_f32(uint16_t h) {
     union { uint32_t u; float f; } v = { u };
     return v.f;
 }
-static inline uint16_t qk_f32_to_f16_bits(float f) {
+static inline uint16_t qk_cvt_f32_to_f16_1(float f) {
     union { float f; uint32_t u; } v = { f };
     uint32_t sign = (v.u >> 16) & 0x8000u, a = v.u & 0x7fffffffu;
     if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* NaN: quiet, top payload */
