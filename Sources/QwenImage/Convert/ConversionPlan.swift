@@ -28,7 +28,10 @@ public struct PlannedTensor: Sendable {
     public let choice: SchemeChoice
     public let layout: PackLayout
     public let bytes: Int
-    public var sourceBytes: Int { sourceShape.reduce(1, *) * sourceDType.byteSize }
+    /// How many pack tensors share the source tensor (3 for a split 3-D convolution).
+    public let sourceShare: Int
+    /// This tensor's share of the source bytes (so shares add up to the checkpoint's size).
+    public var sourceBytes: Int { sourceShape.reduce(1, *) * sourceDType.byteSize / sourceShare }
 }
 
 public struct PlannedShard: Sendable {
@@ -88,7 +91,7 @@ public struct ConversionPlan: Sendable {
                         }
                         byShard[o.shard, default: []].append(PlannedTensor(
                             output: o, source: t, sourceShape: info.shape, sourceDType: info.dtype,
-                            choice: choice, layout: layout, bytes: bytes))
+                            choice: choice, layout: layout, bytes: bytes, sourceShare: outs.count))
                     }
                 }
             }

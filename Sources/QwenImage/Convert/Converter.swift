@@ -234,7 +234,7 @@ public enum Converter {
                     }
                 }
                 if state.finish(err: err, ref: ref) % dropEvery == 0 { writer.dropPages(slot) }
-                progress.advance(nr * bytesPerRow)
+                progress.advance(nr * bytesPerRow / t.sourceShare)
             }
         }
         if let e = state.error { throw e }
