@@ -1,4 +1,5 @@
 import Foundation
+import Quant
 
 // Loading Qwen2Tokenizer from the files of a hub `tokenizer/` folder (or the pack's `tokenizer`
 // component, which carries them verbatim). Settings other than Qwen2's are refused with a clear
@@ -22,6 +23,20 @@ extension Qwen2Tokenizer {
         let addedJSON = config == nil ? try file("added_tokens.json") : nil
         return try Qwen2Tokenizer(vocabJSON: vocab, mergesText: merges, tokenizerConfig: config,
                                   addedTokensJSON: addedJSON, source: source)
+    }
+
+    /// Loads from a pack's `tokenizer` component (or, without one, its `processor` component, which
+    /// carries the same files).
+    public static func load(pack: Pack) throws -> Qwen2Tokenizer {
+        guard let component = ["tokenizer", "processor"].first(where: pack.hasComponent) else {
+            throw QwenImageError.missingComponent(pack: pack.path, component: "tokenizer",
+                hint: "Convert the checkpoint again with its tokenizer folder (found: \(pack.components.joined(separator: ", "))).")
+        }
+        let folder = pack.url.appendingPathComponent(component)
+        return try load(source: folder.path) { name in
+            guard FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path) else { return nil }
+            return try pack.fileData(component: component, name: name)
+        }
     }
 
     /// Loads from a tokenizer folder (the hub's `tokenizer/` or `processor/`).
