@@ -119,11 +119,22 @@ public final class PromptEncoder {
     /// - Parameter maxSequenceLength: `encode_prompt`'s cut (1 ... 1024; default 1024).
     public func encode(_ groups: [[String]], maxSequenceLength: Int = 1024, plan: TextEncoderPlan? = nil,
                        warn: (String) -> Void = { _ in }) throws -> [PromptEmbeddings] {
+        let tokenized = try tokenize(groups.flatMap { $0 }, warn: warn)
+        return try encode(tokenized: tokenized, groups: groups.map(\.count), maxSequenceLength: maxSequenceLength,
+                          plan: plan)
+    }
+
+    /// `encode` from prompts already tokenized with `tokenize`; `groups` gives the size of each
+    /// consecutive group of `tokenized`.
+    public func encode(tokenized: [TemplatedPrompt], groups: [Int], maxSequenceLength: Int = 1024,
+                       plan: TextEncoderPlan? = nil) throws -> [PromptEmbeddings] {
         let limit = template.maxSequenceLength ?? Int.max
         guard maxSequenceLength >= 1 && maxSequenceLength <= limit else {
             throw QwenImageError.invalidInput("max sequence length must be between 1 and \(limit), got \(maxSequenceLength)")
         }
-        let tokenized = try tokenize(groups.flatMap { $0 }, warn: warn)
+        guard groups.reduce(0, +) == tokenized.count, groups.allSatisfy({ $0 > 0 }) else {
+            throw QwenImageError.invalidInput("prompt groups \(groups) do not cover the \(tokenized.count) prompts")
+        }
         lastTokenized = tokenized
         if let plan {
             model.prefetch = plan.prefetch
@@ -155,13 +166,13 @@ public final class PromptEncoder {
         var results: [PromptEmbeddings] = []
         var first = 0
         for g in groups {
-            let range = first ..< first + g.count
+            let range = first ..< first + g
             results.append(try PromptEmbeddings.assemble(
                 hiddenStates: Array(states[range]), validLengths: tokenized[range].map { $0.ids.count },
                 hidden: hidden, dropIndex: template.dropIndex,
                 maxSequenceLength: template.maxSequenceLength == nil ? nil : maxSequenceLength))
             for i in range { states[i] = [] }   // free as we go
-            first += g.count
+            first += g
         }
         return results
     }
