@@ -123,3 +123,46 @@ struct TextEncoderParityTests {
         #expect(worst <= (scheme == "q8" ? Tolerances.textQ8RelL2Sanity : Tolerances.textQ4RelL2Sanity))
     }
 }
+
+@Suite("Language model with 3-D mrope positions (edit references)", .serialized)
+struct TextEncoderMRopeTests {
+    /// The edit cases give the merged `inputs_embeds` (vision rows spliced in) and their 3-D position
+    /// ids, so the language model's mrope path is checked without the vision tower. Text-only prompts
+    /// cannot catch a wrong `mrope_section`; these can (the seqpos variant differs by ~0.5).
+    @Test("inputs_embeds + position ids → last hidden state and prompt_embeds", arguments: ["edit1", "editplus2"])
+    func editCase(name: String) throws {
+        let refs = try SafetensorsFile(path: TF.fixtures.appendingPathComponent("refs/\(name).safetensors").path)
+        let packPath = try TF.pack("f32")
+        let model = try LanguageModel(pack: try Pack(path: packPath), packPath: packPath)
+        let h = model.config.hiddenSize
+        let embeds = try refs.floats("\(name).inputs_embeds")
+        let ids = try refs.int64s("\(name).input_ids").map(Int.init)
+        let l = ids.count
+
+        // Text rows of inputs_embeds are plain embedding rows.
+        let looked = try model.embed(ids)
+        let imageToken = model.config.imageTokenId!
+        var textRows = 0
+        for (r, id) in ids.enumerated() where id != imageToken {
+            #expect(Array(looked[r * h ..< (r + 1) * h]) == Array(embeds[r * h ..< (r + 1) * h]), "row \(r)")
+            textRows += 1
+        }
+        #expect(textRows > 0 && textRows < l)
+
+        for variant in ["", "seqpos."] {
+            let pos = try refs.int64s("\(name).\(variant)position_ids")   // [3, 1, L]
+            let positions = try MRopePositions(t: Array(pos[0 ..< l]), h: Array(pos[l ..< 2 * l]), w: Array(pos[2 * l ..< 3 * l]))
+            let out = try model.forward(inputsEmbeds: embeds, positions: positions)
+            if variant.isEmpty {
+                let err = TF.relL2(out, try refs.floats("\(name).last_hidden_state"))
+                print("\(name).last_hidden_state: rel L2 \(err)")
+                #expect(err <= Tolerances.textF32RelL2)
+            }
+            let e = try PromptEmbeddings.assemble(hiddenStates: [out], validLengths: [l], hidden: h, dropIndex: 64)
+            let err = TF.relL2(e.embeds, try refs.floats("\(name).\(variant)prompt_embeds"))
+            print("\(name).\(variant)prompt_embeds: rel L2 \(err)")
+            #expect(err <= Tolerances.textF32RelL2)
+            #expect(e.mask == (try refs.int64s("\(name).prompt_embeds_mask")))
+        }
+    }
+}
