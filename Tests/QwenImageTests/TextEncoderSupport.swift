@@ -45,6 +45,19 @@ enum TextEncoderFixtures {
         return out
     }
 
+    /// Converts the tiny model with the quant helper's converter (q8 / q4 with groups of 64 along k).
+    static func convertTinyModel(to out: String, scheme: String, zstd: Int?, components: [String]) throws {
+        var o = ConvertOptions()
+        o.scheme = try PackScheme.parse(scheme)
+        o.group = o.scheme.isQuantized ? 64 : 0
+        o.zstdLevel = zstd
+        o.components = Set(components)
+        o.progress = false
+        let checkpoint = try Checkpoint(path: model, only: o.components)
+        let plan = try ConversionPlan.make(checkpoint: checkpoint, options: o)
+        _ = try Converter.convert(checkpoint: checkpoint, plan: plan, output: URL(fileURLWithPath: out), options: o)
+    }
+
     /// Copies a pack folder so a test can damage it.
     static func copy(pack: String, name: String) throws -> String {
         let dst = tempRoot.appendingPathComponent(name + "-\(UInt32.random(in: 0 ... .max))").path
