@@ -203,8 +203,7 @@ struct ComponentRunner {
         defer { unlink(out) }
         var o = Output(status: "ok", child: r)
         if r.status != 0 {
-            let why = lastLine(r.stderr)
-            o.status = why.contains("not implemented") ? "not measured (component not landed)" : "failed: \(why)"
+            o.status = Child.failureStatus(r, tool: qwenRun, subcommand: argv[0])
             return o
         }
         let f = try STFile(out)

@@ -35,11 +35,14 @@ struct ChildResult {
     let status: Int32
     let seconds: Double
     let peakRSS: Int
+    /// User + system CPU time of the child (steadier than wall time on a shared machine).
+    let cpuSeconds: Double
     let stdout: String
     let stderr: String
 
     /// The last line of stdout parsed as a JSON object (the `--json` summary), if any.
     var json: [String: Any]? {
+        if let d = stdout.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] { return o }
         for line in stdout.split(separator: "\n").reversed() {
             if let d = line.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
                 return o
@@ -50,6 +53,18 @@ struct ChildResult {
 }
 
 enum Child {
+    /// Why a qwen-run subcommand failed, in report words: a stub subcommand (its --help still says
+    /// "not implemented") is "not measured (component not landed)", anything else "failed: <last line>".
+    static func failureStatus(_ r: ChildResult, tool: String, subcommand: String) -> String {
+        let why = lastLine(r.stderr)
+        if why.contains("not implemented") { return "not measured (component not landed)" }
+        if let h = try? run([tool, subcommand, "--help"], echo: false),
+           (h.stdout + h.stderr).contains("not implemented") {
+            return "not measured (component not landed)"
+        }
+        return "failed: \(why)"
+    }
+
     /// Runs `argv` (argv[0] a path) with stdout/stderr captured to files, waits with wait4 and returns
     /// the child's own rusage peak RSS. `echo` prints the command line to stderr first.
     static func run(_ argv: [String], env extra: [String: String] = [:], echo: Bool = true) throws -> ChildResult {
@@ -84,7 +99,9 @@ enum Child {
         let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         // WIFEXITED / WEXITSTATUS by hand (macros are not imported).
         let code: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-        return ChildResult(status: code, seconds: secs, peakRSS: Int(usage.ru_maxrss) * 1024, stdout: out, stderr: err)
+        let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 +
+            Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        return ChildResult(status: code, seconds: secs, peakRSS: Int(usage.ru_maxrss) * 1024, cpuSeconds: cpu, stdout: out, stderr: err)
     }
 
     static func shellLine(_ argv: [String]) -> String {

@@ -145,8 +145,8 @@ struct ConvertBench: ParsableCommand {
     @Option(name: .long, help: "Cases whose packs are kept for the speed benchmarks.")
     var keep = "bf16,q8-pc,q4-g32,q4-g32-zstd3,f32"
 
-    @Option(name: .long, help: "Components to convert.")
-    var components = "text_encoder,vae"
+    @Option(name: .long, help: "Components to convert (default: all, incl. tokenizer and processor).")
+    var components: String?
 
     @Option(name: .long, help: "zstd level of the compressed cases.")
     var zstdLevel = 3
@@ -157,13 +157,18 @@ struct ConvertBench: ParsableCommand {
     @Option(name: .long, help: "Results file name under benchmarks/results.")
     var resultName = "convert"
 
+    @Flag(name: .long, help: "Only plan every case (`qwen-quant convert --dry-run --json`): payload bytes and bits per weight per component, written to results/convert_sizes.json. Takes seconds.")
+    var sizesOnly = false
+
     func run() throws {
+        if sizesOnly { return try planSizes() }
         let list: [SchemeCase]
         if let c = cases { list = try c.split(separator: ",").map { try SchemeCase.parse(String($0)) } }
         else if quick { list = try SchemeCase.quick.map(SchemeCase.parse) }
         else { list = SchemeCase.all(zstdLevel: zstdLevel) }
         let keepSet = Set(try keep.split(separator: ",").map { try SchemeCase.parse(String($0)).name })
-        let comps = components.split(separator: ",").map(String.init)
+        let comps = (components ?? "text_encoder,vae").split(separator: ",").map(String.init)
+            .filter { $0 == "text_encoder" || $0.hasPrefix("vae") }
         let srcURL = URL(fileURLWithPath: src)
         let params = try checkpointParams(srcURL, components: comps)
         let srcBytes = comps.reduce(0) { $0 + folderBytes(srcURL.appendingPathComponent($1)) }
@@ -181,7 +186,7 @@ struct ConvertBench: ParsableCommand {
             let need = Int(Double(params.values.reduce(0, +)) * sc.nominalBits / 8 * 1.1) + (2 << 30)
             let free = freeDiskBytes(work)
             var rec: [String: Any] = ["case": sc.name, "scheme": sc.scheme, "group": sc.group ?? -1,
-                                      "zstd": sc.zstd ?? 0, "components": comps.joined(separator: ","),
+                                      "zstd": sc.zstd ?? 0, "components": components ?? "all",
                                       "source_bytes": srcBytes, "threads": threads]
             if free < need {
                 rec["status"] = "not measured (needs ~\(ByteSize.format(need)) of disk, \(ByteSize.format(free)) free)"
@@ -192,11 +197,12 @@ struct ConvertBench: ParsableCommand {
             // Drop the page cache's copy of nothing: the source stays cached between cases (24 GiB RAM),
             // so times after the first case measure conversion, not the disk.
             let argv = [quant, "convert", src, "-o", pack.path] + sc.convertFlags +
-                ["--components", comps.joined(separator: ","), "--threads", String(threads), "--force", "--json"]
+                (components.map { ["--components", $0] } ?? []) + ["--threads", String(threads), "--force", "--json"]
             let r = try Child.run(argv)
             rec["command"] = Child.shellLine(["qwen-quant"] + argv.dropFirst())
             rec["exit"] = Int(r.status)
             rec["wall_s"] = r.seconds
+            rec["cpu_s"] = r.cpuSeconds
             rec["peak_rss_bytes"] = r.peakRSS
             if r.status != 0 {
                 rec["status"] = "failed: " + (r.stderr.split(separator: "\n").last.map(String.init) ?? "exit \(r.status)")
@@ -238,6 +244,41 @@ struct ConvertBench: ParsableCommand {
             }
         }
         try save(byCase)
+    }
+
+    /// Payload bytes of every case from the converter's plan (no conversion): exact for raw packs
+    /// (the plan is what the writer writes, minus manifests); zstd sizes need a real conversion.
+    private func planSizes() throws {
+        let quant = try Paths.tool("qwen-quant")
+        var records: [[String: Any]] = []
+        for sc in SchemeCase.all(zstdLevel: zstdLevel) where sc.zstd == nil {
+            let r = try Child.run([quant, "convert", src, "-o", NSTemporaryDirectory() + "qwen-bench-plan", "--dry-run", "--json"] +
+                                  sc.convertFlags + (components.map { ["--components", $0] } ?? []))
+            guard r.status == 0, let j = r.json, let tensors = j["tensors"] as? [[String: Any]] else {
+                records.append(["case": sc.name, "status": "failed: \(lastLine(r.stderr))"]); continue
+            }
+            var bytes: [String: Int] = [:], params: [String: Int] = [:]
+            var schemes: [String: [String: Int]] = [:]
+            for t in tensors {
+                let c = t["component"] as? String ?? "?"
+                let b = t["bytes"] as? Int ?? 0
+                bytes[c, default: 0] += b
+                params[c, default: 0] += (t["shape"] as? [Int] ?? []).reduce(1, *)
+                let key = "\(t["scheme"] as? String ?? "?")" + ((t["group"] as? Int).map { $0 > 0 ? "-g\($0)" : "" } ?? "")
+                schemes[c, default: [:]][key, default: 0] += (t["shape"] as? [Int] ?? []).reduce(1, *)
+            }
+            var per: [String: Any] = [:]
+            for (c, b) in bytes {
+                per[c] = ["payload_bytes": b, "params": params[c] ?? 0,
+                          "bits_per_weight": Double(b) * 8 / Double(max(1, params[c] ?? 1)), "params_by_scheme": schemes[c] ?? [:]]
+            }
+            let total = bytes.values.reduce(0, +), n = params.values.reduce(0, +)
+            records.append(["case": sc.name, "status": "ok", "scheme": sc.scheme, "group": sc.group ?? -1,
+                            "payload_bytes": total, "params": n, "bits_per_weight": Double(total) * 8 / Double(max(1, n)),
+                            "per_component": per, "command": Child.shellLine(["qwen-quant", "convert", src, "--dry-run", "--json"] + sc.convertFlags)])
+            note("\(sc.name): \(ByteSize.format(total)) planned, \(String(format: "%.3f", Double(total) * 8 / Double(max(1, n)))) bits/weight")
+        }
+        try ResultsFile.write("convert_sizes", records: records, extra: ["source": src])
     }
 
     private func save(_ byCase: [String: [String: Any]]) throws {

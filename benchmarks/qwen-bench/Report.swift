@@ -53,6 +53,10 @@ struct ReportData {
 
     /// Full-size bits per weight of a component ("text_encoder" / "vae") for a scheme, from convert.json.
     func fullSizeBits(case c: String, component: String) -> Double? {
+        for r in records("convert_sizes") where r["case"] as? String == c {
+            if let per = r["per_component"] as? [String: Any], let p = per[component] as? [String: Any],
+               let b = p["bits_per_weight"] as? Double { return b }
+        }
         for r in records("convert") where r["case"] as? String == c {
             if let per = r["per_component"] as? [String: Any], let p = per[component] as? [String: Any],
                let b = p["bits_per_weight"] as? Double { return b }

@@ -9,8 +9,7 @@ enum SpeedCase {
         for i in 0..<max(1, n) {
             let r = try Child.run(argv)
             if r.status != 0 {
-                let why = lastLine(r.stderr)
-                let status = why.contains("not implemented") ? "not measured (component not landed)" : "failed: \(why)"
+                let status = Child.failureStatus(r, tool: argv[0], subcommand: argv[1])
                 note("\(label): \(status)")
                 return ["status": status, "command": Child.shellLine(argv.enumerated().map { $0.offset == 0 ? URL(fileURLWithPath: $0.element).lastPathComponent : $0.element })]
             }
@@ -24,6 +23,7 @@ enum SpeedCase {
         var rec: [String: Any] = [
             "status": "ok", "repeats": runs.count, "wall_s_median": med, "wall_s_min": times.min()!, "wall_s_max": times.max()!,
             "wall_s_all": times, "peak_rss_bytes": runs.map(\.peakRSS).max()!,
+            "cpu_s_median": median(runs.map(\.cpuSeconds)),
             "command": Child.shellLine(argv.enumerated().map { $0.offset == 0 ? URL(fileURLWithPath: $0.element).lastPathComponent : $0.element }),
         ]
         if let j = medianRun.json { rec["summary"] = j.filter { $0.value is NSNumber || $0.value is String } }
