@@ -61,6 +61,9 @@ def main():
         ("bicubic", "src2", 84, 140), ("bicubic", "src1", 47, 61),
         ("lanczos", "src2", 64, 96), ("lanczos", "src1", 160, 224), ("lanczos", "src0", 96, 128),
         ("lanczos", "src2", 200, 96),
+        # Pillow >= 12 resizes vertically first when the height loses more than twice as many pixels as
+        # the width: 98x126 -> 60x110 / 60x108 (vertical first), 60x107 (the boundary: horizontal first).
+        ("bicubic", "src0", 60, 110), ("lanczos", "src0", 60, 108), ("lanczos", "src0", 60, 107),
     ]
     filt = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
     for f, src, h, w in cases:
