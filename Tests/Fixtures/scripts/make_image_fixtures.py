@@ -10,7 +10,7 @@ files) are written by the small encoder below, straight from the PNG specificati
 """
 import io, struct, sys, zlib, os
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.numpy import save_file
 
 rng = np.random.default_rng(20261127)
@@ -141,6 +141,30 @@ add("jpeg422.jpg", pil_bytes(pim, "JPEG", quality=90, subsampling=1))
 add("jpeg420.jpg", pil_bytes(pim, "JPEG", quality=75, subsampling=2))
 add("jpeg420_progressive.jpg", pil_bytes(pim, "JPEG", quality=80, subsampling=2, progressive=True))
 add("jpeg_gray.jpg", pil_bytes(pim.convert("L"), "JPEG", quality=85))
+# A 12-bit JPEG header (SOF1, precision 12): PIL and we refuse it.
+j12 = bytearray(pil_bytes(pim.convert("L"), "JPEG", quality=85))
+sof = j12.index(b"\xff\xc0")
+j12[sof + 1] = 0xC1
+j12[sof + 4] = 12
+add("bad_12bit.jpg", bytes(j12))
+
+# EXIF orientation: expected pixels after ImageOps.exif_transpose (diffusers' load_image), as NAME.upright.
+def add_oriented(name, data):
+    path = os.path.join(out, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    im = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    expected[name.rsplit(".", 1)[0] + ".upright"] = np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+    print(f"{name}: {len(data)} bytes, upright {im.size}")
+
+
+for k in range(1, 9):
+    exif = Image.Exif()
+    exif[0x0112] = k
+    add_oriented(f"orient{k}.png", pil_bytes(Image.fromarray(rgb, "RGB"), "PNG", exif=exif.tobytes()))
+exif = Image.Exif()
+exif[0x0112] = 6
+add_oriented("orient6_jpeg.jpg", pil_bytes(pim, "JPEG", quality=90, exif=exif.tobytes()))
 
 # Files both PIL and we must refuse.
 good = pil_bytes(Image.fromarray(rgb, "RGB"), "PNG")
@@ -154,10 +178,8 @@ ihdr = struct.pack(">IIBBBBB", W, H, 8, 2, 0, 0, 0)
 add("bad_zlib.png", b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"\x78\x9c\xff\xff\xff" + idat[5:]) + chunk(b"IEND", b""))
 ihdr_crc = chunk(b"IHDR", ihdr)
 add("bad_crc.png", b"\x89PNG\r\n\x1a\n" + ihdr_crc[:-1] + bytes([ihdr_crc[-1] ^ 1]) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-cmyk = pil_bytes(Image.fromarray(rand((8, 8, 4), 255).astype(np.uint8), "CMYK"), "JPEG")
-with open(os.path.join(out, "cmyk.jpg"), "wb") as f:   # PIL reads it (mode CMYK); we refuse it clearly
-    f.write(cmyk)
-print("cmyk.jpg:", len(cmyk), "bytes (expected: unsupported)")
+cmyk = np.concatenate([255 - photo, rand((JH, JW, 1), 255)], -1).astype(np.uint8)
+add("jpeg_cmyk.jpg", pil_bytes(Image.fromarray(cmyk, "CMYK"), "JPEG", quality=90))
 # A huge declared size with no data: must be refused before any allocation.
 big = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
 with open(os.path.join(out, "huge_header.png"), "wb") as f:
