@@ -1,9 +1,76 @@
 import ArgumentParser
+import Foundation
+import QwenImage
 
 struct Tokenize: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "(not implemented yet)")
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Print the token ids of a text (no template, no special tokens added).",
+        discussion: """
+        Added tokens written in the text (<|im_start|>, <|image_pad|>, ...) become their ids.
+        Prints the ids as a JSON array on stdout; with --json, an object with ids, tokens and timing.
+
+        Examples:
+          qwen-run tokenize --pack pack/ --text "A red fox in the snow"
+          qwen-run tokenize --tokenizer Qwen-Image/tokenizer --text "<|im_start|>user" --json
+        """)
+
+    @Option(name: .long, help: "A pack folder (uses its tokenizer component).")
+    var pack: String?
+
+    @Option(name: .long, help: "A tokenizer folder (tokenizer.json, or vocab.json + merges.txt + tokenizer_config.json).")
+    var tokenizer: String?
+
+    @Option(name: .long, help: "The text to tokenize.")
+    var text: String
+
+    @Flag(name: .long, help: "Print a JSON object with ids, tokens, count and timing instead of the bare id array.")
+    var json = false
+
+    func validate() throws {
+        if (pack == nil) == (tokenizer == nil) {
+            throw ValidationError("give exactly one of --pack PACK or --tokenizer DIR")
+        }
+    }
 
     func run() throws {
-        throw ValidationError("qwen-run tokenize is not implemented yet")
+        do {
+            let start = DispatchTime.now()
+            let tok = try loadTokenizer()
+            let loaded = DispatchTime.now()
+            let ids = tok.encode(text)
+            let done = DispatchTime.now()
+            if json {
+                let object: [String: Any] = [
+                    "ids": ids,
+                    "tokens": ids.map { tok.token(for: $0) ?? "" },
+                    "count": ids.count,
+                    "load_seconds": Double(loaded.uptimeNanoseconds - start.uptimeNanoseconds) / 1e9,
+                    "encode_seconds": Double(done.uptimeNanoseconds - loaded.uptimeNanoseconds) / 1e9,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print("[" + ids.map(String.init).joined(separator: ", ") + "]")
+            }
+        } catch let error as QwenImageError {
+            note("error: \(error.description)")
+            throw ExitCode(1)
+        }
+    }
+
+    private func loadTokenizer() throws -> Qwen2Tokenizer {
+        if let dir = tokenizer { return try Qwen2Tokenizer.load(directory: dir) }
+        let packPath = pack!
+        // Until the pack loader lands, read the pack's tokenizer component folder directly.
+        guard FileManager.default.fileExists(atPath: (packPath as NSString).appendingPathComponent("pack.json")) else {
+            throw QwenImageError.io(path: packPath, message: "not a pack: pack.json not found (make one with qwen-quant)")
+        }
+        let dir = (packPath as NSString).appendingPathComponent("tokenizer")
+        guard FileManager.default.fileExists(atPath: dir) else {
+            throw QwenImageError.missingComponent(pack: packPath, component: "tokenizer",
+                hint: "Convert the checkpoint again with its tokenizer folder.")
+        }
+        return try Qwen2Tokenizer.load(directory: dir)
     }
 }

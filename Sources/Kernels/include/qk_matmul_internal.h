@@ -1,0 +1,126 @@
+/*
+ * qk_matmul_internal.h: the packed weight layout of every scheme, the activation quantization used by
+ * the integer paths, and the per-tier matmul entry points (for the kernel tests).
+ *
+ * ==== Packed weight layout (pack format version 1) ===============================================
+ *
+ * W is a logical matrix [n, k] (PyTorch Linear layout). Rows are stored in ROW BLOCKS of QK_NR = 16
+ * consecutive output rows; nb = ceil(n / 16) blocks. Block b holds rows 16b .. 16b+15; rows >= n in the
+ * last block are padding (all bytes zero, scales zero). Block b starts at byte b * qk_rb_bytes(...)
+ * from the 64-byte aligned base; every block stride is a multiple of 64 bytes. All multi-byte values
+ * are little-endian. Inside a block, "lane" r (0..15) is row 16b + r.
+ *
+ *  QK_F32  : for kk in 0..k-1, for r in 0..15: f32 w[16b+r][kk]           (64 bytes per kk)
+ *            stride = 64 * k.
+ *  QK_BF16 : same order, 2-byte bfloat16 (the top half of an f32)          (32 bytes per kk)
+ *  QK_F16  : same order, 2-byte IEEE binary16                              (32 bytes per kk)
+ *            stride = roundup(32 * k, 64); the tail of the block is zero.
+ *            (float schemes accept only group = 0.)
+ *
+ *  QK_Q8 and QK_Q4 (integer schemes), group g in {0, 32, 64, 128}:
+ *    kp = roundup(k, g ? g : 32)  (k padded with zero weights), ng = g ? kp / g : 1 scale groups
+ *    (g = 0: one group spanning all of kp, i.e. one scale per output row).
+ *    A block is [scales][data]:
+ *      scales: for grp in 0..ng-1, for r in 0..15: f32 scale d[16b+r][grp]   (64 bytes per group)
+ *      data, QK_Q8: for s in 0..kp/4-1 (a "k4 step", kk = 4s..4s+3), for r in 0..15, for j in 0..3:
+ *                   int8 q[16b+r][4s+j]                                     (64 bytes per step)
+ *                   q in [-127, 127]; w ~= d * q.
+ *      data, QK_Q4: for p in 0..kp/8-1 (kk = 8p..8p+7), for r in 0..15, for j in 0..3: one byte
+ *                   (q[16b+r][8p+j] + 8) | (q[16b+r][8p+4+j] + 8) << 4     (64 bytes per 8 kk)
+ *                   q in [-8, 7]; w ~= d * q.
+ *    stride = ng * 64 + kp * 16 (Q8) or ng * 64 + kp * 8 (Q4).
+ *    The 16 x 4 byte arrangement of a k4 step is exactly one 512-bit vpdpbusd operand (16 i32 lanes,
+ *    one per output row, 4 consecutive k each); Q4 splits into two such operands with and/shift.
+ *
+ * Weight quantization (pack time): per (row, group), symmetric; scale candidates
+ * d = amax / (qmax * f) for a small grid of clipping factors f (and amax / 8 for Q4), keeping the d with
+ * the least squared error of the group (qk_set_weight_scale_search(0) restores plain absmax).
+ *
+ * ==== Activation quantization (integer schemes, at run time) ======================================
+ * Each activation row x[kk] is split into blocks of QK_ABLK = 32 along k (zero padded to kp); per
+ * (token, block): a = max|x|, xd = a / 127, q = round_to_nearest_even(x * (127 / a)) in [-127, 127].
+ * Per-block scales keep a few outlier channels (100-1000x the rest, as in Qwen2.5 hidden states) from
+ * wiping out the precision of every other channel: only the 31 neighbours of an outlier share its scale.
+ *
+ * ==== Arithmetic (identical in every tier, so tiers, thread counts and batch sizes agree bit for bit)
+ * float schemes : acc = 0; for kk = 0..k-1: acc = fma(x[t][kk], (float)w[n][kk], acc); y = acc + bias.
+ * integer       : acc = 0; for each activation block bk (32 k):
+ *                   i = sum over the block of q_w * q_x (exact int32);
+ *                   acc = fma((float)i * xd[t][bk], d[n][group of bk], acc);
+ *                 y = acc + bias.
+ * Each output depends only on its own x row and W row: row r of an M-row call equals an M = 1 call.
+ *
+ * ==== Error bounds (per weight element; see Tests/KernelsTests/MatmulTolerances.swift) ============
+ * F32: exact. BF16: |dw| <= 2^-9 |w| (round to nearest even). F16: |dw| <= 2^-11 |w| for
+ * 6.1e-5 <= |w| <= 65504, absolute 2^-25 below (subnormals); |w| > 65504 is refused by the packer.
+ * Q8: |dw| <= d / 2 for unclipped values, d <= amax_group / 127.  Q4: |dw| <= d / 2, d <= amax / 7.
+ * Activations (integer schemes): |dx| <= xd / 2 = amax_block / 254.
+ */
+#ifndef QK_MATMUL_INTERNAL_H
+#define QK_MATMUL_INTERNAL_H
+#include "qk_internal.h"
+
+#define QK_NR 16
+#define QK_ABLK 32
+
+/* Layout helpers (pure functions of the arguments). Return 0 for an unsupported (scheme, group). */
+int64_t qk_weight_kp(qk_scheme scheme, int32_t group, int64_t k);   /* padded k (int schemes), else k */
+int64_t qk_weight_ngroups(qk_scheme scheme, int32_t group, int64_t k);
+size_t qk_weight_block_bytes(qk_scheme scheme, int32_t group, int64_t k);
+size_t qk_weight_scales_bytes(qk_scheme scheme, int32_t group, int64_t k);
+
+/* 1 (default) = clipping grid search for weight scales, 0 = plain absmax. For measurements. */
+void qk_set_weight_scale_search(int on);
+
+/* Quantized activation rows: q [kp] int8, then xd [kp/32] f32, then c [kp/32] int32 where
+   c = -off * sum(q of the block) (off = 128 for Q8 on the VNNI tiers, 8 for Q4, 0 otherwise);
+   row stride qk_xq_row_bytes(kp). */
+size_t qk_xq_row_bytes(int64_t kp);
+void qk_quantize_x_ref(const float *x, int64_t k, int64_t kp, int32_t off, void *out);
+
+/* The matmul of one tier (same contract as qk_matmul), for tests and benchmarks. */
+void qk_matmul_ref(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+void qk_matmul_avx2(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+void qk_matmul_avxvnni(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+
+/* ---- between the driver (matmul.c) and the tier kernels ---------------------------------------- */
+typedef struct {
+    qk_scheme scheme;
+    int64_t n, k, kp, ng, gblk;        /* gblk = activation blocks per scale group (0: all) */
+    size_t rb_bytes, scales_bytes;     /* block stride, scale bytes at the start of an int block */
+    const uint8_t *w;                  /* packed data */
+    const float *x;                    /* float schemes: x [m, k] */
+    const uint8_t *xq;                 /* int schemes: quantized rows, stride xq_stride */
+    size_t xq_stride;
+    const float *bias;
+    float *y;                          /* y [m, n] */
+} qk_mm_args;
+
+/* Computes y rows [m0, m1) x row blocks [rb0, rb1). */
+typedef void (*qk_mm_kernel)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1);
+typedef void (*qk_quantx_fn)(const float *x, int64_t k, int64_t kp, int32_t off, void *out);
+
+typedef struct {
+    qk_mm_kernel kern[5];   /* by scheme */
+    qk_quantx_fn quantx;
+    int32_t q8_off;         /* activation offset the Q8 kernel expects in c (128 with vpdpbusd, 0 else) */
+} qk_mm_tier;
+
+extern const qk_mm_tier qk_mm_tier_ref;
+#if defined(__x86_64__)
+extern const qk_mm_tier qk_mm_tier_avx2;
+extern const qk_mm_tier qk_mm_tier_avxvnni;
+extern const qk_mm_tier qk_mm_tier_avx512;
+#endif
+
+/* Per-OS-thread scratch for the matmul (separate from qk_thread_scratch so a conv task that holds its
+   own scratch can call qk_matmul). slot 0..3. */
+void *qk_tls_scratch(int slot, size_t bytes);
+
+/* Scalar conversions shared by the packers and the reference kernels. */
+static inline float qk_bf16_bits_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v; v.u = (uint32_t)h << 16; return v.f;
+}
+float qk_f16_bits_to_f32_scalar(uint16_t h);
+#endif

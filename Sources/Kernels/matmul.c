@@ -1,0 +1,105 @@
+/* matmul.c: the qk_matmul driver. Quantizes activations for the integer schemes (once per call, in
+   parallel over rows), then splits y into (row chunk x 2-block column panel) tasks. Consecutive tasks
+   share a weight panel, so the threads stream each panel from memory once per row chunk. */
+#include "qk_matmul_internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+size_t qk_xq_row_bytes(int64_t kp) {
+    return ((size_t)kp + (size_t)(kp / QK_ABLK) * 8 + 63) / 64 * 64;
+}
+
+typedef struct {
+    const qk_mm_tier *tier;
+    qk_mm_args a;
+    int64_t m, mchunk, nm, npanel, nbpanel;
+    const float *x;
+    int64_t k;
+    int32_t off;
+} mm_job;
+
+static void quant_task(void *ctx, int64_t task, int tid) {
+    (void)tid;
+    mm_job *j = ctx;
+    int64_t r0 = task * 16, r1 = r0 + 16 < j->m ? r0 + 16 : j->m;
+    qk_quantx_fn qf = j->tier->quantx ? j->tier->quantx : qk_quantize_x_ref;
+    for (int64_t r = r0; r < r1; r++)
+        qf(j->x + r * j->k, j->k, j->a.kp, j->off, (uint8_t *)j->a.xq + (size_t)r * j->a.xq_stride);
+}
+
+static void mm_task(void *ctx, int64_t task, int tid) {
+    (void)tid;
+    mm_job *j = ctx;
+    int64_t p = task / j->nm, mi = task % j->nm;
+    int64_t m0 = mi * j->mchunk, m1 = m0 + j->mchunk < j->m ? m0 + j->mchunk : j->m;
+    int64_t rb0 = p * j->nbpanel, rb1 = rb0 + j->nbpanel;
+    int64_t nb = (j->a.n + QK_NR - 1) / QK_NR;
+    if (rb1 > nb) rb1 = nb;
+    qk_mm_kernel kf = j->tier->kern[j->a.scheme] ? j->tier->kern[j->a.scheme] : qk_mm_tier_ref.kern[j->a.scheme];
+    kf(&j->a, m0, m1, rb0, rb1);
+}
+
+static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+                        const float *bias, float *y) {
+    if (m <= 0) return;
+    int64_t kp = w ? qk_weight_kp(w->scheme, w->group, w->k) : 0;
+    if (!w || !w->data || !x || !y || w->n <= 0 || !kp) {
+        fprintf(stderr, "qk_matmul: invalid arguments (scheme %d, group %d, n %lld, k %lld)\n",
+                w ? (int)w->scheme : -1, w ? w->group : -1, w ? (long long)w->n : -1LL, w ? (long long)w->k : -1LL);
+        abort();
+    }
+    mm_job j;
+    j.tier = tier;
+    j.m = m; j.x = x; j.k = w->k;
+    j.a.scheme = w->scheme;
+    j.a.n = w->n; j.a.k = w->k; j.a.kp = kp;
+    j.a.ng = qk_weight_ngroups(w->scheme, w->group, w->k);
+    j.a.gblk = w->group ? w->group / QK_ABLK : 0;
+    j.a.rb_bytes = qk_weight_block_bytes(w->scheme, w->group, w->k);
+    j.a.scales_bytes = qk_weight_scales_bytes(w->scheme, w->group, w->k);
+    j.a.w = w->data;
+    j.a.x = x;
+    j.a.xq = NULL;
+    j.a.xq_stride = 0;
+    j.a.bias = bias;
+    j.a.y = y;
+    if (w->scheme == QK_Q8 || w->scheme == QK_Q4) {
+        j.off = w->scheme == QK_Q8 ? tier->q8_off : 8;
+        j.a.xq_stride = qk_xq_row_bytes(kp);
+        j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
+        qk_parallel_for((m + 15) / 16, quant_task, &j);
+    }
+    int64_t nb = (w->n + QK_NR - 1) / QK_NR;
+    j.nbpanel = 2;
+    j.npanel = (nb + 1) / 2;
+    j.mchunk = m <= 96 ? m : 96;
+    j.nm = (m + j.mchunk - 1) / j.mchunk;
+    qk_parallel_for(j.npanel * j.nm, mm_task, &j);
+}
+
+void qk_matmul_ref(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    matmul_with(&qk_mm_tier_ref, w, x, m, bias, y);
+}
+
+#if defined(__x86_64__)
+void qk_matmul_avx2(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    matmul_with(&qk_mm_tier_avx2, w, x, m, bias, y);
+}
+void qk_matmul_avxvnni(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    matmul_with(&qk_mm_tier_avxvnni, w, x, m, bias, y);
+}
+void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    matmul_with(&qk_mm_tier_avx512, w, x, m, bias, y);
+}
+#endif
+
+void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    switch (qk_tier_current()) {
+#if defined(__x86_64__)
+    case QK_TIER_AVX512: matmul_with(&qk_mm_tier_avx512, w, x, m, bias, y); return;
+    case QK_TIER_AVXVNNI: matmul_with(&qk_mm_tier_avxvnni, w, x, m, bias, y); return;
+    case QK_TIER_AVX2: matmul_with(&qk_mm_tier_avx2, w, x, m, bias, y); return;
+#endif
+    default: matmul_with(&qk_mm_tier_ref, w, x, m, bias, y); return;
+    }
+}

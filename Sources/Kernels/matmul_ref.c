@@ -1,0 +1,94 @@
+/* matmul_ref.c: scalar reference tier. Walks the packed layout directly and performs exactly the
+   arithmetic specified in qk_matmul_internal.h (fma chains in k order; exact int32 block sums), so
+   every SIMD tier must agree with it bit for bit. */
+#include "qk_matmul_internal.h"
+#include <math.h>
+#include <string.h>
+
+void qk_quantize_x_ref(const float *x, int64_t k, int64_t kp, int32_t off, void *out) {
+    int8_t *q = out;
+    int64_t nblk = kp / QK_ABLK;
+    float *xd = (float *)((uint8_t *)out + kp);
+    int32_t *c = (int32_t *)(xd + nblk);
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t k0 = b * QK_ABLK;
+        float amax = 0;
+        for (int64_t i = k0; i < k0 + QK_ABLK && i < k; i++) { float a = fabsf(x[i]); if (a > amax) amax = a; }
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (int64_t i = k0; i < k0 + QK_ABLK; i++) {
+            int v = 0;
+            if (i < k) {
+                float r = nearbyintf(x[i] * id);
+                v = r > 127 ? 127 : (r < -127 ? -127 : (int)r);
+            }
+            q[i] = (int8_t)v;
+            sum += v;
+        }
+        xd[b] = amax / 127.0f;
+        c[b] = -off * sum;
+    }
+}
+
+static inline float wval(qk_scheme s, const uint8_t *blk, int64_t kk, int lane) {
+    switch (s) {
+    case QK_F32: return ((const float *)blk)[kk * QK_NR + lane];
+    case QK_BF16: return qk_bf16_bits_to_f32(((const uint16_t *)blk)[kk * QK_NR + lane]);
+    default: return qk_f16_bits_to_f32_scalar(((const uint16_t *)blk)[kk * QK_NR + lane]);
+    }
+}
+
+static void kern_float_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    for (int64_t rb = rb0; rb < rb1; rb++) {
+        const uint8_t *blk = a->w + (size_t)rb * a->rb_bytes;
+        for (int lane = 0; lane < QK_NR; lane++) {
+            int64_t col = rb * QK_NR + lane;
+            if (col >= a->n) break;
+            for (int64_t t = m0; t < m1; t++) {
+                const float *xr = a->x + t * a->k;
+                float acc = 0;
+                for (int64_t kk = 0; kk < a->k; kk++) acc = fmaf(xr[kk], wval(a->scheme, blk, kk, lane), acc);
+                a->y[t * a->n + col] = a->bias ? acc + a->bias[col] : acc;
+            }
+        }
+    }
+}
+
+static void kern_int_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    int64_t nblk = a->kp / QK_ABLK;
+    for (int64_t rb = rb0; rb < rb1; rb++) {
+        const uint8_t *blk = a->w + (size_t)rb * a->rb_bytes;
+        const float *scales = (const float *)blk;
+        const uint8_t *data = blk + a->scales_bytes;
+        for (int lane = 0; lane < QK_NR; lane++) {
+            int64_t col = rb * QK_NR + lane;
+            if (col >= a->n) break;
+            for (int64_t t = m0; t < m1; t++) {
+                const int8_t *xq = (const int8_t *)(a->xq + (size_t)t * a->xq_stride);
+                const float *xd = (const float *)(a->xq + (size_t)t * a->xq_stride + a->kp);
+                float acc = 0;
+                for (int64_t b = 0; b < nblk; b++) {
+                    int32_t isum = 0;
+                    for (int64_t i = b * QK_ABLK; i < (b + 1) * QK_ABLK; i++) {
+                        int q;
+                        if (a->scheme == QK_Q8) q = (int8_t)data[(i >> 2) * 64 + lane * 4 + (i & 3)];
+                        else {
+                            uint8_t byte = data[(i >> 3) * 64 + lane * 4 + (i & 3)];
+                            q = ((i & 4) ? (byte >> 4) : (byte & 15)) - 8;
+                        }
+                        isum += q * xq[i];
+                    }
+                    int64_t g = a->gblk ? b / a->gblk : 0;
+                    acc = fmaf((float)isum * xd[b], scales[g * QK_NR + lane], acc);
+                }
+                a->y[t * a->n + col] = a->bias ? acc + a->bias[col] : acc;
+            }
+        }
+    }
+}
+
+const qk_mm_tier qk_mm_tier_ref = {
+    .kern = { kern_float_ref, kern_float_ref, kern_float_ref, kern_int_ref, kern_int_ref },
+    .quantx = qk_quantize_x_ref,
+    .q8_off = 0,
+};

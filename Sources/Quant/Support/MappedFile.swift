@@ -1,0 +1,49 @@
+import Foundation
+
+/// A whole file mapped read-only into memory. The mapping lives as long as the object.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let size: Int
+    /// Start of the mapping (nil for an empty file).
+    public let base: UnsafeRawPointer?
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw QuantError.io(path: path, message: "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw QuantError.io(path: path, message: "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw QuantError.io(path: path, message: "not a regular file") }
+        size = Int(st.st_size)
+        if size == 0 { base = nil; return }
+        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else {
+            throw QuantError.io(path: path, message: "cannot map \(size) bytes: \(String(cString: strerror(errno)))")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit {
+        if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    }
+
+    /// Bytes [offset, offset + count) (caller checked the range).
+    public func bytes(_ offset: Int, _ count: Int) -> UnsafeRawBufferPointer {
+        guard let base, count > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + offset, count: count)
+    }
+
+    /// Tells the kernel the pages of [offset, offset + count) will be needed soon / are no longer needed.
+    public func advise(_ offset: Int, _ count: Int, willNeed: Bool) {
+        guard let base, count > 0 else { return }
+        let page = Int(getpagesize())
+        let start = offset / page * page
+        let end = min(size, offset + count)
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start,
+                    willNeed ? Int32(MADV_WILLNEED) : Int32(MADV_DONTNEED))
+    }
+}

@@ -1,0 +1,91 @@
+/// The chat templates the Qwen-Image pipelines wrap a prompt in before the text encoder, with the
+/// number of leading tokens (the system prompt up to and including `<|im_start|>user\n`) whose hidden
+/// states are dropped. Mirrors diffusers 0.42.1, `pipelines/qwenimage/`:
+///
+/// * `QwenImagePipeline._get_qwen_prompt_embeds`: `prompt_template_encode`, drop 34, tokenizer called with
+///   `max_length = 1024 + 34, truncation=True`; `encode_prompt` then cuts the embeddings to
+///   `max_sequence_length` (1024 by default; `__call__` passes 512).
+/// * `QwenImageEditPipeline`: its own system prompt, `<|vision_start|><|image_pad|><|vision_end|>` once
+///   before the prompt, drop 64; the processor is called without truncation and nothing is cut.
+/// * `QwenImageEditPlusPipeline`: the Edit system prompt with `Picture {i}: <|vision_start|>...` per image
+///   (i from 1) in front of the prompt, drop 64, no truncation.
+///
+/// The drop index is hard-coded upstream (it does not depend on the tokenizer).
+public struct PromptTemplate: Sendable, Equatable {
+    public enum Kind: String, Sendable { case textToImage = "text-to-image", edit, editPlus = "edit-plus" }
+
+    public let kind: Kind
+    /// The template text before and after `{}`.
+    public let prefix: String
+    public let suffix: String
+    /// Tokens dropped from the front of the encoder output (`prompt_template_encode_start_idx`).
+    public let dropIndex: Int
+    /// The tokenizer's `max_length` with truncation on; nil where the pipeline does not truncate.
+    public let tokenizerMaxLength: Int?
+    /// The cut of the embeddings in `encode_prompt` (`max_sequence_length`); nil where there is none.
+    public let maxSequenceLength: Int?
+    /// Number of images the template refers to (one `<|image_pad|>` each).
+    public let imageCount: Int
+
+    static let textToImageSystem = "Describe the image by detailing the color, shape, size, texture, quantity, "
+        + "text, spatial relationships of the objects and background:"
+    static let editSystem = "Describe the key features of the input image (color, shape, size, texture, objects, "
+        + "background), then explain how the user's text instruction should alter or modify the image. Generate a "
+        + "new image that meets the user's requirements while maintaining consistency with the original input "
+        + "where appropriate."
+    static let visionPlaceholder = "<|vision_start|><|image_pad|><|vision_end|>"
+    static let assistantSuffix = "<|im_end|>\n<|im_start|>assistant\n"
+
+    /// `QwenImagePipeline` (text-to-image).
+    public static let textToImage = PromptTemplate(
+        kind: .textToImage,
+        prefix: "<|im_start|>system\n\(textToImageSystem)<|im_end|>\n<|im_start|>user\n",
+        suffix: assistantSuffix, dropIndex: 34, tokenizerMaxLength: 1024 + 34, maxSequenceLength: 1024,
+        imageCount: 0)
+
+    /// `QwenImageEditPipeline` (one reference image).
+    public static let edit = PromptTemplate(
+        kind: .edit,
+        prefix: "<|im_start|>system\n\(editSystem)<|im_end|>\n<|im_start|>user\n\(visionPlaceholder)",
+        suffix: assistantSuffix, dropIndex: 64, tokenizerMaxLength: nil, maxSequenceLength: nil, imageCount: 1)
+
+    /// `QwenImageEditPlusPipeline` with `imageCount` reference images (0 gives no picture prefix, as
+    /// the pipeline does with no image).
+    public static func editPlus(imageCount: Int) -> PromptTemplate {
+        var pictures = ""
+        for i in 0..<max(imageCount, 0) { pictures += "Picture \(i + 1): \(visionPlaceholder)" }
+        return PromptTemplate(
+            kind: .editPlus,
+            prefix: "<|im_start|>system\n\(editSystem)<|im_end|>\n<|im_start|>user\n\(pictures)",
+            suffix: assistantSuffix, dropIndex: 64, tokenizerMaxLength: nil, maxSequenceLength: nil,
+            imageCount: max(imageCount, 0))
+    }
+
+    /// `template.format(prompt)`: the prompt is inserted verbatim (braces in it are not interpreted).
+    public func format(prompt: String) -> String { prefix + prompt + suffix }
+
+    /// Formats and tokenizes `prompt` as the pipeline does (truncating where it truncates).
+    public func tokenize(prompt: String, with tokenizer: Qwen2Tokenizer) -> TemplatedPrompt {
+        let text = format(prompt: prompt)
+        var ids = tokenizer.encode(text)
+        var dropped = 0
+        if let limit = tokenizerMaxLength, ids.count > limit {
+            dropped = ids.count - limit
+            ids.removeLast(dropped)
+        }
+        return TemplatedPrompt(text: text, ids: ids, dropIndex: dropIndex, truncatedTokens: dropped)
+    }
+}
+
+/// A prompt in its template, tokenized.
+public struct TemplatedPrompt: Sendable, Equatable {
+    /// The formatted text.
+    public let text: String
+    /// Token ids after truncation (`input_ids` of one row, without padding).
+    public let ids: [Int]
+    /// Hidden states `ids[dropIndex...]` are the prompt embeddings.
+    public let dropIndex: Int
+    /// Tokens removed from the end by the pipeline's truncation (0 when the prompt fits); callers
+    /// should tell the user when this is not 0.
+    public let truncatedTokens: Int
+}

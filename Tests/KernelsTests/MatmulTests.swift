@@ -1,0 +1,218 @@
+import Foundation
+import Kernels
+import Testing
+
+/// Sizes that hit every loop tail of the kernels (m tiles, 16-row blocks, k4 steps, 32-blocks, groups).
+private let tailK = [1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 63, 127, 129, 1023]
+private let tailN = [1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 63, 127, 129]
+private let tailM = [1, 2, 3, 5, 7, 13, 17, 33]
+private let shapes: [(m: Int, n: Int, k: Int)] = {
+    var s: [(Int, Int, Int)] = []
+    for (i, k) in tailK.enumerated() { s.append((tailM[i % tailM.count], tailN[(i * 5) % tailN.count], k)) }
+    for n in tailN { s.append((3, n, 37)) }
+    for m in tailM { s.append((m, 33, 65)) }
+    s.append((2, 20, 200))   // k not a multiple of any group
+    s.append((1, 129, 300))
+    return s
+}()
+
+@Suite("matmul", .serialized) struct MatmulTests {
+    @Test("every SIMD tier equals the reference bit for bit (all schemes, tail sizes, unaligned x/y)")
+    func tiersMatchReference() {
+        let tiers = mmSimdTiers()
+        for s in MMScheme.all {
+            for (idx, sh) in shapes.enumerated() {
+                var rng = MMRng(UInt64(idx * 31 + 7))
+                let w = MMWeight(s, n: sh.n, k: sh.k, values: rng.floats(sh.n * sh.k))
+                let x = mmActivations(m: sh.m, k: sh.k, seed: UInt64(idx), outliers: [3: 200])
+                let bias = idx % 2 == 0 ? rng.floats(sh.n) : nil
+                let ref = mmRun(qk_matmul_ref, w, x: x, m: sh.m, bias: bias, misalign: 0)
+                #expect(ref.allSatisfy { $0.isFinite }, "\(s) \(sh): reference produced non-finite values")
+                for (name, fn) in tiers {
+                    let y = mmRun(fn, w, x: x, m: sh.m, bias: bias, misalign: 1 + idx % 3)
+                    let ok = mmBitsEqual(y, ref)
+                    if !ok {
+                        let worst = zip(y, ref).map { abs($0 - $1) }.max() ?? 0
+                        Issue.record("\(name) \(s) m=\(sh.m) n=\(sh.n) k=\(sh.k): differs from ref (max abs diff \(worst))")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("float schemes: accurate to the f32 FMA-chain bound; bf16/f16 within their rounding bound")
+    func floatAccuracy() {
+        let m = 3, n = 40, k = 777
+        var rng = MMRng(11)
+        let wv = rng.floats(n * k)
+        let x = mmActivations(m: m, k: k, seed: 5, outliers: [10: 300, 500: 1000])
+        for s in MMScheme.all where !s.isInt {
+            let w = MMWeight(s, n: n, k: k, values: wv)
+            let y = mmRun(qk_matmul, w, x: x, m: m, bias: nil)
+            let bound = s.scheme == QK_BF16 ? MatmulTolerance.bf16Weight : s.scheme == QK_F16 ? MatmulTolerance.f16Weight : 0
+            for c in 0..<n {
+                let wd = w.row(c)
+                for r in 0..<m {
+                    var exactDeq = 0.0, exactOrig = 0.0, absSum = 0.0
+                    for i in 0..<k {
+                        exactDeq += Double(x[r * k + i]) * Double(wd[i])
+                        exactOrig += Double(x[r * k + i]) * Double(wv[c * k + i])
+                        absSum += abs(Double(x[r * k + i]) * Double(wv[c * k + i]))
+                    }
+                    let chain = MatmulTolerance.floatChain * Double(k) * absSum * 1.01
+                    let got = Double(y[r * n + c])
+                    #expect(abs(got - exactDeq) <= chain, "\(s) r\(r) c\(c): \(got) vs \(exactDeq)")
+                    #expect(abs(got - exactOrig) <= bound * absSum + chain, "\(s) r\(r) c\(c): \(got) vs \(exactOrig)")
+                }
+            }
+        }
+    }
+
+    @Test("integer schemes: activation error within the per-block bound; relative L2 with outlier channels")
+    func intAccuracyWithOutliers() {
+        let m = 4, n = 48, k = 1000
+        var rng = MMRng(21)
+        let wv = rng.floats(n * k)
+        for outliers in [[Int: Float](), [5: 300, 700: 1000]] {
+            let x = mmActivations(m: m, k: k, seed: 9, outliers: outliers)
+            var exact = [Double](repeating: 0, count: m * n)
+            for r in 0..<m { for c in 0..<n {
+                var s = 0.0
+                for i in 0..<k { s += Double(x[r * k + i]) * Double(wv[c * k + i]) }
+                exact[r * n + c] = s
+            } }
+            for s in MMScheme.all where s.isInt {
+                let w = MMWeight(s, n: n, k: k, values: wv)
+                let y = mmRun(qk_matmul, w, x: x, m: m, bias: nil)
+                for c in 0..<n {
+                    let wd = w.row(c)
+                    for r in 0..<m {
+                        var deq = 0.0, bound = 0.0, absSum = 0.0
+                        for b in stride(from: 0, to: k, by: 32) {
+                            var amax = 0.0, wabs = 0.0
+                            for i in b..<min(b + 32, k) {
+                                amax = max(amax, abs(Double(x[r * k + i])))
+                                wabs += abs(Double(wd[i]))
+                                deq += Double(x[r * k + i]) * Double(wd[i])
+                                absSum += abs(Double(x[r * k + i]) * Double(wd[i]))
+                            }
+                            bound += amax / 254 * wabs
+                        }
+                        bound = bound * (1 + MatmulTolerance.actSlack) + MatmulTolerance.floatChain * Double(k) * absSum * 4
+                        let got = Double(y[r * n + c])
+                        #expect(abs(got - deq) <= bound, "\(s) r\(r) c\(c): |\(got) - \(deq)| > \(bound)")
+                    }
+                }
+                let err = mmRelL2(y, exact)
+                let key = s.scheme == QK_Q8 ? "q8" : "q4"
+                print("matmul accuracy \(s) outliers=\(!outliers.isEmpty): relative L2 vs f32 = \(String(format: "%.2e", err))")
+                #expect(err <= MatmulTolerance.relL2[key]!, "\(s): relative L2 \(err)")
+            }
+        }
+    }
+
+    @Test("bf16 packs are bit-exact copies (round trip through dequant_row)")
+    func bf16RoundTrip() {
+        let n = 21, k = 45
+        var rng = MMRng(3)
+        var src = (0..<(n * k)).map { _ in UInt16(truncatingIfNeeded: rng.next()) & 0x7F7F | 0x0080 }
+        src[0] = 0x8000; src[1] = 0x0001   // -0 and a subnormal survive too
+        let bytes = qk_weight_bytes(QK_BF16, 0, Int64(n), Int64(k))
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { buf.deallocate() }
+        #expect(qk_weight_pack_rows_bf16(QK_BF16, 0, Int64(n), Int64(k), 0, Int64(n), src, buf) == 0)
+        var w = qk_weight(scheme: QK_BF16, group: 0, n: Int64(n), k: Int64(k), data: UnsafeRawPointer(buf))
+        var row = [Float](repeating: 0, count: k)
+        for r in 0..<n {
+            qk_weight_dequant_row(&w, Int64(r), &row)
+            for i in 0..<k { #expect(row[i].bitPattern == UInt32(src[r * k + i]) << 16, "row \(r) col \(i)") }
+        }
+        // f32 -> bf16 rounds to nearest even
+        let f: [Float] = [1.0 + 1.0 / 256, 1.0 + 3.0 / 256, -2.5, 1e-3]
+        let wb = MMWeight(MMScheme(scheme: QK_BF16, group: 0), n: 1, k: 4, values: f)
+        #expect(wb.row(0) == [1.0, 1.0 + 4.0 / 256, -2.5, Float(bitPattern: (Float(1e-3).bitPattern &+ 0x7FFF &+ ((Float(1e-3).bitPattern >> 16) & 1)) & 0xFFFF_0000)])
+    }
+
+    @Test("row-chunked packing equals whole-matrix packing (f32 and bf16 sources)")
+    func chunkedPacking() {
+        let n = 53, k = 70
+        var rng = MMRng(8)
+        let wv = rng.floats(n * k)
+        let wb: [UInt16] = wv.map { UInt16($0.bitPattern >> 16) }
+        for s in MMScheme.all {
+            let bytes = qk_weight_bytes(s.scheme, s.group, Int64(n), Int64(k))
+            var whole = [UInt8](repeating: 0xAA, count: bytes), chunked = [UInt8](repeating: 0x55, count: bytes)
+            var whole16 = [UInt8](repeating: 0xAA, count: bytes), chunked16 = [UInt8](repeating: 0x55, count: bytes)
+            #expect(qk_weight_pack_rows(s.scheme, s.group, Int64(n), Int64(k), 0, Int64(n), wv, &whole) == 0)
+            #expect(qk_weight_pack_rows_bf16(s.scheme, s.group, Int64(n), Int64(k), 0, Int64(n), wb, &whole16) == 0)
+            for (r0, nr) in [(32, 21), (0, 16), (16, 16)] {   // out of order on purpose
+                let part = Array(wv[(r0 * k)..<((r0 + nr) * k)]), part16 = Array(wb[(r0 * k)..<((r0 + nr) * k)])
+                #expect(qk_weight_pack_rows(s.scheme, s.group, Int64(n), Int64(k), Int64(r0), Int64(nr), part, &chunked) == 0)
+                #expect(qk_weight_pack_rows_bf16(s.scheme, s.group, Int64(n), Int64(k), Int64(r0), Int64(nr), part16, &chunked16) == 0)
+            }
+            #expect(whole == chunked, "\(s): chunked f32 packing differs")
+            #expect(whole16 == chunked16, "\(s): chunked bf16 packing differs")
+        }
+    }
+
+    @Test("bad arguments are refused, not packed")
+    func badArguments() {
+        #expect(qk_weight_bytes(QK_BF16, 32, 16, 16) == 0)
+        #expect(qk_weight_bytes(QK_Q8, 48, 16, 16) == 0)
+        #expect(qk_weight_bytes(QK_Q4, 0, 0, 16) == 0)
+        var out = [UInt8](repeating: 0, count: qk_weight_bytes(QK_Q8, 32, 40, 8))
+        let w = [Float](repeating: 1, count: 40 * 8)
+        #expect(qk_weight_pack_rows(QK_Q8, 32, 40, 8, 8, 16, w, &out) == -1)     // row0 not aligned
+        #expect(qk_weight_pack_rows(QK_Q8, 32, 40, 8, 0, 20, w, &out) == -1)     // chunk not aligned, not final
+        #expect(qk_weight_pack_rows(QK_Q8, 32, 40, 8, 32, 16, w, &out) == -1)    // past n
+        var bad = w; bad[5] = .nan
+        #expect(qk_weight_pack_rows(QK_Q8, 32, 40, 8, 0, 40, bad, &out) == -1)
+        var big = w; big[3] = 70000
+        var out16 = [UInt8](repeating: 0, count: qk_weight_bytes(QK_F16, 0, 40, 8))
+        #expect(qk_weight_pack_rows(QK_F16, 0, 40, 8, 0, 40, big, &out16) == -1)
+        #expect(qk_weight_pack_rows(QK_F16, 0, 40, 8, 0, 40, w, &out16) == 0)
+    }
+
+    @Test("results do not depend on the thread count or on the other rows of the batch")
+    func threadAndBatchInvariance() {
+        let saved = qk_get_threads()
+        defer { qk_set_threads(saved) }
+        let m = 37, n = 70, k = 300
+        var rng = MMRng(99)
+        let wv = rng.floats(n * k)
+        let x = mmActivations(m: m, k: k, seed: 4, outliers: [17: 500])
+        let bias = rng.floats(n)
+        for s in MMScheme.all {
+            let w = MMWeight(s, n: n, k: k, values: wv)
+            qk_set_threads(1)
+            let y1 = mmRun(qk_matmul, w, x: x, m: m, bias: bias)
+            for t: Int32 in [2, 3, 5] {
+                qk_set_threads(t)
+                #expect(mmBitsEqual(mmRun(qk_matmul, w, x: x, m: m, bias: bias), y1), "\(s): \(t) threads differ from 1")
+            }
+            for r in [0, 5, 36] {
+                let single = mmRun(qk_matmul, w, x: Array(x[(r * k)..<((r + 1) * k)]), m: 1, bias: bias)
+                #expect(mmBitsEqual(single, Array(y1[(r * n)..<((r + 1) * n)])), "\(s): row \(r) alone differs from the batch")
+            }
+        }
+    }
+
+    @Test("clipping search lowers the weight quantization error (measured)")
+    func scaleSearch() {
+        let n = 64, k = 256
+        var rng = MMRng(77)
+        // heavy-ish tails: sum of uniforms cubed, like trained weights' outliers
+        let wv = (0..<(n * k)).map { _ in Float(pow(Double(rng.float()), 3)) + rng.float() * 0.1 }
+        for s in MMScheme.all where s.isInt && s.group == 32 || s.scheme == QK_Q4 && s.group == 128 {
+            var err = [0.0, 0.0]
+            for (i, on) in [Int32(0), 1].enumerated() {
+                qk_set_weight_scale_search(on)
+                let w = MMWeight(s, n: n, k: k, values: wv)
+                for r in 0..<n { for (a, b) in zip(w.row(r), wv[(r * k)..<((r + 1) * k)]) { err[i] += Double(a - b) * Double(a - b) } }
+            }
+            qk_set_weight_scale_search(1)
+            print("weight scale search \(s): squared error \(String(format: "%.3e", err[1])) vs absmax \(String(format: "%.3e", err[0])) (ratio \(String(format: "%.3f", err[1] / err[0])))")
+            #expect(err[1] <= err[0], "\(s): search made it worse")
+        }
+    }
+}

@@ -1,7 +1,0 @@
-import Testing
-import Quant
-@Test func byteSizeParses2() {
-    #expect(ByteSize.parse("1G") == 1 << 30)
-    #expect(ByteSize.parse("512MiB") == 512 << 20)
-    #expect(ByteSize.parse("x") == nil)
-}
