@@ -30,10 +30,13 @@ let package = Package(
         .target(name: "Kernels", path: "Sources/Kernels",
                 cSettings: [.define("_GNU_SOURCE")],
                 linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread", .when(platforms: [.linux]))]),
+        // C: libpng / libjpeg calls behind setjmp (both report errors by longjmp, which Swift cannot catch).
+        .target(name: "CImageShim", dependencies: ["CPNG", "CJPEG"], path: "Sources/CImageShim",
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
         // Formats: safetensors, the pack format, mmap, zstd, checksums; Swift wrappers of the kernels.
         .target(name: "Quant", dependencies: ["Kernels", "CZstd"], path: "Sources/Quant"),
         // Models, tokenizer, image I/O and preprocessing, checkpoint name table, converter.
-        .target(name: "QwenImage", dependencies: ["Quant", "Kernels", "CPNG", "CJPEG"], path: "Sources/QwenImage"),
+        .target(name: "QwenImage", dependencies: ["Quant", "Kernels", "CPNG", "CJPEG", "CImageShim"], path: "Sources/QwenImage"),
 
         .executableTarget(name: "qwen-quant", dependencies: [
             "Quant", "QwenImage", .product(name: "ArgumentParser", package: "swift-argument-parser"),

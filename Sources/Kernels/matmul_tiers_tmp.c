@@ -5,5 +5,4 @@
 extern const qk_mm_tier qk_mm_tier_ref;
 const qk_mm_tier qk_mm_tier_avx2 = REFTAB;
 const qk_mm_tier qk_mm_tier_avxvnni = REFTAB;
-const qk_mm_tier qk_mm_tier_avx512 = REFTAB;
 #endif

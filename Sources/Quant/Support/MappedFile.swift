@@ -47,3 +47,9 @@ public final class MappedFile: @unchecked Sendable {
                     willNeed ? Int32(MADV_WILLNEED) : Int32(MADV_DONTNEED))
     }
 }
+
+/// Hands a raw pointer to concurrently running workers that write disjoint parts of it.
+public struct SendablePointer<T>: @unchecked Sendable {
+    public let p: T
+    public init(_ p: T) { self.p = p }
+}

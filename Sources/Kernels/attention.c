@@ -1,0 +1,59 @@
+/*
+ * attention.c: public qk_attention. Work is split into independent pieces of (query head, block of up
+ * to 64 query rows); each piece is one call of the tier twin with hq == hkv == 1 (pointers offset to
+ * the head, its kv head h / (hq / hkv), and the block's first row). Pieces never share outputs, so the
+ * result is the same for any thread count.
+ */
+#include "qk_internal.h"
+#include "qk_ops_internal.h"
+#include <stdio.h>
+#include <string.h>
+
+#define QK_ATTN_BQ 64
+
+typedef struct {
+    const qk_attn_params *p;
+    const float *q, *k, *v;
+    float *out;
+    int64_t nblocks;
+    qk_tier tier;
+} attn_ctx;
+
+static void attn_task(void *ctx, int64_t task, int thread_id) {
+    const attn_ctx *c = (const attn_ctx *)ctx;
+    const qk_attn_params *p = c->p;
+    int64_t h = task / c->nblocks, i0 = (task % c->nblocks) * QK_ATTN_BQ;
+    int64_t hk = h / (p->hq / p->hkv);
+    qk_attn_params sp = *p;
+    sp.lq = p->lq - i0 < QK_ATTN_BQ ? p->lq - i0 : QK_ATTN_BQ;
+    sp.hq = sp.hkv = 1;
+    sp.q_offset = p->q_offset + i0;
+    if (p->q_seg && p->k_seg) sp.q_seg = p->q_seg + i0;
+    else sp.q_seg = sp.k_seg = NULL;
+    const float *q = c->q + i0 * p->q_stride + h * p->d;
+    const float *k = c->k + hk * p->d, *v = c->v + hk * p->d;
+    float *out = c->out + i0 * p->o_stride + h * p->d;
+    void *scratch = qk_thread_scratch(thread_id, qk_attention_scratch_bytes(p->d));
+    switch (c->tier) {
+#if defined(__x86_64__)
+    case QK_TIER_AVX512: qk_attention_avx512(&sp, q, k, v, out, scratch); break;
+    case QK_TIER_AVX2:
+    case QK_TIER_AVXVNNI: qk_attention_avx2(&sp, q, k, v, out, scratch); break;
+#endif
+    default: qk_attention_ref(&sp, q, k, v, out, scratch); break;
+    }
+}
+
+void qk_attention(const qk_attn_params *p, const float *q, const float *k, const float *v, float *out) {
+    if (p->lq <= 0 || p->hq <= 0 || p->d <= 0) return;
+    if (p->hkv <= 0 || p->hq % p->hkv != 0 || p->d > QK_ATTN_MAX_D) {
+        /* Callers validate shapes; this is a last guard against garbage: zeros and a message. */
+        fprintf(stderr, "qk_attention: unsupported shape hq=%lld hkv=%lld d=%lld (need hq %% hkv == 0, d <= %d)\n",
+                (long long)p->hq, (long long)p->hkv, (long long)p->d, QK_ATTN_MAX_D);
+        for (int64_t i = 0; i < p->lq; i++) memset(out + i * p->o_stride, 0, (size_t)(p->hq * p->d) * sizeof(float));
+        return;
+    }
+    attn_ctx c = { .p = p, .q = q, .k = k, .v = v, .out = out, .tier = qk_tier_current() };
+    c.nblocks = (p->lq + QK_ATTN_BQ - 1) / QK_ATTN_BQ;
+    qk_parallel_for(p->hq * c.nblocks, attn_task, &c);
+}

@@ -1,0 +1,216 @@
+/*
+ * attention_simd_body.h: flash-style attention for one query head and up to 64 query rows, written once
+ * over the vector vocabulary (simd_avx2.h / simd_avx512.h); attention_avx2.c and attention_avx512.c
+ * instantiate it.
+ *
+ * Layout trick: queries live in vector lanes. The block's queries are packed once, transposed and
+ * pre-scaled, as Qt[c][i] (i < 64). For each tile of up to 64 keys:
+ *   S^T[j][i] = sum_c K[j][c] * Qt[c][i]     (K rows are read in place and broadcast: no K packing)
+ *   running max m[i], P^T = exp(S^T - m), l[i] = l[i] * alpha[i] + sum_j P^T[j][i]   (all lane-wise:
+ *   no horizontal reductions)
+ *   O[i][:] = O[i][:] * alpha[i] + sum_j P^T[j][i] * V[j][:]   (V rows read in place)
+ * Rows of the block are split into runs of equal segment id, each with its own key range, so window
+ * attention only touches its own window. A row that sees no key gets zeros.
+ */
+#include "qk_ops_internal.h"
+#include "simd_math.h"
+#include <math.h>
+#include <string.h>
+
+#define BQ 64
+#define BK 64
+#define KG 4 /* keys per S^T register tile */
+#define RG 4 /* query rows per PV register tile */
+#define QK_INLINE static inline __attribute__((always_inline))
+
+/* st[u][lanes] = sum_c kp[u][c] * qt[c][lanes] for u < KG and NQ query vectors. */
+QK_INLINE void st_block(const float *const kp[KG], const float *qt, int64_t d, float *st, const int NQ) {
+    V acc[KG][ATT_QV];
+    for (int u = 0; u < KG; u++)
+        for (int x = 0; x < NQ; x++) acc[u][x] = vzero();
+    for (int64_t c = 0; c < d; c++) {
+        V qv[ATT_QV];
+        for (int x = 0; x < NQ; x++) qv[x] = vld(qt + c * BQ + x * VL);
+        for (int u = 0; u < KG; u++) {
+            V b = vset(kp[u][c]);
+            for (int x = 0; x < NQ; x++) acc[u][x] = vfma(b, qv[x], acc[u][x]);
+        }
+    }
+    for (int u = 0; u < KG; u++)
+        for (int x = 0; x < NQ; x++) vst(st + u * BQ + x * VL, acc[u][x]);
+}
+
+/* o[r][cols] = o[r][cols] * alpha[r] + sum_j pt[j][r] * v[j][cols] for r < RG and NV column vectors
+   (the last one masked with `lastm` when TAIL). */
+QK_INLINE void pv_block(const float *pt, const float *alpha, const float *vb, int64_t v_stride, int64_t nk,
+                        float *o, int64_t dp, VM lastm, const int NV, const int TAIL) {
+    V acc[RG][ATT_CV];
+    for (int r = 0; r < RG; r++) {
+        V a = vset(alpha[r]);
+        for (int x = 0; x < NV; x++) acc[r][x] = vmul(vld(o + r * dp + x * VL), a);
+    }
+    for (int64_t j = 0; j < nk; j++) {
+        const float *vr = vb + j * v_stride;
+        V vv[ATT_CV];
+        for (int x = 0; x < NV; x++) vv[x] = (TAIL && x == NV - 1) ? vldm(vr + x * VL, lastm) : vld(vr + x * VL);
+        for (int r = 0; r < RG; r++) {
+            V b = vset(pt[j * BQ + r]);
+            for (int x = 0; x < NV; x++) acc[r][x] = vfma(b, vv[x], acc[r][x]);
+        }
+    }
+    for (int r = 0; r < RG; r++)
+        for (int x = 0; x < NV; x++) vst(o + r * dp + x * VL, acc[r][x]);
+}
+
+typedef struct {
+    float *qt, *st, *o, *m, *l, *alpha;
+    int64_t dp;
+} att_scratch;
+
+static void st_tile(const float *k, int64_t k_stride, int64_t nk, const float *qt, int64_t d, int64_t nqv, float *st) {
+    for (int64_t jj = 0; jj < nk; jj += KG) {
+        const float *kp[KG];
+        for (int u = 0; u < KG; u++) kp[u] = k + (jj + u < nk ? jj + u : nk - 1) * k_stride;
+        for (int64_t iv = 0; iv < nqv; iv += ATT_QV) {
+            int64_t nq = nqv - iv < ATT_QV ? nqv - iv : ATT_QV;
+            const float *q0 = qt + iv * VL;
+            float *s0 = st + jj * BQ + iv * VL;
+            switch (nq) {
+            case 1: st_block(kp, q0, d, s0, 1); break;
+            case 2: st_block(kp, q0, d, s0, 2); break;
+#if ATT_QV >= 3
+            case 3: st_block(kp, q0, d, s0, 3); break;
+#endif
+#if ATT_QV >= 4
+            case 4: st_block(kp, q0, d, s0, 4); break;
+#endif
+            default: break;
+            }
+        }
+    }
+}
+
+static void pv_tile(const float *v, int64_t v_stride, int64_t nk, int64_t nr, int64_t d, const att_scratch *s) {
+    int64_t nvec = (d + VL - 1) / VL;
+    VM lastm = vmask(d - (nvec - 1) * VL);
+    int tail = d % VL != 0;
+    for (int64_t i = 0; i < nr; i += RG) {
+        for (int64_t cv = 0; cv < nvec; cv += ATT_CV) {
+            int64_t nv = nvec - cv < ATT_CV ? nvec - cv : ATT_CV;
+            int last = tail && cv + nv == nvec;
+            const float *pt = s->st + i, *al = s->alpha + i, *vb = v + cv * VL;
+            float *o = s->o + i * s->dp + cv * VL;
+            switch (nv * 2 + last) {
+            case 2: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 1, 0); break;
+            case 3: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 1, 1); break;
+            case 4: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 2, 0); break;
+            case 5: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 2, 1); break;
+            case 6: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 3, 0); break;
+            case 7: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 3, 1); break;
+#if ATT_CV >= 4
+            case 8: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 4, 0); break;
+            case 9: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 4, 1); break;
+#endif
+            default: break;
+            }
+        }
+    }
+}
+
+/* Queries [r0, r0 + nr) of the block, all with segment `seg` (ignored when !use_seg). */
+static void att_run(const qk_attn_params *p, const float *q, const float *k, const float *v, float *out,
+                    int64_t r0, int64_t nr, int use_seg, int32_t seg, const att_scratch *s) {
+    int64_t d = p->d, dp = s->dp;
+    int64_t jlo = 0, jhi = p->kv_len < p->lk ? p->kv_len : p->lk;
+    if (p->causal && p->q_offset + r0 + nr < jhi) jhi = p->q_offset + r0 + nr;
+    if (use_seg) {
+        int64_t a = jlo, b = jhi;
+        while (a < b && p->k_seg[a] != seg) a++;
+        while (b > a && p->k_seg[b - 1] != seg) b--;
+        jlo = a; jhi = b;
+    }
+    if (jhi <= jlo) {
+        for (int64_t i = 0; i < nr; i++) memset(out + (r0 + i) * p->o_stride, 0, (size_t)d * sizeof(float));
+        return;
+    }
+    int64_t nqv = (nr + VL - 1) / VL;
+    /* Qt[c][i] = q[r0 + i][c] * scale, zero lanes past nr */
+    memset(s->qt, 0, (size_t)(d * BQ) * sizeof(float));
+    for (int64_t i = 0; i < nr; i++) {
+        const float *qi = q + (r0 + i) * p->q_stride;
+        for (int64_t c = 0; c < d; c++) s->qt[c * BQ + i] = qi[c] * p->scale;
+    }
+    memset(s->o, 0, (size_t)(BQ * dp) * sizeof(float));
+    for (int64_t i = 0; i < BQ; i++) { s->m[i] = -INFINITY; s->l[i] = 0; }
+    V lane = viota(), ninf = vset(-INFINITY);
+
+    for (int64_t j0 = jlo; j0 < jhi; j0 += BK) {
+        int64_t nk = jhi - j0 < BK ? jhi - j0 : BK;
+        st_tile(k + j0 * p->k_stride, p->k_stride, nk, s->qt, d, nqv, s->st);
+        /* masks: key j hidden from lane i when j > q_offset + r0 + i, or its segment differs */
+        int causal_part = p->causal && j0 + nk - 1 > p->q_offset + r0;
+        for (int64_t jj = 0; jj < nk; jj++) {
+            float *row = s->st + jj * BQ;
+            if (use_seg && p->k_seg[j0 + jj] != seg) {
+                for (int64_t iv = 0; iv < nqv; iv++) vst(row + iv * VL, ninf);
+                continue;
+            }
+            if (causal_part) {
+                int64_t t = j0 + jj - p->q_offset - r0; /* lanes i < t are hidden */
+                if (t <= 0) continue;
+                float tf = (float)(t > BQ ? BQ : t);
+                for (int64_t iv = 0; iv < nqv; iv++) {
+                    V li = vadd(lane, vset((float)(iv * VL)));
+                    vst(row + iv * VL, vsel_lt(li, vset(tf), ninf, vld(row + iv * VL)));
+                }
+            }
+        }
+        /* online softmax, lane-wise */
+        for (int64_t iv = 0; iv < nqv; iv++) {
+            V mold = vld(s->m + iv * VL), mx = mold;
+            for (int64_t jj = 0; jj < nk; jj++) mx = vmax(mx, vld(s->st + jj * BQ + iv * VL));
+            V msafe = vsel_eq(mx, ninf, vzero(), mx);
+            V alpha = vexp(vsub(mold, msafe)), sum = vzero();
+            for (int64_t jj = 0; jj < nk; jj++) {
+                float *sp = s->st + jj * BQ + iv * VL;
+                V e = vexp(vsub(vld(sp), msafe));
+                vst(sp, e);
+                sum = vadd(sum, e);
+            }
+            vst(s->l + iv * VL, vfma(vld(s->l + iv * VL), alpha, sum));
+            vst(s->m + iv * VL, mx);
+            vst(s->alpha + iv * VL, alpha);
+        }
+        pv_tile(v + j0 * p->v_stride, p->v_stride, nk, nr, d, s);
+    }
+    int64_t nvec = (d + VL - 1) / VL;
+    for (int64_t i = 0; i < nr; i++) {
+        V inv = vset(s->l[i] > 0 ? 1.0f / s->l[i] : 0.0f);
+        float *oi = out + (r0 + i) * p->o_stride, *src = s->o + i * dp;
+        for (int64_t cv = 0; cv < nvec; cv++) {
+            int64_t n = d - cv * VL < VL ? d - cv * VL : VL;
+            vstm(oi + cv * VL, vmask(n), vmul(vld(src + cv * VL), inv));
+        }
+    }
+}
+
+void QK_SFX(qk_attention)(const qk_attn_params *p, const float *q, const float *k, const float *v, float *out,
+                          void *scratch) {
+    att_scratch s;
+    int64_t d = p->d;
+    s.dp = (d + 15) / 16 * 16;
+    s.qt = (float *)scratch;
+    s.st = s.qt + s.dp * BQ;
+    s.o = s.st + (BK + KG) * BQ;
+    s.m = s.o + BQ * s.dp;
+    s.l = s.m + BQ;
+    s.alpha = s.l + BQ;
+    int use_seg = p->q_seg && p->k_seg;
+    for (int64_t r0 = 0; r0 < p->lq;) {
+        int64_t r1 = r0 + 1;
+        if (use_seg) while (r1 < p->lq && p->q_seg[r1] == p->q_seg[r0]) r1++;
+        else r1 = p->lq;
+        att_run(p, q, k, v, out, r0, r1 - r0, use_seg, use_seg ? p->q_seg[r0] : 0, &s);
+        r0 = r1;
+    }
+}

@@ -1,0 +1,174 @@
+/* matmul_avx512.c: AVX-512 tier (F/BW/VL/DQ + VNNI). One zmm holds one 16-row block of outputs.
+   Float schemes: register tiles of MR tokens x NB blocks (up to 12 x 2), one FMA chain per output in
+   k order. Integer schemes: vpdpbusd with the weights as the unsigned operand (Q8 is flipped to
+   q + 128 by an xor, Q4 nibbles are q + 8) and the activations as the signed broadcast operand; the
+   offset is removed by starting each block's int32 sum at c = -offset * sum(q_x) (qk_quantize_x).
+   Arithmetic and order follow qk_matmul_internal.h exactly, so results equal the reference. */
+#include "qk_matmul_internal.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+
+#define AI static inline __attribute__((always_inline))
+
+static void quantx_avx512(const float *x, int64_t k, int64_t kp, int32_t off, void *out) {
+    int8_t *q = out;
+    int64_t nblk = kp / QK_ABLK;
+    float *xd = (float *)((uint8_t *)out + kp);
+    int32_t *c = (int32_t *)(xd + nblk);
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t k0 = b * QK_ABLK, rem = k - k0;
+        if (rem < 0) rem = 0;
+        __mmask16 m0 = rem >= 16 ? 0xffff : (__mmask16)((1u << rem) - 1);
+        __mmask16 m1 = rem >= 32 ? 0xffff : rem > 16 ? (__mmask16)((1u << (rem - 16)) - 1) : 0;
+        __m512 v0 = _mm512_maskz_loadu_ps(m0, x + k0), v1 = _mm512_maskz_loadu_ps(m1, x + k0 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+        q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+        q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+        _mm_storeu_si128((__m128i *)(q + k0), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(q + k0 + 16), _mm512_cvtepi32_epi8(q1));
+        int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        xd[b] = amax / 127.0f;
+        c[b] = -off * sum;
+    }
+}
+
+AI void store_block(const qk_mm_args *a, int64_t t, int64_t rb, __m512 v) {
+    int64_t col = rb * QK_NR, rem = a->n - col;
+    __mmask16 mk = rem >= 16 ? 0xffff : (__mmask16)((1u << rem) - 1);
+    if (a->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, a->bias + col));
+    _mm512_mask_storeu_ps(a->y + t * a->n + col, mk, v);
+}
+
+/* ---- float schemes ------------------------------------------------------------------------------ */
+AI __m512 load_w(qk_scheme s, const uint8_t *p, int64_t kk) {
+    if (s == QK_F32) return _mm512_loadu_ps((const float *)p + kk * QK_NR);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)p + kk * QK_NR));
+    if (s == QK_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+AI void ftile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
+    __m512 acc[12][2];
+    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+    const uint8_t *w0 = a->w + (size_t)rb * a->rb_bytes, *w1 = w0 + a->rb_bytes;
+    const int64_t k = a->k;
+    const float *x = a->x + t0 * k;
+    for (int64_t kk = 0; kk < k; kk++) {
+        __m512 v0 = load_w(s, w0, kk), v1 = NB > 1 ? load_w(s, w1, kk) : v0;
+        for (int i = 0; i < MR; i++) {
+            __m512 xb = _mm512_set1_ps(x[i * k + kk]);
+            acc[i][0] = _mm512_fmadd_ps(xb, v0, acc[i][0]);
+            if (NB > 1) acc[i][1] = _mm512_fmadd_ps(xb, v1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
+}
+
+AI void fkern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    for (int64_t rb = rb0; rb < rb1; rb += 2) {
+        int nb2 = rb + 1 < rb1;
+        int64_t t = m0;
+        if (nb2) {
+            for (; t + 12 <= m1; t += 12) ftile(a, s, 12, 2, t, rb);
+            for (; t + 4 <= m1; t += 4) ftile(a, s, 4, 2, t, rb);
+            for (; t < m1; t++) ftile(a, s, 1, 2, t, rb);
+        } else {
+            for (; t + 12 <= m1; t += 12) ftile(a, s, 12, 1, t, rb);
+            for (; t + 4 <= m1; t += 4) ftile(a, s, 4, 1, t, rb);
+            for (; t < m1; t++) ftile(a, s, 1, 1, t, rb);
+        }
+    }
+}
+static void kern_f32(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_F32, m0, m1, rb0, rb1); }
+static void kern_bf16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_BF16, m0, m1, rb0, rb1); }
+static void kern_f16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_F16, m0, m1, rb0, rb1); }
+
+/* ---- integer schemes ---------------------------------------------------------------------------- */
+AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
+    const int64_t kp = a->kp, nblk = kp / QK_ABLK;
+    const uint8_t *blk0 = a->w + (size_t)rb * a->rb_bytes, *blk1 = blk0 + a->rb_bytes;
+    const float *sc0 = (const float *)blk0, *sc1 = (const float *)blk1;
+    const uint8_t *d0 = blk0 + a->scales_bytes, *d1 = blk1 + a->scales_bytes;
+    const uint8_t *xr[6];
+    const float *xd[6];
+    const int32_t *xc[6];
+    for (int i = 0; i < MR; i++) {
+        xr[i] = a->xq + (size_t)(t0 + i) * a->xq_stride;
+        xd[i] = (const float *)(xr[i] + kp);
+        xc[i] = (const int32_t *)(xd[i] + nblk);
+    }
+    const __m512i flip = _mm512_set1_epi8((char)0x80), low4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[6][2];
+    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        __m512i ia[6][2];
+        for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) ia[i][j] = _mm512_set1_epi32(xc[i][b]);
+        if (s == QK_Q8) {
+            for (int st = 0; st < 8; st++) {
+                __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512(d0 + (b * 8 + st) * 64), flip);
+                __m512i w1 = NB > 1 ? _mm512_xor_si512(_mm512_loadu_si512(d1 + (b * 8 + st) * 64), flip) : w0;
+                for (int i = 0; i < MR; i++) {
+                    __m512i xb = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + st * 4));
+                    ia[i][0] = _mm512_dpbusd_epi32(ia[i][0], w0, xb);
+                    if (NB > 1) ia[i][1] = _mm512_dpbusd_epi32(ia[i][1], w1, xb);
+                }
+            }
+        } else {
+            for (int p = 0; p < 4; p++) {
+                __m512i v0 = _mm512_loadu_si512(d0 + (b * 4 + p) * 64);
+                __m512i v1 = NB > 1 ? _mm512_loadu_si512(d1 + (b * 4 + p) * 64) : v0;
+                __m512i lo0 = _mm512_and_si512(v0, low4), hi0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), low4);
+                __m512i lo1 = _mm512_and_si512(v1, low4), hi1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), low4);
+                for (int i = 0; i < MR; i++) {
+                    __m512i xl = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
+                    __m512i xh = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8 + 4));
+                    ia[i][0] = _mm512_dpbusd_epi32(ia[i][0], lo0, xl);
+                    if (NB > 1) ia[i][1] = _mm512_dpbusd_epi32(ia[i][1], lo1, xl);
+                    ia[i][0] = _mm512_dpbusd_epi32(ia[i][0], hi0, xh);
+                    if (NB > 1) ia[i][1] = _mm512_dpbusd_epi32(ia[i][1], hi1, xh);
+                }
+            }
+        }
+        int64_t g = a->gblk ? b / a->gblk : 0;
+        __m512 ws0 = _mm512_loadu_ps(sc0 + g * QK_NR), ws1 = NB > 1 ? _mm512_loadu_ps(sc1 + g * QK_NR) : ws0;
+        for (int i = 0; i < MR; i++) {
+            __m512 xs = _mm512_set1_ps(xd[i][b]);
+            acc[i][0] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ia[i][0]), xs), ws0, acc[i][0]);
+            if (NB > 1) acc[i][1] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ia[i][1]), xs), ws1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
+}
+
+AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    for (int64_t rb = rb0; rb < rb1; rb += 2) {
+        int nb2 = rb + 1 < rb1;
+        int64_t t = m0;
+        if (nb2) {
+            for (; t + 6 <= m1; t += 6) itile(a, s, 6, 2, t, rb);
+            for (; t + 3 <= m1; t += 3) itile(a, s, 3, 2, t, rb);
+            for (; t < m1; t++) itile(a, s, 1, 2, t, rb);
+        } else {
+            for (; t + 6 <= m1; t += 6) itile(a, s, 6, 1, t, rb);
+            for (; t + 3 <= m1; t += 3) itile(a, s, 3, 1, t, rb);
+            for (; t < m1; t++) itile(a, s, 1, 1, t, rb);
+        }
+    }
+}
+static void kern_q8(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8, m0, m1, rb0, rb1); }
+static void kern_q4(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
+
+#pragma clang attribute pop
+
+const qk_mm_tier qk_mm_tier_avx512 = {
+    .kern = { kern_f32, kern_bf16, kern_f16, kern_q8, kern_q4 },
+    .quantx = quantx_avx512,
+    .q8_off = 128,
+};
+#endif

@@ -1,0 +1,44 @@
+import CImageShim
+import Foundation
+
+/// JPEG through libjpeg-turbo (via the setjmp shim), decoded with PIL's settings (see `ImageFile`).
+enum JPEGCodec {
+    static func decode(_ data: Data, name: String, keepAlpha: Bool, maxPixels: Int) throws -> Image8 {
+        var jpeg = qi_jpeg_image()
+        let status = data.withUnsafeBytes { raw in
+            qi_jpeg_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, Int64(maxPixels), &jpeg)
+        }
+        defer { qi_free(jpeg.pixels) }
+        switch status {
+        case Int32(QI_OK): break
+        case Int32(QI_TOO_LARGE):
+            throw ImageFile.tooLarge(name, width: Int(jpeg.width), height: Int(jpeg.height), maxPixels: maxPixels)
+        default:
+            throw QwenImageError.image(path: name, message: "invalid JPEG: \(cMessage(&jpeg.message))")
+        }
+        let width = Int(jpeg.width), height = Int(jpeg.height), channels = Int(jpeg.channels)
+        guard width > 0, height > 0, let base = jpeg.pixels else {
+            throw QwenImageError.image(path: name, message: "invalid JPEG: zero size (\(width) x \(height))")
+        }
+        let count = width * height
+        let outChannels = keepAlpha ? 4 : 3
+        let src = UnsafeBufferPointer(start: base, count: count * channels)
+        var pixels = [UInt8](repeating: 255, count: count * outChannels)
+        pixels.withUnsafeMutableBufferPointer { out in
+            if channels == 3 && outChannels == 3 {
+                _ = out.initialize(from: src)
+                return
+            }
+            for p in 0..<count {
+                let o = p * outChannels
+                if channels == 1 {
+                    let v = src[p]
+                    out[o] = v; out[o + 1] = v; out[o + 2] = v
+                } else {
+                    out[o] = src[3 * p]; out[o + 1] = src[3 * p + 1]; out[o + 2] = src[3 * p + 2]
+                }
+            }
+        }
+        return Image8(width: width, height: height, channels: outChannels, pixels: pixels)
+    }
+}

@@ -1,0 +1,149 @@
+import ArgumentParser
+import Foundation
+import Quant
+import QwenImage
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a diffusers-layout checkpoint (or one component folder) into a pack.",
+        discussion: """
+        SRC is a diffusers root (model_index.json, text_encoder/, vae/, tokenizer/, processor/, and any
+        other VAE folder such as vae_rgba/) or a single component folder. The pack is written into a
+        temporary folder beside PACK and renamed into place at the end.
+
+        Policy: vectors (biases, norms) are always f32; matrices under 4096 elements stay f32;
+        lm_head.weight is dropped; q4 is not offered for VAE convolutions (q8 is used instead).
+        --rule 'REGEX=SCHEME[:GROUP]' overrides the scheme of matching pack tensors (the regex is
+        searched anywhere in the name); rules apply in order and the LAST match wins.
+
+        Examples:
+          qwen-quant convert Qwen-Image -o qwen-image-q8.pack
+          qwen-quant convert Qwen-Image -o te-q4.pack --components text_encoder,tokenizer --scheme q4 --group-size 32
+          qwen-quant convert Qwen-Image -o mixed.pack --scheme q4 --rule 'embed_tokens=q8' --rule '^visual\\.=bf16'
+          qwen-quant convert Qwen-Image -o small.pack --zstd 3 --threads 8
+          qwen-quant convert Qwen-Image -o x.pack --dry-run --json
+        """)
+
+    @Argument(help: "Checkpoint folder (diffusers root or one component).")
+    var source: String
+
+    @Option(name: [.short, .customLong("output")], help: "Pack folder to write.")
+    var output: String?
+
+    @Option(help: "Default scheme: q4, q8, bf16, f16 or f32.")
+    var scheme: String = "q8"
+
+    @Option(name: .customLong("group-size"), help: "Quantization group along k: 0 (per output row), 32, 64 or 128.")
+    var groupSize: Int = 64
+
+    @Option(help: "Compress shards with zstd at this level (1-19); default: raw, mmap-able shards.")
+    var zstd: Int?
+
+    @Option(name: .customLong("rule"), help: "REGEX=SCHEME[:GROUP]; repeatable; last match wins.")
+    var rules: [String] = []
+
+    @Option(help: "Comma-separated components to convert (e.g. text_encoder,tokenizer); default: all.")
+    var components: String?
+
+    @Option(help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    @Flag(help: "Replace an existing PACK.")
+    var force = false
+
+    @Flag(name: .customLong("dry-run"), help: "Print the plan (tensor, shape, scheme, bytes) and write nothing.")
+    var dryRun = false
+
+    @Flag(help: "Print a JSON summary on stdout.")
+    var json = false
+
+    func validate() throws {
+        if output == nil && !dryRun { throw ValidationError("missing -o/--output PACK") }
+        if let z = zstd, !(1...22).contains(z) { throw ValidationError("--zstd level must be between 1 and 22, got \(z)") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            var opts = ConvertOptions()
+            opts.scheme = try PackScheme.parse(scheme)
+            try PackScheme.validateGroup(groupSize)
+            opts.group = groupSize
+            opts.zstdLevel = zstd
+            opts.rules = try rules.map(PolicyRule.init(parsing:))
+            opts.threads = try applyThreads(threads)
+            opts.force = force
+            if let c = components {
+                opts.components = Set(c.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+            }
+            if let o = output, !dryRun, !force, FileManager.default.fileExists(atPath: o) {
+                throw QuantError.output("\(URL(fileURLWithPath: o).standardizedFileURL.path): already exists (use --force to replace it)")
+            }
+            let checkpoint = try Checkpoint(path: source, only: opts.components)
+            let plan = try ConversionPlan.make(checkpoint: checkpoint, options: opts)
+            if dryRun { try printPlan(plan); return }
+            note("converting \(checkpoint.root.path) -> \(output!) (\(ByteSize.format(plan.totalSourceBytes)) of tensors, "
+                 + "\(opts.scheme.rawValue) group \(opts.group)\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
+            let summary = try Converter.convert(checkpoint: checkpoint, plan: plan, output: URL(fileURLWithPath: output!),
+                                                options: opts, toolVersion: "qwen-quant (pack format \(PackFormat.version))")
+            if json { try printJSON(summary) }
+            printSummary(summary)
+        }
+    }
+
+    func printPlan(_ plan: ConversionPlan) throws {
+        struct Row: Encodable {
+            let component, shard, name, source, scheme, note: String
+            let shape: [Int]; let group, bytes: Int
+        }
+        var rows: [Row] = []
+        for c in plan.components {
+            for s in c.shards {
+                for t in s.tensors {
+                    rows.append(Row(component: c.name, shard: s.name, name: t.output.name, source: t.source,
+                                    scheme: t.choice.scheme.rawValue, note: t.choice.note, shape: t.output.shape,
+                                    group: t.choice.group, bytes: t.bytes))
+                }
+            }
+        }
+        if json {
+            struct Plan: Encodable {
+                let source: String; let tensors: [Row]; let dropped: [String]; let files: [String: [String]]
+                let source_bytes: Int; let pack_payload_bytes: Int
+            }
+            try printJSON(Plan(source: plan.source, tensors: rows, dropped: plan.components.flatMap(\.dropped),
+                               files: Dictionary(uniqueKeysWithValues: plan.fileFolders.map { ($0.name, $0.files) }),
+                               source_bytes: plan.totalSourceBytes, pack_payload_bytes: plan.totalPayloadBytes))
+            return
+        }
+        var lines = ["plan for \(plan.source) (nothing written):"]
+        for r in rows {
+            lines.append("  \(pad(r.component, 13)) \(pad(r.name, 58)) \(pad(shapeText(r.shape), 14)) "
+                         + "\(pad(r.scheme + (r.group > 0 ? ":\(r.group)" : ""), 7)) \(lpad(ByteSize.format(r.bytes), 11))"
+                         + (r.note.isEmpty || r.note == "vector: f32" ? "" : "  (\(r.note))"))
+        }
+        for c in plan.components where !c.dropped.isEmpty {
+            lines.append("  \(c.name): dropped \(c.dropped.joined(separator: ", "))")
+        }
+        for f in plan.fileFolders { lines.append("  \(f.name)/: \(f.files.count) files carried verbatim") }
+        lines.append("  total: \(rows.count) tensors, \(ByteSize.format(plan.totalSourceBytes)) of source tensors -> "
+                     + "\(ByteSize.format(plan.totalPayloadBytes)) of payload (before compression)")
+        print(lines.joined(separator: "\n"))
+    }
+
+    func printSummary(_ s: ConversionSummary) {
+        var lines = ["wrote \(s.output) in \(String(format: "%.1f", s.seconds)) s "
+                     + "(\(ByteSize.format(Int(s.sourceBytesPerSecond)))/s, peak RSS \(ByteSize.format(s.peakRSSBytes)))"]
+        for c in s.components {
+            lines.append("  \(pad(c.name, 13)) \(lpad(String(c.tensors), 5)) tensors \(lpad(String(c.shards), 4)) shards  "
+                         + "\(lpad(ByteSize.format(c.sourceBytes), 11)) -> \(lpad(ByteSize.format(c.packBytes), 11))  "
+                         + String(format: "%.2f bits/weight", c.bitsPerWeight))
+        }
+        lines.append("  total \(ByteSize.format(s.sourceBytes)) -> \(ByteSize.format(s.packBytes)) "
+                     + String(format: "(compression ratio %.2f)", s.compressionRatio))
+        lines.append("  worst relative RMSE (stored vs source):")
+        for t in s.tensors.prefix(10) {
+            lines.append("    \(pad(rmseText(t.relRMSE), 10)) \(pad(t.scheme + (t.group > 0 ? ":\(t.group)" : ""), 7)) \(t.component)/\(t.name)")
+        }
+        note(lines.joined(separator: "\n"))
+    }
+}
