@@ -22,6 +22,7 @@ public struct VAERunReport: Sendable {
     public var estimatedPeakBytes = 0
     /// Largest number of pool buffers live at once (tests check it against the estimate).
     public var peakLiveBuffers = 0
+    public init() {}
 }
 
 /// diffusers' `AutoencoderKLQwenImage` (the Wan 2.1 video VAE fine-tuned for Qwen-Image): encoder,
@@ -126,8 +127,9 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
     /// Encodes frames in [-1, 1] ([T, H, W, input_channels], T = 1 + 4k) to the posterior
     /// (mean, logvar), each [1 + k, H', W', z_dim] with H' = floor((H − 2)/2) + 1 applied per downsampling.
+    /// `progress(done, total)` is called after every tile.
     public func encode(_ x: VAEFrames, tiling: VAETiling = .whole, report: UnsafeMutablePointer<VAERunReport>? = nil,
-                       onTile: () -> Void = {}) throws -> (mean: VAEFrames, logvar: VAEFrames) {
+                       progress: (Int, Int) -> Void = { _, _ in }) throws -> (mean: VAEFrames, logvar: VAEFrames) {
         guard let encA = encoderA, let attn = encoderAttention, let encB = encoderB else {
             throw QwenImageError.invalidInput("this VAE was loaded without its encoder")
         }
@@ -154,22 +156,27 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         let frameBytes = 4 * (x.count + tLat * lat.pixels * (mid + 4 * config.zDim))
         let fixedA = Self.baselineBytes + weightBytes + frameBytes
         let tilesA = try chooseTiles(encA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
+        let sizesB = encB.sizes(lat)!
+        let tilesB = try chooseTiles(encB, sizes: sizesB, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
+        let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
+        try checkBudget(tiling, attnBytes, lat)
+        let total = tilesA.tiles.count + tilesB.tiles.count
+        var done = 0
+        let tick = { done += 1; progress(done, total) }
+
         let xs = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: mid)
         var rep = VAERunReport()
         rep.segments.append((encA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
         rep.macs += tilesA.ws.macs * Double(x.frames)
-        rep.peakLiveBuffers = encA.run(input: x, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: onTile)
-        let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
+        rep.peakLiveBuffers = encA.run(input: x, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
         for t in 0..<tLat { attn.apply(xs.frame(t), pixels: lat.pixels) }
         rep.macs += Double(tLat) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
 
         let post = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: 2 * config.zDim)
-        let sizesB = encB.sizes(lat)!
-        let tilesB = try chooseTiles(encB, sizes: sizesB, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
         rep.segments.append((encB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
         rep.macs += tilesB.ws.macs * Double(tLat)
         rep.peakLiveBuffers = max(rep.peakLiveBuffers,
-                                  encB.run(input: xs, output: post, tiles: tilesB.tiles, temporal: temporal, onTile: onTile))
+                                  encB.run(input: xs, output: post, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
         rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
 
         // DiagonalGaussianDistribution: mean = channels [:z], logvar = channels [z:] clamped to [-30, 20].
@@ -189,7 +196,8 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     /// Decodes latents [T, h, w, z_dim] to frames [1 + 4(T − 1), 8h, 8w, input_channels]; clamps to
     /// [-1, 1] like `AutoencoderKLQwenImage._decode` unless `clamp` is false (the decoder output).
     public func decode(_ z: VAEFrames, tiling: VAETiling = .whole, clamp: Bool = true,
-                       report: UnsafeMutablePointer<VAERunReport>? = nil, onTile: () -> Void = {}) throws -> VAEFrames {
+                       report: UnsafeMutablePointer<VAERunReport>? = nil,
+                       progress: (Int, Int) -> Void = { _, _ in }) throws -> VAEFrames {
         guard let decA = decoderA, let attn = decoderAttention, let decB = decoderB else {
             throw QwenImageError.invalidInput("this VAE was loaded without its decoder")
         }
@@ -215,23 +223,24 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         let fixed = Self.baselineBytes + weightBytes + 4 * (z.count + xs.count + 2 * outFloats)
         var rep = VAERunReport()
         let tilesA = try chooseTiles(decA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixed)
+        let tilesB = try chooseTiles(decB, sizes: sizesB, tiling: tiling, unit: 1, fixed: fixed)
+        let attnBytes = fixed + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
+        try checkBudget(tiling, attnBytes, lat)
+        let total = tilesA.tiles.count + tilesB.tiles.count
+        var done = 0
+        let tick = { done += 1; progress(done, total) }
+
         rep.segments.append((decA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
         rep.macs += tilesA.ws.macs * Double(z.frames)
-        rep.peakLiveBuffers = decA.run(input: z, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: onTile)
-        let attnBytes = fixed + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
-        if case .maxRAM(let budget) = tiling, attnBytes > budget {
-            throw QwenImageError.budget("--max-ram \(ByteSize.format(budget)) is too small: the mid-block attention over "
-                + "\(lat.w)×\(lat.h) latents needs about \(ByteSize.format(attnBytes)) (weights \(ByteSize.format(weightBytes)))")
-        }
+        rep.peakLiveBuffers = decA.run(input: z, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
         for t in 0..<z.frames { attn.apply(xs.frame(t), pixels: lat.pixels) }
         rep.macs += Double(z.frames) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
 
         let out = VAEFrames(frames: tOut, height: outSize.h, width: outSize.w, channels: config.inputChannels)
-        let tilesB = try chooseTiles(decB, sizes: sizesB, tiling: tiling, unit: 1, fixed: fixed)
         rep.segments.append((decB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
         rep.macs += tilesB.ws.macs * Double(z.frames)
         rep.peakLiveBuffers = max(rep.peakLiveBuffers,
-                                  decB.run(input: xs, output: out, tiles: tilesB.tiles, temporal: temporal, onTile: onTile))
+                                  decB.run(input: xs, output: out, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
         rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
         if clamp {
             let v = out.values
@@ -324,6 +333,14 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
             throw QwenImageError.budget("--max-ram \(ByteSize.format(budget)) is too small for the VAE \(seg.name): even "
                 + "\(s.tileW)×\(s.tileH) tiles need about \(ByteSize.format(s.bytes)) (weights \(ByteSize.format(weightBytes)), "
                 + "frames and fixed overhead \(ByteSize.format(fixed - weightBytes)), tile buffers \(ByteSize.format(s.bytes - fixed))). "
+                + "Raise --max-ram, or use a bf16 / q8 pack to shrink the weights")
+        }
+    }
+
+    private func checkBudget(_ tiling: VAETiling, _ attnBytes: Int, _ lat: Size) throws {
+        if case .maxRAM(let budget) = tiling, attnBytes > budget {
+            throw QwenImageError.budget("--max-ram \(ByteSize.format(budget)) is too small: the mid-block attention over "
+                + "\(lat.w)×\(lat.h) latents needs about \(ByteSize.format(attnBytes)) (weights \(ByteSize.format(weightBytes))). "
                 + "Raise --max-ram, or use a bf16 / q8 pack to shrink the weights")
         }
     }
