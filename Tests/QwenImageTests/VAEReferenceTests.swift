@@ -60,7 +60,7 @@ import Testing
 
     @Test func bf16WeightsMatchToo() throws {
         let refs = try VAEFixture.refs("vae")
-        let vae = try VAEFixture.model(scheme: QK_BF16)
+        let vae = try VAEFixture.model(scheme: .bf16)
         let (mean, _) = try vae.encode(try VAEFixture.frames(refs, "vae.enc0.image"))
         let eEnc = relL2(mean, try VAEFixture.frames(refs, "vae.enc0.posterior_mean"))
         let sample = try vae.decode(try VAEFixture.frames(refs, "vae.dec0.latents"))
@@ -69,6 +69,46 @@ import Testing
         #expect(eEnc < Tolerance.vaeBF16 && eDec < Tolerance.vaeBF16, "bf16: enc \(eEnc), dec \(eDec)")
         #expect(eEnc < Tolerance.vaeF32 && eDec < Tolerance.vaeF32, "bf16 weights should be exact here: enc \(eEnc), dec \(eDec)")
         print("VAE parity bf16 weights: enc0 mean \(eEnc), dec0 sample \(eDec)")
+    }
+
+    /// The in-memory hub-layout source and the converter's pack give the same numbers.
+    @Test func hubSourceMatchesPack() throws {
+        let refs = try VAEFixture.refs("vae")
+        let z = try VAEFixture.frames(refs, "vae.dec0.latents")
+        let a = try VAEFixture.model(parts: .decoder).decode(z)
+        let b = try VAEFixture.hubModel(parts: .decoder).decode(z)
+        #expect(relL2(a, b) < 1e-6)
+    }
+
+    /// q8 convolution weights: the quality cost is measured (PSNR of decoded images vs f32), not pass/fail,
+    /// beyond staying a usable image (PSNR above 20 dB on this random-weight model).
+    @Test func q8DecodeQuality() throws {
+        let refs = try VAEFixture.refs("vae")
+        let z = try VAEFixture.frames(refs, "vae.dec0.latents")
+        let f32 = try VAEFixture.model(parts: .decoder).decode(z)
+        for scheme in [PackScheme.bf16, .q8] {
+            let other = try VAEFixture.model(scheme: scheme, parts: .decoder).decode(z)
+            var mse = 0.0
+            for i in 0..<f32.count { let d = Double(other.data[i] - f32.data[i]) / 2; mse += d * d }
+            mse /= Double(f32.count)
+            let psnr = mse > 0 ? 10 * log10(1 / mse) : .infinity
+            print("VAE quality \(scheme.rawValue) vs f32 decode (pixels in [0, 1]): PSNR \(psnr) dB, rel L2 \(relL2(other, f32))")
+            #expect(psnr > 20, "\(scheme.rawValue): PSNR \(psnr) dB")
+        }
+    }
+
+    @Test func pngInputMatchesThePipelinePreprocessing() throws {
+        let refs = try VAEFixture.refs("vae")
+        let img = try ImageFile.read(path: vaeFixtures.appendingPathComponent("refs/images/vae_enc0.png").path)
+        let x = VAEFrames(image: img)
+        let ref = try VAEFixture.frames(refs, "vae.enc0.image")
+        #expect(Array(x.values) == Array(ref.values), "uint8/255*2-1 must match the processor bit for bit")
+        let rgba = try ImageFile.read(path: vaeFixtures.appendingPathComponent("refs/images/vae_rgba_enc.png").path, keepAlpha: true)
+        #expect(Array(VAEFrames(image: rgba).values) == Array(try VAEFixture.frames(try VAEFixture.refs("vae_rgba"), "vae_rgba.enc.image").values))
+        // Output: clamp(x/2 + 0.5, 0, 1), round(·255) as the pipeline's postprocess; compare with its PNG.
+        let sample = try VAEFixture.frames(refs, "vae.dec0.sample")
+        let png = try ImageFile.read(path: vaeFixtures.appendingPathComponent("refs/images/vae_dec0.png").path)
+        #expect(sample.image8(frame: 0) == png)
     }
 
     @Test func encodeClips() throws {

@@ -80,7 +80,7 @@ import Testing
         #expect(rep.segments.allSatisfy { $0.tiles == 1 }, "1 GiB fits the whole image")
         let wholeBytes = rep.estimatedPeakBytes
         // A budget between the fixed part and the whole-image plan forces tiles.
-        let fixed = AutoencoderKLQwenImage.baselineBytes + vae.weightBytes + 4 * (88 * 104 * 3 * 2 + 11 * 13 * 48)
+        let fixed = AutoencoderKLQwenImage.baselineBytes + vae.weightBytes + 4 * (88 * 104 * 3 * 2 + 11 * 13 * 48)  // phase B
         let budget = fixed + (wholeBytes - fixed) / 3
         let tiled = try vae.decode(z, tiling: .maxRAM(budget), clamp: false, report: &rep)
         #expect(rep.segments.last!.tiles > 1)

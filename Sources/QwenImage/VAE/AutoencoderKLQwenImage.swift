@@ -220,11 +220,14 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         let xs = VAEFrames(frames: z.frames, height: lat.h, width: lat.w, channels: mid)
         let outFloats = tOut * outSize.pixels * config.inputChannels
         // The caller typically converts the output once more (file layout): count it twice.
-        let fixed = Self.baselineBytes + weightBytes + 4 * (z.count + xs.count + 2 * outFloats)
+        // Memory by phase: segment A and the attention hold the latents and the mid-block frames;
+        // segment B adds the output, counted twice (the caller converts it once more for the file).
+        let fixedA = Self.baselineBytes + weightBytes + 4 * (z.count + xs.count)
+        let fixedB = fixedA + 4 * 2 * outFloats
         var rep = VAERunReport()
-        let tilesA = try chooseTiles(decA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixed)
-        let tilesB = try chooseTiles(decB, sizes: sizesB, tiling: tiling, unit: 1, fixed: fixed)
-        let attnBytes = fixed + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
+        let tilesA = try chooseTiles(decA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
+        let tilesB = try chooseTiles(decB, sizes: sizesB, tiling: tiling, unit: 1, fixed: fixedB)
+        let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
         try checkBudget(tiling, attnBytes, lat)
         let total = tilesA.tiles.count + tilesB.tiles.count
         var done = 0
