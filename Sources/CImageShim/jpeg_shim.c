@@ -68,10 +68,13 @@ int qi_jpeg_decode(const uint8_t *data, size_t size, int64_t max_pixels, qi_jpeg
     case JCS_RGB:
         cinfo.out_color_space = JCS_RGB;
         break;
+    case JCS_CMYK:
+    case JCS_YCCK:
+        cinfo.out_color_space = JCS_CMYK;   // as PIL: 4 components, YCCK converted by libjpeg
+        break;
     default:
-        snprintf(out->message, QI_MESSAGE_CAP, "unsupported JPEG colour space %s (only grayscale, YCbCr and RGB "
-                 "are supported; convert CMYK images to RGB first)",
-                 cinfo.jpeg_color_space == JCS_CMYK ? "CMYK" : cinfo.jpeg_color_space == JCS_YCCK ? "YCCK" : "unknown");
+        snprintf(out->message, QI_MESSAGE_CAP, "unsupported JPEG colour space (%d components); expected "
+                 "grayscale, YCbCr, RGB, CMYK or YCCK", cinfo.num_components);
         longjmp(err.jump, 1);
     }
     // libjpeg's defaults, which PIL keeps when it is not asked for a draft: the accurate integer IDCT
@@ -82,7 +85,7 @@ int qi_jpeg_decode(const uint8_t *data, size_t size, int64_t max_pixels, qi_jpeg
     cinfo.scale_denom = 1;
     jpeg_start_decompress(&cinfo);
     int channels = cinfo.output_components;
-    if ((channels != 1 && channels != 3) || cinfo.output_width != cinfo.image_width ||
+    if ((channels != 1 && channels != 3 && channels != 4) || cinfo.output_width != cinfo.image_width ||
         cinfo.output_height != cinfo.image_height) {
         snprintf(out->message, QI_MESSAGE_CAP, "unexpected JPEG output layout (%d components)", channels);
         longjmp(err.jump, 1);

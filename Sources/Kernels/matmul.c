@@ -39,7 +39,7 @@ static void mm_task(void *ctx, int64_t task, int tid) {
     kf(&j->a, m0, m1, rb0, rb1);
 }
 
-static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
                         const float *bias, float *y) {
     if (m <= 0) return;
     int64_t kp = w ? qk_weight_kp(w->scheme, w->group, w->k) : 0;
@@ -55,6 +55,7 @@ static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float 
     j.a.n = w->n; j.a.k = w->k; j.a.kp = kp;
     j.a.ng = qk_weight_ngroups(w->scheme, w->group, w->k);
     j.a.gblk = w->group ? w->group / QK_ABLK : 0;
+    j.a.gshift = w->group == 32 ? 0 : w->group == 64 ? 1 : w->group == 128 ? 2 : 63;
     j.a.rb_bytes = qk_weight_block_bytes(w->scheme, w->group, w->k);
     j.a.scales_bytes = qk_weight_scales_bytes(w->scheme, w->group, w->k);
     j.a.w = w->data;
@@ -70,36 +71,36 @@ static void matmul_with(const qk_mm_tier *tier, const qk_weight *w, const float 
         qk_parallel_for((m + 15) / 16, quant_task, &j);
     }
     int64_t nb = (w->n + QK_NR - 1) / QK_NR;
-    j.nbpanel = 2;
-    j.npanel = (nb + 1) / 2;
+    j.nbpanel = m < 4 ? 4 : 2;   /* the small-m kernels run 4 blocks at once */
+    j.npanel = (nb + j.nbpanel - 1) / j.nbpanel;
     j.mchunk = m <= 96 ? m : 96;
     j.nm = (m + j.mchunk - 1) / j.mchunk;
     qk_parallel_for(j.npanel * j.nm, mm_task, &j);
 }
 
 void qk_matmul_ref(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_ref, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_ref, w, x, m, bias, y);
 }
 
 #if defined(__x86_64__)
 void qk_matmul_avx2(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_avx2, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_avx2, w, x, m, bias, y);
 }
 void qk_matmul_avxvnni(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_avxvnni, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_avxvnni, w, x, m, bias, y);
 }
 void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    matmul_with(&qk_mm_tier_avx512, w, x, m, bias, y);
+    qk_matmul_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y);
 }
 #endif
 
 void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
     switch (qk_tier_current()) {
 #if defined(__x86_64__)
-    case QK_TIER_AVX512: matmul_with(&qk_mm_tier_avx512, w, x, m, bias, y); return;
-    case QK_TIER_AVXVNNI: matmul_with(&qk_mm_tier_avxvnni, w, x, m, bias, y); return;
-    case QK_TIER_AVX2: matmul_with(&qk_mm_tier_avx2, w, x, m, bias, y); return;
+    case QK_TIER_AVX512: qk_matmul_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y); return;
+    case QK_TIER_AVXVNNI: qk_matmul_with_tier(&qk_mm_tier_avxvnni, w, x, m, bias, y); return;
+    case QK_TIER_AVX2: qk_matmul_with_tier(&qk_mm_tier_avx2, w, x, m, bias, y); return;
 #endif
-    default: matmul_with(&qk_mm_tier_ref, w, x, m, bias, y); return;
+    default: qk_matmul_with_tier(&qk_mm_tier_ref, w, x, m, bias, y); return;
     }
 }

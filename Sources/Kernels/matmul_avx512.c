@@ -54,23 +54,36 @@ AI __m512 load_w(qk_scheme s, const uint8_t *p, int64_t kk) {
 }
 
 AI void ftile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
-    __m512 acc[12][2];
+    __m512 acc[12][4];
     for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
-    const uint8_t *w0 = a->w + (size_t)rb * a->rb_bytes, *w1 = w0 + a->rb_bytes;
+    const uint8_t *w0 = a->w + (size_t)rb * a->rb_bytes;
+    const size_t rbb = a->rb_bytes;
     const int64_t k = a->k;
     const float *x = a->x + t0 * k;
     for (int64_t kk = 0; kk < k; kk++) {
-        __m512 v0 = load_w(s, w0, kk), v1 = NB > 1 ? load_w(s, w1, kk) : v0;
+        __m512 v[4];
+        for (int j = 0; j < NB; j++) v[j] = load_w(s, w0 + j * rbb, kk);
         for (int i = 0; i < MR; i++) {
             __m512 xb = _mm512_set1_ps(x[i * k + kk]);
-            acc[i][0] = _mm512_fmadd_ps(xb, v0, acc[i][0]);
-            if (NB > 1) acc[i][1] = _mm512_fmadd_ps(xb, v1, acc[i][1]);
+            for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xb, v[j], acc[i][j]);
         }
     }
     for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
 }
 
 AI void fkern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    if (m1 - m0 < 4) {   /* GEMV-like: one row at a time, 4 blocks = 4 independent FMA chains */
+        for (int64_t rb = rb0; rb < rb1; rb += 4) {
+            int64_t nbl = rb1 - rb < 4 ? rb1 - rb : 4;
+            for (int64_t t = m0; t < m1; t++) {
+                if (nbl == 4) ftile(a, s, 1, 4, t, rb);
+                else if (nbl == 3) ftile(a, s, 1, 3, t, rb);
+                else if (nbl == 2) ftile(a, s, 1, 2, t, rb);
+                else ftile(a, s, 1, 1, t, rb);
+            }
+        }
+        return;
+    }
     for (int64_t rb = rb0; rb < rb1; rb += 2) {
         int nb2 = rb + 1 < rb1;
         int64_t t = m0;
@@ -92,9 +105,10 @@ static void kern_f16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, i
 /* ---- integer schemes ---------------------------------------------------------------------------- */
 AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
     const int64_t kp = a->kp, nblk = kp / QK_ABLK;
-    const uint8_t *blk0 = a->w + (size_t)rb * a->rb_bytes, *blk1 = blk0 + a->rb_bytes;
-    const float *sc0 = (const float *)blk0, *sc1 = (const float *)blk1;
-    const uint8_t *d0 = blk0 + a->scales_bytes, *d1 = blk1 + a->scales_bytes;
+    const uint8_t *blk0 = a->w + (size_t)rb * a->rb_bytes;
+    const size_t rbb = a->rb_bytes;
+    const float *sc0 = (const float *)blk0;
+    const uint8_t *d0 = blk0 + a->scales_bytes;
     const uint8_t *xr[6];
     const float *xd[6];
     const int32_t *xc[6];
@@ -104,49 +118,61 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const __m512i flip = _mm512_set1_epi8((char)0x80), low4 = _mm512_set1_epi8(0x0f);
-    __m512 acc[6][2];
+    __m512 acc[6][4];
     for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
-        __m512i ia[6][2];
+        __m512i ia[6][4];
         for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) ia[i][j] = _mm512_set1_epi32(xc[i][b]);
         if (s == QK_Q8) {
             for (int st = 0; st < 8; st++) {
-                __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512(d0 + (b * 8 + st) * 64), flip);
-                __m512i w1 = NB > 1 ? _mm512_xor_si512(_mm512_loadu_si512(d1 + (b * 8 + st) * 64), flip) : w0;
+                __m512i wv[4];
+                for (int j = 0; j < NB; j++) wv[j] = _mm512_xor_si512(_mm512_loadu_si512(d0 + j * rbb + (b * 8 + st) * 64), flip);
                 for (int i = 0; i < MR; i++) {
                     __m512i xb = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + st * 4));
-                    ia[i][0] = _mm512_dpbusd_epi32(ia[i][0], w0, xb);
-                    if (NB > 1) ia[i][1] = _mm512_dpbusd_epi32(ia[i][1], w1, xb);
+                    for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], wv[j], xb);
                 }
             }
         } else {
             for (int p = 0; p < 4; p++) {
-                __m512i v0 = _mm512_loadu_si512(d0 + (b * 4 + p) * 64);
-                __m512i v1 = NB > 1 ? _mm512_loadu_si512(d1 + (b * 4 + p) * 64) : v0;
-                __m512i lo0 = _mm512_and_si512(v0, low4), hi0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), low4);
-                __m512i lo1 = _mm512_and_si512(v1, low4), hi1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), low4);
+                __m512i lo[4], hi[4];
+                for (int j = 0; j < NB; j++) {
+                    __m512i v = _mm512_loadu_si512(d0 + j * rbb + (b * 4 + p) * 64);
+                    lo[j] = _mm512_and_si512(v, low4);
+                    hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+                }
                 for (int i = 0; i < MR; i++) {
                     __m512i xl = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
                     __m512i xh = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8 + 4));
-                    ia[i][0] = _mm512_dpbusd_epi32(ia[i][0], lo0, xl);
-                    if (NB > 1) ia[i][1] = _mm512_dpbusd_epi32(ia[i][1], lo1, xl);
-                    ia[i][0] = _mm512_dpbusd_epi32(ia[i][0], hi0, xh);
-                    if (NB > 1) ia[i][1] = _mm512_dpbusd_epi32(ia[i][1], hi1, xh);
+                    for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], lo[j], xl);
+                    for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], hi[j], xh);
                 }
             }
         }
-        int64_t g = a->gblk ? b / a->gblk : 0;
-        __m512 ws0 = _mm512_loadu_ps(sc0 + g * QK_NR), ws1 = NB > 1 ? _mm512_loadu_ps(sc1 + g * QK_NR) : ws0;
+        int64_t g = b >> a->gshift;
+        __m512 ws[4];
+        for (int j = 0; j < NB; j++) ws[j] = _mm512_loadu_ps((const float *)((const uint8_t *)sc0 + j * rbb) + g * QK_NR);
         for (int i = 0; i < MR; i++) {
             __m512 xs = _mm512_set1_ps(xd[i][b]);
-            acc[i][0] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ia[i][0]), xs), ws0, acc[i][0]);
-            if (NB > 1) acc[i][1] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ia[i][1]), xs), ws1, acc[i][1]);
+            for (int j = 0; j < NB; j++)
+                acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ia[i][j]), xs), ws[j], acc[i][j]);
         }
     }
     for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
 }
 
 AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    if (m1 - m0 < 3) {   /* GEMV-like: one row at a time, 4 blocks = 4 independent chains */
+        for (int64_t rb = rb0; rb < rb1; rb += 4) {
+            int64_t nbl = rb1 - rb < 4 ? rb1 - rb : 4;
+            for (int64_t t = m0; t < m1; t++) {
+                if (nbl == 4) itile(a, s, 1, 4, t, rb);
+                else if (nbl == 3) itile(a, s, 1, 3, t, rb);
+                else if (nbl == 2) itile(a, s, 1, 2, t, rb);
+                else itile(a, s, 1, 1, t, rb);
+            }
+        }
+        return;
+    }
     for (int64_t rb = rb0; rb < rb1; rb += 2) {
         int nb2 = rb + 1 < rb1;
         int64_t t = m0;

@@ -1,9 +1,170 @@
 import ArgumentParser
+import Foundation
+import Quant
+import QwenImage
 
+/// `qwen-run encode`: prompts → `prompt_embeds` / `prompt_embeds_mask` as diffusers'
+/// `QwenImagePipeline.encode_prompt` returns them.
+///
+/// Image prompts (Edit / Edit-Plus) are declared here so the interface is stable; the vision path
+/// plugs in at `encodeImagePrompts` (it reuses `LanguageModel.embed` / `forward` and
+/// `PromptEmbeddings.assemble`).
 struct Encode: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "encode", abstract: "(not implemented yet)")
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Encode prompts into Qwen-Image prompt embeddings with the pack's text encoder.",
+        discussion: """
+        Writes prompt_embeds [B, L, hidden] and prompt_embeds_mask [B, L] (int64), plus negative_prompt_embeds / negative_prompt_embeds_mask with --negative-prompt, named and shaped for QwenImagePipeline(prompt_embeds=..., prompt_embeds_mask=..., ...). The numbers are those of diffusers' QwenImagePipeline.encode_prompt.
+
+        A prompts file is JSON Lines: one JSON string per line. All its prompts go through each layer together, so the weights are streamed once (unless --max-ram forces one prompt at a time).
+
+        Examples:
+          qwen-run encode --pack pack/ --prompt "a red fox in the snow" --out embeds.safetensors
+          qwen-run encode --pack pack/ --prompt "a cat" --negative-prompt " " --dtype bf16 --out e.safetensors
+          qwen-run encode --pack pack/ --prompts-file prompts.jsonl --max-ram 1G --threads 2 --json --out batch.safetensors
+        """)
+
+    enum OutputDType: String, ExpressibleByArgument, CaseIterable { case f32, bf16 }
+    enum EditMode: String, ExpressibleByArgument, CaseIterable { case edit, editPlus = "edit-plus" }
+
+    @Option(help: "Pack folder (from qwen-quant convert) with text_encoder and tokenizer components.")
+    var pack: String
+
+    @Option(help: "The prompt.")
+    var prompt: String?
+
+    @Option(name: .customLong("prompts-file"), help: "JSON Lines file, one JSON string (a prompt) per line.")
+    var promptsFile: String?
+
+    @Option(name: .customLong("negative-prompt"), help: "Negative prompt (repeated for every prompt of the batch).")
+    var negativePrompt: String?
+
+    @Option(help: "Output .safetensors file (written atomically).")
+    var out: String
+
+    @Option(help: "Output dtype of the embeddings: f32 or bf16 (masks are int64).")
+    var dtype: OutputDType = .f32
+
+    @Option(name: .customLong("max-ram"), help: "Memory budget, e.g. 800M or 1.5G: picks the strategy, or refuses up front.")
+    var maxRam: String?
+
+    @Option(name: .customLong("max-sequence-length"), help: "Cut the embeddings to this many tokens, 1...1024 (encode_prompt's max_sequence_length).")
+    var maxSequenceLength: Int = 1024
+
+    // Image prompts: handled by the vision path.
+    @Option(name: .customLong("image"), help: "Reference image for Edit prompts (repeatable) [vision path].")
+    var images: [String] = []
+
+    @Option(help: "Edit template: edit or edit-plus [vision path].")
+    var mode: EditMode?
+
+    @Option(help: "Pipeline pre-resize of the reference images: auto or none [vision path].")
+    var preresize: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        guard (prompt == nil) != (promptsFile == nil) else {
+            throw ValidationError("give exactly one of --prompt TEXT or --prompts-file FILE")
+        }
+        guard (1 ... 1024).contains(maxSequenceLength) else {
+            throw ValidationError("--max-sequence-length must be between 1 and 1024 (diffusers' limit), got \(maxSequenceLength)")
+        }
+        if let maxRam, ByteSize.parse(maxRam) == nil {
+            throw ValidationError("--max-ram: cannot read '\(maxRam)' as a size (examples: 800M, 1.5G)")
+        }
+        if mode != nil || preresize != nil, images.isEmpty {
+            throw ValidationError("--mode and --preresize need at least one --image")
+        }
+    }
 
     func run() throws {
-        throw ValidationError("qwen-run encode is not implemented yet")
+        do { try encode() } catch let error as ExitCode { throw error } catch {
+            note("error: \(error)")
+            throw ExitCode(1)
+        }
     }
+
+    private func encode() throws {
+        try common.apply()
+        let start = WallClock()
+        let prompts = try readPrompts()
+        if !images.isEmpty { return try encodeImagePrompts(prompts) }
+
+        let pack = try Pack(path: self.pack)
+        let encoder = try PromptEncoder(pack: pack, packPath: self.pack)
+        let model = encoder.model
+
+        // Tokenize first: the lengths decide the strategy under --max-ram.
+        let negatives = negativePrompt.map { [$0] } ?? []
+        let tokenized = try encoder.tokenize(prompts + negatives, warn: note)
+        let plan = try TextEncoderPlan.choose(
+            config: model.config, layerBytes: model.largestLayerBytes(),
+            embedRowBytes: model.component.tensorInfo(LanguageModel.embedTensor).map { $0.bytes / max(model.config.vocabSize, 1) } ?? 0,
+            sequenceLengths: tokenized.map { $0.ids.count },
+            budget: maxRam.flatMap(ByteSize.parse), baselineBytes: ProcessStats.currentRSS())
+        if !common.json { note("plan: \(plan)") }
+
+        let layers = model.config.numHiddenLayers
+        let passes = plan.batchTogether ? 1 : tokenized.count
+        let progress = Progress("encode", total: layers * passes)
+        model.onLayerDone = { _ in progress.advance() }
+        let groups = negatives.isEmpty ? [prompts] : [prompts, negatives]
+        let results = try encoder.encode(tokenized: tokenized, groups: groups.map(\.count),
+                                         maxSequenceLength: maxSequenceLength, plan: plan)
+        progress.finish()
+
+        var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt"])
+        try add(results[0], prefix: "", to: &writer)
+        if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
+        try writer.write(to: URL(fileURLWithPath: out), force: true)
+
+        let seconds = start.elapsed()
+        let tokens = tokenized.reduce(0) { $0 + $1.ids.count }
+        let t = model.timings
+        printSummary([
+            ("output", out), ("prompts", prompts.count), ("negative_prompt", negativePrompt != nil),
+            ("shape", [results[0].batch, results[0].length, results[0].hidden]),
+            ("tokens", tokens), ("seconds", rounded(seconds)),
+            ("tokens_per_second", rounded(Double(tokens) / max(seconds, 1e-9))),
+            ("peak_rss_bytes", ProcessStats.peakRSS()), ("peak_rss", ByteSize.format(ProcessStats.peakRSS())),
+            ("matmul_seconds", rounded(t.matmul)), ("attention_seconds", rounded(t.attention)),
+            ("streaming_seconds", rounded(t.streaming)), ("rest_seconds", rounded(max(0, seconds - t.matmul - t.attention - t.streaming))),
+        ] + (common.json ? [("plan", plan.description)] : []), json: common.json)
+    }
+
+    /// Edit / Edit-Plus prompts with reference images (the vision path).
+    private func encodeImagePrompts(_ prompts: [String]) throws {
+        throw ValidationError("--image (Edit / Edit-Plus prompts) is not implemented yet")
+    }
+
+    private func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {
+        let shape = [e.batch, e.length, e.hidden]
+        switch dtype {
+        case .f32: try writer.add("\(prefix)prompt_embeds", f32: e.embeds, shape: shape)
+        case .bf16: try writer.add("\(prefix)prompt_embeds", bf16From: e.embeds, shape: shape)
+        }
+        try writer.add("\(prefix)prompt_embeds_mask", int64: e.mask, shape: [e.batch, e.length])
+    }
+
+    private func readPrompts() throws -> [String] {
+        if let prompt {
+            guard !prompt.isEmpty else { throw QwenImageError.invalidInput("--prompt is empty") }
+            return [prompt]
+        }
+        let path = promptsFile!
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw QwenImageError.io(path: path, message: "cannot read the prompts file: \(error.localizedDescription)")
+        }
+        return try PromptsFile.parse(data, path: path)
+    }
+
+    private func rounded(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }
+}
+
+/// Monotonic clock for the summary.
+struct WallClock {
+    let t0 = Date()
+    func elapsed() -> Double { Date().timeIntervalSince(t0) }
 }

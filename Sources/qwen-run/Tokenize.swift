@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Quant
 import QwenImage
 
 struct Tokenize: ParsableCommand {
@@ -56,21 +57,14 @@ struct Tokenize: ParsableCommand {
         } catch let error as QwenImageError {
             note("error: \(error.description)")
             throw ExitCode(1)
+        } catch let error as QuantError {
+            note("error: \(error.description)")
+            throw ExitCode(1)
         }
     }
 
     private func loadTokenizer() throws -> Qwen2Tokenizer {
         if let dir = tokenizer { return try Qwen2Tokenizer.load(directory: dir) }
-        let packPath = pack!
-        // Until the pack loader lands, read the pack's tokenizer component folder directly.
-        guard FileManager.default.fileExists(atPath: (packPath as NSString).appendingPathComponent("pack.json")) else {
-            throw QwenImageError.io(path: packPath, message: "not a pack: pack.json not found (make one with qwen-quant)")
-        }
-        let dir = (packPath as NSString).appendingPathComponent("tokenizer")
-        guard FileManager.default.fileExists(atPath: dir) else {
-            throw QwenImageError.missingComponent(pack: packPath, component: "tokenizer",
-                hint: "Convert the checkpoint again with its tokenizer folder.")
-        }
-        return try Qwen2Tokenizer.load(directory: dir)
+        return try Qwen2Tokenizer.load(pack: try Pack(path: pack!))
     }
 }

@@ -66,7 +66,11 @@ func mmSimdTiers() -> [(String, MMFn)] {
     #if arch(x86_64)
     if qk_tier_supported(QK_TIER_AVX2) != 0 { out.append(("avx2", qk_matmul_avx2)) }
     if qk_tier_supported(QK_TIER_AVXVNNI) != 0 { out.append(("avxvnni", qk_matmul_avxvnni)) }
-    if qk_tier_supported(QK_TIER_AVX512) != 0 { out.append(("avx512", qk_matmul_avx512)) }
+    if qk_tier_supported(QK_TIER_AVX512) != 0 {
+        out.append(("avx512", qk_matmul_avx512))
+        // the avxvnni kernels, EVEX-encoded: checks that tier's arithmetic on CPUs without AVX-VNNI
+        if qk_tier_supported(QK_TIER_AVXVNNI) == 0 { out.append(("avxvnni(evex)", qk_matmul_avxvnni_evex)) }
+    }
     #endif
     return out
 }

@@ -20,6 +20,7 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
     @Test("every SIMD tier equals the reference bit for bit (all schemes, tail sizes, unaligned x/y)")
     func tiersMatchReference() {
         let tiers = mmSimdTiers()
+        print("matmul tiers compared with ref: \(tiers.map { $0.0 })")
         for s in MMScheme.all {
             for (idx, sh) in shapes.enumerated() {
                 var rng = MMRng(UInt64(idx * 31 + 7))

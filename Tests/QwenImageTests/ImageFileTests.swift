@@ -29,7 +29,7 @@ private let goodFixtures = [
     "gray2.png", "gray4.png", "gray2_trns.png", "gray16.png", "rgb16.png", "rgba16.png", "la16.png",
     "gray8_trns.png", "rgb8_trns.png", "gray16_trns.png", "rgb16_trns.png", "rgb8_adam7.png",
     "rgba16_adam7.png", "gray1_trns.png",
-    "jpeg444.jpg", "jpeg422.jpg", "jpeg420.jpg", "jpeg420_progressive.jpg", "jpeg_gray.jpg",
+    "jpeg444.jpg", "jpeg422.jpg", "jpeg420.jpg", "jpeg420_progressive.jpg", "jpeg_gray.jpg", "jpeg_cmyk.jpg",
 ]
 
 @Test(arguments: goodFixtures)
@@ -108,7 +108,7 @@ private func errorText(_ body: () throws -> Image8) -> String {
         ("bad_zero_width.png", "invalid PNG: Invalid IHDR data (Image width is zero in IHDR)"),
         ("bad_zlib.png", "invalid PNG:"),
         ("bad_crc.png", "invalid PNG: IHDR: CRC error"),
-        ("cmyk.jpg", "unsupported JPEG colour space CMYK"),
+        ("bad_12bit.jpg", "invalid JPEG: Unsupported JPEG data precision 12"),
         ("huge_header.png", "image is 100000 x 100000 = 10000000000 pixels, more than the limit of 67108864 pixels; "
             + "raise the limit with --max-pixels"),
     ]

@@ -198,3 +198,30 @@ private func fixtureCases() throws -> [TokenizerCase] {
                            addedTokensJSON: nil, source: "T")
     }
 }
+
+// MARK: - From a pack
+
+@Test func tokenizerLoadsFromAPack() throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tok-pack-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let root = fixtures.appendingPathComponent("tiny-random-qwen-image").path
+    var options = ConvertOptions()
+    options.components = ["tokenizer", "vae"]
+    options.scheme = .f32
+    options.progress = false
+    let checkpoint = try Checkpoint(path: root, only: options.components)
+    let plan = try ConversionPlan.make(checkpoint: checkpoint, options: options)
+    _ = try Converter.convert(checkpoint: checkpoint, plan: plan, output: dir, options: options)
+    let pack = try Pack(path: dir.path)
+    let fromPack = try Qwen2Tokenizer.load(pack: pack)
+    for c in try fixtureCases() { #expect(fromPack.encode(c.text) == c.ids) }
+
+    // A pack without tokenizer (and processor) component.
+    let bare = FileManager.default.temporaryDirectory.appendingPathComponent("tok-pack-bare-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: bare) }
+    options.components = ["vae"]
+    let vaeOnly = try Checkpoint(path: root, only: options.components)
+    _ = try Converter.convert(checkpoint: vaeOnly, plan: try ConversionPlan.make(checkpoint: vaeOnly, options: options),
+                              output: bare, options: options)
+    #expect(throws: QwenImageError.self) { try Qwen2Tokenizer.load(pack: try Pack(path: bare.path)) }
+}

@@ -26,12 +26,12 @@ import Testing
         let (mean, logvar) = try vae.encode(x)
         let eMean = relL2(mean, try VAEFixture.frames(refs, "vae.enc0.posterior_mean"))
         let eLogvar = relL2(logvar, try VAEFixture.frames(refs, "vae.enc0.posterior_logvar"))
-        #expect(eMean < Tolerance.vaeF32, "posterior_mean rel L2 \(eMean)")
-        #expect(eLogvar < Tolerance.vaeF32, "posterior_logvar rel L2 \(eLogvar)")
+        #expect(eMean < Tolerances.vaeF32, "posterior_mean rel L2 \(eMean)")
+        #expect(eLogvar < Tolerances.vaeF32, "posterior_logvar rel L2 \(eLogvar)")
         print("VAE parity vae.enc0: posterior_mean \(eMean), posterior_logvar \(eLogvar)")
         vae.normalize(mean)
         let eNorm = relL2(mean, try VAEFixture.frames(refs, "vae.enc0.latents_normalized"))
-        #expect(eNorm < Tolerance.vaeF32, "latents_normalized rel L2 \(eNorm)")
+        #expect(eNorm < Tolerances.vaeF32, "latents_normalized rel L2 \(eNorm)")
     }
 
     @Test func encodeOddSize() throws {
@@ -41,7 +41,7 @@ import Testing
         let (mean, _) = try vae.encode(x)
         #expect(mean.height == 5 && mean.width == 7)
         let e = relL2(mean, try VAEFixture.frames(refs, "vae.enc_odd.posterior_mean"))
-        #expect(e < Tolerance.vaeF32, "enc_odd posterior_mean rel L2 \(e)")
+        #expect(e < Tolerances.vaeF32, "enc_odd posterior_mean rel L2 \(e)")
     }
 
     @Test func decodeStill() throws {
@@ -54,7 +54,7 @@ import Testing
         #expect(relL2(zn, z) < 1e-6)
         let sample = try vae.decode(z)
         let e = relL2(sample, try VAEFixture.frames(refs, "vae.dec0.sample"))
-        #expect(e < Tolerance.vaeF32, "dec0 sample rel L2 \(e)")
+        #expect(e < Tolerances.vaeF32, "dec0 sample rel L2 \(e)")
         print("VAE parity vae.dec0: sample \(e)")
     }
 
@@ -66,8 +66,8 @@ import Testing
         let sample = try vae.decode(try VAEFixture.frames(refs, "vae.dec0.latents"))
         let eDec = relL2(sample, try VAEFixture.frames(refs, "vae.dec0.sample"))
         // The fixture weights are bf16 already, so bf16 storage is exact: expect f32-level agreement.
-        #expect(eEnc < Tolerance.vaeBF16 && eDec < Tolerance.vaeBF16, "bf16: enc \(eEnc), dec \(eDec)")
-        #expect(eEnc < Tolerance.vaeF32 && eDec < Tolerance.vaeF32, "bf16 weights should be exact here: enc \(eEnc), dec \(eDec)")
+        #expect(eEnc < Tolerances.vaeBF16 && eDec < Tolerances.vaeBF16, "bf16: enc \(eEnc), dec \(eDec)")
+        #expect(eEnc < Tolerances.vaeF32 && eDec < Tolerances.vaeF32, "bf16 weights should be exact here: enc \(eEnc), dec \(eDec)")
         print("VAE parity bf16 weights: enc0 mean \(eEnc), dec0 sample \(eDec)")
     }
 
@@ -119,8 +119,8 @@ import Testing
             let (mean, logvar) = try vae.encode(x)
             let eMean = relL2(mean, try VAEFixture.frames(refs, "vae_video.\(name).posterior_mean"))
             let eLogvar = relL2(logvar, try VAEFixture.frames(refs, "vae_video.\(name).posterior_logvar"))
-            #expect(eMean < Tolerance.vaeF32, "\(name) posterior_mean rel L2 \(eMean)")
-            #expect(eLogvar < Tolerance.vaeF32, "\(name) posterior_logvar rel L2 \(eLogvar)")
+            #expect(eMean < Tolerances.vaeF32, "\(name) posterior_mean rel L2 \(eMean)")
+            #expect(eLogvar < Tolerances.vaeF32, "\(name) posterior_logvar rel L2 \(eLogvar)")
             print("VAE parity vae_video.\(name): posterior_mean \(eMean), posterior_logvar \(eLogvar)")
         }
     }
@@ -132,10 +132,10 @@ import Testing
         let raw = try vae.decode(z, clamp: false)
         #expect(raw.frames == 9 && raw.height == 40 && raw.width == 56)
         let eRaw = relL2(raw, try VAEFixture.frames(refs, "vae_video.dec.sample_unclamped"))
-        #expect(eRaw < Tolerance.vaeF32, "clip sample_unclamped rel L2 \(eRaw)")
+        #expect(eRaw < Tolerances.vaeF32, "clip sample_unclamped rel L2 \(eRaw)")
         let sample = try vae.decode(z)
         let e = relL2(sample, try VAEFixture.frames(refs, "vae_video.dec.sample"))
-        #expect(e < Tolerance.vaeF32, "clip sample rel L2 \(e)")
+        #expect(e < Tolerances.vaeF32, "clip sample rel L2 \(e)")
         print("VAE parity vae_video.dec: sample_unclamped \(eRaw), sample \(e)")
     }
 
@@ -145,16 +145,16 @@ import Testing
         let x = try VAEFixture.frames(refs, "vae_rgba.enc.image")
         #expect(x.channels == 4)
         let (mean, logvar) = try vae.encode(x)
-        #expect(relL2(mean, try VAEFixture.frames(refs, "vae_rgba.enc.posterior_mean")) < Tolerance.vaeF32)
-        #expect(relL2(logvar, try VAEFixture.frames(refs, "vae_rgba.enc.posterior_logvar")) < Tolerance.vaeF32)
+        #expect(relL2(mean, try VAEFixture.frames(refs, "vae_rgba.enc.posterior_mean")) < Tolerances.vaeF32)
+        #expect(relL2(logvar, try VAEFixture.frames(refs, "vae_rgba.enc.posterior_logvar")) < Tolerances.vaeF32)
         vae.normalize(mean)
-        #expect(relL2(mean, try VAEFixture.frames(refs, "vae_rgba.enc.latents_normalized")) < Tolerance.vaeF32)
+        #expect(relL2(mean, try VAEFixture.frames(refs, "vae_rgba.enc.latents_normalized")) < Tolerances.vaeF32)
         // The Layered pipeline decodes each layer as its own still (layers in the batch dimension).
         for layer in 0..<2 {
             let z = try VAEFixture.frames(refs, "vae_rgba.dec.latents", batch: layer)
             let sample = try vae.decode(z)
             let e = relL2(sample, try VAEFixture.frames(refs, "vae_rgba.dec.sample", batch: layer))
-            #expect(e < Tolerance.vaeF32, "rgba layer \(layer) rel L2 \(e)")
+            #expect(e < Tolerances.vaeF32, "rgba layer \(layer) rel L2 \(e)")
             print("VAE parity vae_rgba.dec layer \(layer): sample \(e)")
         }
     }

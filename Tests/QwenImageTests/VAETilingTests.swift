@@ -26,13 +26,13 @@ import Testing
         let whole = try vae.decode(z, clamp: false)
         // Our untiled decode matches the oracle's untiled one.
         let clamped = try vae.decode(z)
-        #expect(relL2(clamped, try VAEFixture.frames(refs, "vae.tiled.dec.sample_untiled")) < Tolerance.vaeF32)
+        #expect(relL2(clamped, try VAEFixture.frames(refs, "vae.tiled.dec.sample_untiled")) < Tolerances.vaeF32)
         for tile in [8, 13, 40, 57] {
             var rep = VAERunReport()
             let tiled = try vae.decode(z, tiling: .tile(tile), clamp: false, report: &rep)
             let e = relL2(tiled, whole)
             #expect(rep.segments.last!.tiles > 1, "tile \(tile) should split 88×104")
-            #expect(e < Tolerance.vaeTiledVsUntiled, "tile \(tile): tiled vs untiled rel L2 \(e)")
+            #expect(e < Tolerances.vaeTiledVsUntiled, "tile \(tile): tiled vs untiled rel L2 \(e)")
             #expect(rep.peakLiveBuffers <= VAESegment.slots(temporal: false), "tile \(tile): \(rep.peakLiveBuffers) live buffers")
         }
     }
@@ -48,7 +48,7 @@ import Testing
                 let tiled = try vae.encode(x, tiling: .tile(tile), report: &rep).mean
                 let e = relL2(tiled, whole)
                 #expect(rep.segments.first!.tiles > 1, "\(name) tile \(tile)")
-                #expect(e < Tolerance.vaeTiledVsUntiled, "\(name) tile \(tile): rel L2 \(e)")
+                #expect(e < Tolerances.vaeTiledVsUntiled, "\(name) tile \(tile): rel L2 \(e)")
             }
         }
     }
@@ -63,10 +63,10 @@ import Testing
         for tile in [16, 24, 33] {
             var rep = VAERunReport()
             let tiled = try vae.decode(z, tiling: .tile(tile), clamp: false, report: &rep)
-            #expect(relL2(tiled, whole) < Tolerance.vaeTiledVsUntiled, "clip decode tile \(tile)")
+            #expect(relL2(tiled, whole) < Tolerances.vaeTiledVsUntiled, "clip decode tile \(tile)")
             #expect(rep.peakLiveBuffers <= VAESegment.slots(temporal: true))
             let tiledEnc = try vae.encode(x, tiling: .tile(tile)).mean
-            #expect(relL2(tiledEnc, wholeEnc) < Tolerance.vaeTiledVsUntiled, "clip encode tile \(tile)")
+            #expect(relL2(tiledEnc, wholeEnc) < Tolerances.vaeTiledVsUntiled, "clip encode tile \(tile)")
         }
     }
 
@@ -85,7 +85,7 @@ import Testing
         let tiled = try vae.decode(z, tiling: .maxRAM(budget), clamp: false, report: &rep)
         #expect(rep.segments.last!.tiles > 1)
         #expect(rep.estimatedPeakBytes <= budget)
-        #expect(relL2(tiled, whole) < Tolerance.vaeTiledVsUntiled)
+        #expect(relL2(tiled, whole) < Tolerances.vaeTiledVsUntiled)
         // Too small for any tile: a clear budget error.
         #expect(throws: QwenImageError.self) { try vae.decode(z, tiling: .maxRAM(fixed / 2)) }
         do {

@@ -38,11 +38,11 @@ typedef struct {
 
 int qi_png_decode(const uint8_t *data, size_t size, int64_t max_pixels, qi_png_image *out);
 
-/// A decoded JPEG: 8-bit gray (1 channel) or RGB (3 channels), libjpeg's default decoding
-/// (JDCT_ISLOW integer IDCT, fancy upsampling), as PIL uses it.
+/// A decoded JPEG: 8-bit gray (1 channel), RGB (3) or CMYK as stored (4; YCCK converted to CMYK),
+/// libjpeg's default decoding (JDCT_ISLOW integer IDCT, fancy upsampling), as PIL uses it.
 typedef struct {
     int32_t width, height;
-    int32_t channels;         // 1 or 3
+    int32_t channels;         // 1, 3 or 4
     int32_t jpeg_color_space; // J_COLOR_SPACE of the file
     uint8_t *pixels;          // malloc'd [height][width][channels]; free with qi_free
     char message[QI_MESSAGE_CAP];

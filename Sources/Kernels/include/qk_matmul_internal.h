@@ -83,11 +83,14 @@ void qk_matmul_ref(const qk_weight *w, const float *x, int64_t m, const float *b
 void qk_matmul_avx2(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 void qk_matmul_avxvnni(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+/* The AVX-VNNI kernels with EVEX encoding (needs AVX-512 VL + VNNI): tests the avxvnni logic there. */
+void qk_matmul_avxvnni_evex(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 
 /* ---- between the driver (matmul.c) and the tier kernels ---------------------------------------- */
 typedef struct {
     qk_scheme scheme;
     int64_t n, k, kp, ng, gblk;        /* gblk = activation blocks per scale group (0: all) */
+    int gshift;                        /* group of block b = b >> gshift (63 when group = 0) */
     size_t rb_bytes, scales_bytes;     /* block stride, scale bytes at the start of an int block */
     const uint8_t *w;                  /* packed data */
     const float *x;                    /* float schemes: x [m, k] */
@@ -114,6 +117,9 @@ extern const qk_mm_tier qk_mm_tier_avxvnni;
 extern const qk_mm_tier qk_mm_tier_avx512;
 #endif
 
+void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+                         const float *bias, float *y);
+
 /* Per-OS-thread scratch for the matmul (separate from qk_thread_scratch so a conv task that holds its
    own scratch can call qk_matmul). slot 0..3. */
 void *qk_tls_scratch(int slot, size_t bytes);
@@ -123,4 +129,11 @@ static inline float qk_bf16_bits_to_f32(uint16_t h) {
     union { uint32_t u; float f; } v; v.u = (uint32_t)h << 16; return v.f;
 }
 float qk_f16_bits_to_f32_scalar(uint16_t h);
+
+/* ---- machine limits (limits.c, for qwen-bench limits) ------------------------------------------ */
+/* Run a register-only loop; return the number of operations done (flops, or int8 multiply-adds x 2). */
+double qk_limits_fma(int64_t iters);
+double qk_limits_int8(int64_t iters);
+/* Read `bytes` (64-byte aligned, multiple of 128) with vector loads; returns a checksum. */
+double qk_limits_read(const void *buf, size_t bytes);
 #endif

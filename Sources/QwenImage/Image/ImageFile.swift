@@ -32,7 +32,7 @@ public struct Image8: Sendable, Equatable {
 ///   whose 8-bit value equals the key's low byte transparent (PIL compares that way); else alpha 255;
 /// * gamma (`gAMA`), ICC profiles, `sBIT` and EXIF orientation are ignored, as `Image.open` does;
 /// * JPEG: libjpeg's accurate integer IDCT and fancy upsampling (PIL's defaults), grayscale
-///   replicated; CMYK/YCCK JPEGs are refused with a clear message.
+///   replicated; CMYK (and YCCK) JPEGs read as inverted CMYK and converted with PIL's `cmyk2rgb`.
 public enum ImageFile {
     /// The default cap on width × height (64 Mi pixels: 8192 × 8192), so a hostile or mistaken file
     /// cannot make us allocate gigabytes. Callers expose it as `--max-pixels`.

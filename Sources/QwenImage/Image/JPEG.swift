@@ -34,6 +34,15 @@ enum JPEGCodec {
                 if channels == 1 {
                     let v = src[p]
                     out[o] = v; out[o + 1] = v; out[o + 2] = v
+                } else if channels == 4 {
+                    // PIL reads 4-component JPEGs as inverted ("CMYK;I", Adobe's convention), then
+                    // converts with its cmyk2rgb: nk = 255 - k; x = clip(nk - c * nk / 255) (rounded).
+                    let nk = Int(src[4 * p + 3])   // 255 - (255 - raw k)
+                    for k in 0..<3 {
+                        let c = 255 - Int(src[4 * p + k])
+                        let t = c * nk + 128
+                        out[o + k] = UInt8(clamping: nk - (((t >> 8) + t) >> 8))
+                    }
                 } else {
                     out[o] = src[3 * p]; out[o + 1] = src[3 * p + 1]; out[o + 2] = src[3 * p + 2]
                 }

@@ -3,10 +3,16 @@ import Foundation
 /// GPT-2 style byte-level BPE: the vocabulary, the merge table and a cache of encoded pieces.
 /// Mirrors `tokenizers`' `models::bpe::BPE` with `ignore_merges: false`, no dropout, no byte fallback,
 /// no continuing-subword prefix and no end-of-word suffix (Qwen2's settings).
+///
+/// Tokens are keyed by their raw bytes (the byte-level characters mapped back), in a flat table: with
+/// 151k tokens, String keys cost most of the load time (hashing non-ASCII Strings normalizes them).
 final class BytePairEncoding: @unchecked Sendable {
-    /// Token string (byte-level characters) -> id, and back.
-    let vocab: [String: Int]
-    let idToToken: [Int: String]
+    /// Raw token bytes -> id.
+    private let table: ByteStringTable
+    /// Per id: the entry in `table` holding its bytes, or -1 (no byte-level token with this id).
+    private let entryOfID: [Int32]
+    /// Vocabulary tokens that are not byte-level strings (never produced by merging bytes; kept for decode).
+    let otherTokens: [Int: String]
     /// Id of each byte's single-character token.
     let byteIDs: [Int32]
     /// (left id, right id) packed as `left << 32 | right` -> merge rank and merged id.
@@ -18,51 +24,93 @@ final class BytePairEncoding: @unchecked Sendable {
     private var cache: [[UInt8]: [Int32]] = [:]
     private static let cacheCapacity = 65_536
 
-    /// - Parameters:
-    ///   - merges: pairs of token strings in rank order (rank 0 first).
-    ///   - source: the file name used in error messages.
-    init(vocab: [String: Int], merges: [(String, String)], source: String) throws {
-        self.vocab = vocab
-        var reverse: [Int: String] = [:]
-        reverse.reserveCapacity(vocab.count)
-        for (token, id) in vocab {
-            if let other = reverse[id] {
-                throw QwenImageError.config(file: source,
-                    message: "tokens \"\(other)\" and \"\(token)\" share id \(id); expected one token per id")
-            }
-            reverse[id] = token
+    init(vocabulary v: Vocabulary, merges list: MergeList, source: String) throws {
+        table = v.table
+        otherTokens = v.otherTokens
+        guard v.table.count > 0 else {
+            throw QwenImageError.config(file: source, message: "the vocabulary is empty")
         }
-        idToToken = reverse
+        var entries = [Int32](repeating: -1, count: v.maxID + 1)
+        for e in 0..<v.table.count {
+            let id = Int(v.table.values[e])
+            if entries[id] >= 0 {
+                throw QwenImageError.config(file: source,
+                    message: "tokens \"\(v.table.text(entry: Int(entries[id])))\" and \"\(v.table.text(entry: e))\" "
+                        + "share id \(id); expected one token per id")
+            }
+            entries[id] = Int32(e)
+        }
+        entryOfID = entries
 
         var bytes = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
-            let ch = String(ByteLevel.byteToScalar[b])
-            guard let id = vocab[ch] else {
+            guard let id = [UInt8(b)].withUnsafeBufferPointer({ v.table.find($0) }) else {
                 throw QwenImageError.config(file: source,
-                    message: "the vocabulary lacks the byte-level token \"\(ch)\" for byte 0x\(String(b, radix: 16)); "
-                        + "expected all 256 byte tokens (is this a byte-level BPE tokenizer?)")
+                    message: "the vocabulary lacks the byte-level token \"\(ByteLevel.byteToScalar[b])\" for byte "
+                        + "0x\(String(b, radix: 16)); expected all 256 byte tokens (is this a byte-level BPE tokenizer?)")
             }
-            bytes[b] = Int32(id)
+            bytes[b] = id
         }
         byteIDs = bytes
 
-        var table: [UInt64: Merge] = [:]
-        table.reserveCapacity(merges.count)
-        for (rank, (a, b)) in merges.enumerated() {
-            guard let ia = vocab[a], let ib = vocab[b] else {
-                throw QwenImageError.config(file: source,
-                    message: "merge \(rank) \"\(a) \(b)\": \(vocab[a] == nil ? a : b) is not in the vocabulary")
+        var mergeTable: [UInt64: Merge] = [:]
+        mergeTable.reserveCapacity(list.count)
+        var left: [UInt8] = [], right: [UInt8] = []
+        try list.forEach { rank, a, b in
+            func describe() -> String { "merge \(rank) \"\(list.text(a)) \(list.text(b))\"" }
+            left.removeAll(keepingCapacity: true)
+            right.removeAll(keepingCapacity: true)
+            guard ByteLevel.decode(a, into: &left), ByteLevel.decode(b, into: &right),
+                  let ia = left.withUnsafeBufferPointer({ v.table.find($0) }) else {
+                throw QwenImageError.config(file: source, message: "\(describe()): \(list.text(a)) is not in the vocabulary")
             }
-            guard let merged = vocab[a + b] else {
+            guard let ib = right.withUnsafeBufferPointer({ v.table.find($0) }) else {
+                throw QwenImageError.config(file: source, message: "\(describe()): \(list.text(b)) is not in the vocabulary")
+            }
+            left.append(contentsOf: right)
+            guard let merged = left.withUnsafeBufferPointer({ v.table.find($0) }) else {
                 throw QwenImageError.config(file: source,
-                    message: "merge \(rank) \"\(a) \(b)\": the merged token \"\(a + b)\" is not in the vocabulary")
+                    message: "\(describe()): the merged token \"\(list.text(a))\(list.text(b))\" is not in the vocabulary")
             }
             let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
             // A pair listed twice keeps its last rank, as `tokenizers` collects its merge map.
-            table[key] = Merge(rank: Int32(rank), id: Int32(merged))
+            mergeTable[key] = Merge(rank: Int32(rank), id: merged)
         }
-        self.merges = table
+        merges = mergeTable
     }
+
+    // MARK: - Vocabulary queries
+
+    var maxID: Int { max(entryOfID.count - 1, otherTokens.keys.max() ?? -1) }
+
+    /// The token string (byte-level characters) of an id.
+    func token(for id: Int) -> String? {
+        if id >= 0 && id < entryOfID.count && entryOfID[id] >= 0 { return table.text(entry: Int(entryOfID[id])) }
+        return otherTokens[id]
+    }
+
+    /// The id of a token string (byte-level characters).
+    func id(of token: String) -> Int? {
+        var raw: [UInt8] = []
+        let utf8 = Array(token.utf8)
+        if utf8.withUnsafeBufferPointer({ ByteLevel.decode($0, into: &raw) }),
+           let id = raw.withUnsafeBufferPointer({ table.find($0) }) {
+            return Int(id)
+        }
+        return otherTokens.first { $0.value == token }?.key
+    }
+
+    /// Appends the raw bytes of a token to `out`; false if the id is not a vocabulary token.
+    func appendBytes(of id: Int, to out: inout [UInt8]) -> Bool {
+        if id >= 0 && id < entryOfID.count && entryOfID[id] >= 0 {
+            out.append(contentsOf: table.key(entry: Int(entryOfID[id])))
+            return true
+        }
+        if let text = otherTokens[id] { out.append(contentsOf: Array(text.utf8)); return true }
+        return false
+    }
+
+    // MARK: - Encoding
 
     /// Appends the ids of one pre-tokenized piece (its UTF-8 bytes) to `out`.
     func encodePiece(_ bytes: [UInt8], into out: inout [Int]) {
@@ -110,6 +158,139 @@ final class BytePairEncoding: @unchecked Sendable {
     }
 }
 
+// MARK: - Loading helpers
+
+/// The vocabulary as it is read: byte-level tokens keyed by raw bytes, the rest kept as text.
+struct Vocabulary {
+    var table = ByteStringTable(capacity: 1 << 12)
+    var otherTokens: [Int: String] = [:]
+    var maxID = -1
+    private var scratch: [UInt8] = []
+
+    /// Adds a token given as the UTF-8 bytes of its byte-level string.
+    mutating func add(token utf8: UnsafeBufferPointer<UInt8>, id: Int) {
+        scratch.removeAll(keepingCapacity: true)
+        if ByteLevel.decode(utf8, into: &scratch) {
+            scratch.withUnsafeBufferPointer { table.set($0, value: Int32(id)) }
+        } else {
+            otherTokens[id] = String(decoding: utf8, as: UTF8.self)
+        }
+        maxID = max(maxID, id)
+    }
+}
+
+/// Merges as read: the two byte-level strings of each, in rank order, in one byte arena.
+struct MergeList {
+    private var arena: [UInt8] = []
+    private var ranges: [(Int32, Int32, Int32)] = []   // left start, split (right start), end
+
+    var count: Int { ranges.count }
+
+    mutating func append(left: UnsafeBufferPointer<UInt8>, right: UnsafeBufferPointer<UInt8>) {
+        let start = Int32(arena.count)
+        arena.append(contentsOf: left)
+        let split = Int32(arena.count)
+        arena.append(contentsOf: right)
+        ranges.append((start, split, Int32(arena.count)))
+    }
+
+    /// Calls `body(rank, left, right)` for each merge in rank order.
+    func forEach(_ body: (Int, UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) throws -> Void) rethrows {
+        try arena.withUnsafeBufferPointer { p in
+            for (i, (a, s, e)) in ranges.enumerated() {
+                try body(i, UnsafeBufferPointer(rebasing: p[Int(a)..<Int(s)]), UnsafeBufferPointer(rebasing: p[Int(s)..<Int(e)]))
+            }
+        }
+    }
+
+    func text(_ bytes: UnsafeBufferPointer<UInt8>) -> String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// An open-addressing hash table from byte strings (kept in one arena) to Int32 values.
+struct ByteStringTable {
+    private var arena: [UInt8] = []
+    private var starts: [Int32] = []
+    private var lengths: [Int32] = []
+    private(set) var values: [Int32] = []
+    private var slots: [Int32]          // entry index, -1 when empty
+    var count: Int { values.count }
+
+    init(capacity: Int) {
+        var n = 16
+        while n < capacity * 2 { n <<= 1 }
+        slots = [Int32](repeating: -1, count: n)
+    }
+
+    @inline(__always) private static func hash(_ key: UnsafeBufferPointer<UInt8>) -> Int {
+        var h: UInt64 = 0xcbf29ce484222325            // FNV-1a, then a final mix
+        for b in key { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+        h ^= h >> 29
+        h = h &* 0xbf58476d1ce4e5b9
+        return Int(truncatingIfNeeded: h ^ (h >> 32))
+    }
+
+    func find(_ key: UnsafeBufferPointer<UInt8>) -> Int32? {
+        let mask = slots.count - 1
+        var i = Self.hash(key) & mask
+        while true {
+            let e = slots[i]
+            if e < 0 { return nil }
+            if equals(entry: Int(e), key) { return values[Int(e)] }
+            i = (i + 1) & mask
+        }
+    }
+
+    @inline(__always) private func equals(entry e: Int, _ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        let n = Int(lengths[e])
+        guard n == key.count else { return false }
+        let s = Int(starts[e])
+        return arena.withUnsafeBufferPointer { a in
+            for k in 0..<n where a[s + k] != key[k] { return false }
+            return true
+        }
+    }
+
+    /// Inserts `key`, or overwrites its value (a duplicate JSON key: the last one wins).
+    mutating func set(_ key: UnsafeBufferPointer<UInt8>, value: Int32) {
+        if (values.count + 1) * 2 > slots.count { grow() }
+        let mask = slots.count - 1
+        var i = Self.hash(key) & mask
+        while slots[i] >= 0 {
+            let e = Int(slots[i])
+            if equals(entry: e, key) { values[e] = value; return }
+            i = (i + 1) & mask
+        }
+        slots[i] = Int32(values.count)
+        starts.append(Int32(arena.count))
+        lengths.append(Int32(key.count))
+        arena.append(contentsOf: key)
+        values.append(value)
+    }
+
+    private mutating func grow() {
+        var bigger = [Int32](repeating: -1, count: slots.count * 2)
+        let mask = bigger.count - 1
+        arena.withUnsafeBufferPointer { a in
+            for e in 0..<values.count {
+                let key = UnsafeBufferPointer(rebasing: a[Int(starts[e])..<Int(starts[e] + lengths[e])])
+                var i = Self.hash(key) & mask
+                while bigger[i] >= 0 { i = (i + 1) & mask }
+                bigger[i] = Int32(e)
+            }
+        }
+        slots = bigger
+    }
+
+    func key(entry e: Int) -> ArraySlice<UInt8> { arena[Int(starts[e])..<Int(starts[e] + lengths[e])] }
+
+    /// The entry's bytes as a byte-level string.
+    func text(entry e: Int) -> String {
+        var s = String.UnicodeScalarView()
+        for b in key(entry: e) { s.append(ByteLevel.byteToScalar[Int(b)]) }
+        return String(s)
+    }
+}
+
 /// GPT-2's reversible map between bytes and printable Unicode characters (`bytes_to_unicode`):
 /// printable Latin-1 bytes map to themselves, the other 68 to U+0100 onwards in byte order.
 enum ByteLevel {
@@ -128,9 +309,33 @@ enum ByteLevel {
         return table
     }()
 
-    static let scalarToByte: [UInt32: UInt8] = {
-        var map: [UInt32: UInt8] = [:]
-        for (b, s) in byteToScalar.enumerated() { map[s.value] = UInt8(b) }
+    /// Scalar value (< 0x144) -> byte, or -1.
+    static let scalarToByte: [Int16] = {
+        var map = [Int16](repeating: -1, count: 0x144)
+        for (b, s) in byteToScalar.enumerated() { map[Int(s.value)] = Int16(b) }
         return map
     }()
+
+    /// Decodes the UTF-8 of a byte-level string into raw bytes; false if it holds another character.
+    static func decode(_ utf8: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) -> Bool {
+        var i = 0
+        let n = utf8.count
+        while i < n {
+            let b0 = utf8[i]
+            var v: Int
+            if b0 < 0x80 {
+                v = Int(b0); i += 1
+            } else if b0 & 0xE0 == 0xC0 && i + 1 < n && utf8[i + 1] & 0xC0 == 0x80 {
+                v = Int(b0 & 0x1F) << 6 | Int(utf8[i + 1] & 0x3F); i += 2   // the alphabet is below U+0800
+                if v < 0x80 { return false }                                 // overlong
+            } else {
+                return false
+            }
+            guard v < 0x144 else { return false }
+            let b = scalarToByte[v]
+            if b < 0 { return false }
+            out.append(UInt8(b))
+        }
+        return n > 0
+    }
 }

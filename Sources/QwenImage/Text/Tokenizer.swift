@@ -40,7 +40,7 @@ public final class Qwen2Tokenizer: @unchecked Sendable {
                 throw QwenImageError.config(file: source,
                     message: "added tokens \"\(other)\" and \"\(t.content)\" share id \(t.id)")
             }
-            if let bpeToken = bpe.idToToken[t.id], bpeToken != t.content {
+            if let bpeToken = bpe.token(for: t.id), bpeToken != t.content {
                 throw QwenImageError.config(file: source,
                     message: "added token \"\(t.content)\" has id \(t.id), which the BPE vocabulary already gives to "
                         + "\"\(bpeToken)\"; expected added-token ids after the vocabulary")
@@ -60,7 +60,7 @@ public final class Qwen2Tokenizer: @unchecked Sendable {
 
     /// The id of an added token or vocabulary token, e.g. `tokenID("<|im_start|>")`.
     public func tokenID(_ content: String) -> Int? {
-        addedByContent[content] ?? bpe.vocab[content]
+        addedByContent[content] ?? bpe.id(of: content)
     }
 
     /// The padding token of the pipelines (`<|endoftext|>`, padding on the right).
@@ -68,11 +68,11 @@ public final class Qwen2Tokenizer: @unchecked Sendable {
 
     /// One more than the largest id (BPE vocabulary and added tokens).
     public var idLimit: Int {
-        max(bpe.idToToken.keys.max() ?? -1, addedByID.keys.max() ?? -1) + 1
+        max(bpe.maxID, addedByID.keys.max() ?? -1) + 1
     }
 
     /// The token string of an id (byte-level characters for BPE tokens, the content for added ones).
-    public func token(for id: Int) -> String? { addedByID[id] ?? bpe.idToToken[id] }
+    public func token(for id: Int) -> String? { addedByID[id] ?? bpe.token(for: id) }
 
     // MARK: - Encoding
 
@@ -160,14 +160,7 @@ public final class Qwen2Tokenizer: @unchecked Sendable {
         for id in ids {
             if let content = addedByID[id] {
                 bytes.append(contentsOf: Array(content.utf8))
-            } else if let token = bpe.idToToken[id] {
-                for s in token.unicodeScalars {
-                    guard let b = ByteLevel.scalarToByte[s.value] else {
-                        throw QwenImageError.invalidInput("token \(id) \"\(token)\" is not a byte-level token")
-                    }
-                    bytes.append(b)
-                }
-            } else {
+            } else if !bpe.appendBytes(of: id, to: &bytes) {
                 throw QwenImageError.invalidInput("token id \(id) is not in the vocabulary (0..<\(idLimit))")
             }
         }

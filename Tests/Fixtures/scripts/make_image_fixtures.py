@@ -141,6 +141,12 @@ add("jpeg422.jpg", pil_bytes(pim, "JPEG", quality=90, subsampling=1))
 add("jpeg420.jpg", pil_bytes(pim, "JPEG", quality=75, subsampling=2))
 add("jpeg420_progressive.jpg", pil_bytes(pim, "JPEG", quality=80, subsampling=2, progressive=True))
 add("jpeg_gray.jpg", pil_bytes(pim.convert("L"), "JPEG", quality=85))
+# A 12-bit JPEG header (SOF1, precision 12): PIL and we refuse it.
+j12 = bytearray(pil_bytes(pim.convert("L"), "JPEG", quality=85))
+sof = j12.index(b"\xff\xc0")
+j12[sof + 1] = 0xC1
+j12[sof + 4] = 12
+add("bad_12bit.jpg", bytes(j12))
 
 # Files both PIL and we must refuse.
 good = pil_bytes(Image.fromarray(rgb, "RGB"), "PNG")
@@ -154,10 +160,8 @@ ihdr = struct.pack(">IIBBBBB", W, H, 8, 2, 0, 0, 0)
 add("bad_zlib.png", b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"\x78\x9c\xff\xff\xff" + idat[5:]) + chunk(b"IEND", b""))
 ihdr_crc = chunk(b"IHDR", ihdr)
 add("bad_crc.png", b"\x89PNG\r\n\x1a\n" + ihdr_crc[:-1] + bytes([ihdr_crc[-1] ^ 1]) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-cmyk = pil_bytes(Image.fromarray(rand((8, 8, 4), 255).astype(np.uint8), "CMYK"), "JPEG")
-with open(os.path.join(out, "cmyk.jpg"), "wb") as f:   # PIL reads it (mode CMYK); we refuse it clearly
-    f.write(cmyk)
-print("cmyk.jpg:", len(cmyk), "bytes (expected: unsupported)")
+cmyk = np.concatenate([255 - photo, rand((JH, JW, 1), 255)], -1).astype(np.uint8)
+add("jpeg_cmyk.jpg", pil_bytes(Image.fromarray(cmyk, "CMYK"), "JPEG", quality=90))
 # A huge declared size with no data: must be refused before any allocation.
 big = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
 with open(os.path.join(out, "huge_header.png"), "wb") as f:

@@ -1,0 +1,197 @@
+import Foundation
+
+/// The Qwen2.5-VL language model configuration, read from the text encoder's `config.json`.
+///
+/// Two layouts are accepted (see the oracle README, "Checkpoint names and config layout"):
+///  * hub layout (transformers 4.53, what `Qwen/Qwen-Image` ships): the text fields at the top level
+///    and again in `text_config`, rope as `rope_scaling: {mrope_section, ...}` plus `rope_theta`;
+///  * transformers 5.x `save_pretrained`: the text fields in `text_config` only, rope as
+///    `rope_parameters: {rope_type, rope_theta, mrope_section}`.
+///
+/// Resolution follows `Qwen2_5_VLConfig.__post_init__`: `text_config` when present, else the top
+/// level. Within it `rope_scaling` wins over `rope_parameters` (`convert_rope_params_to_dict`),
+/// `rope_theta` comes from the rope dict, else the plain field, else 1e6; a missing `mrope_section`
+/// falls back to [16, 24, 24] like `Qwen2_5_VLRotaryEmbedding`. Nothing is ever inferred from tensor
+/// shapes: sizes the file lacks are an error, not a guess.
+public struct TextConfig: Codable, Sendable, Equatable {
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var numKeyValueHeads: Int
+    public var rmsNormEps: Double
+    public var ropeTheta: Double
+    /// Split of the head_dim / 2 rotary frequencies over the (t, h, w) position axes.
+    public var mropeSection: [Int]
+    public var hiddenAct: String
+    // Special token ids the vision path needs (top level of the hub config).
+    public var imageTokenId: Int?
+    public var videoTokenId: Int?
+    public var visionStartTokenId: Int?
+    public var visionEndTokenId: Int?
+
+    /// Per-head size: `hidden_size / num_attention_heads` (`Qwen2_5_VLAttention.head_dim`).
+    public var headDim: Int { hiddenSize / numAttentionHeads }
+    public var qDim: Int { numAttentionHeads * headDim }
+    public var kvDim: Int { numKeyValueHeads * headDim }
+
+    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
+                numAttentionHeads: Int, numKeyValueHeads: Int, rmsNormEps: Double = 1e-6,
+                ropeTheta: Double = 1_000_000, mropeSection: [Int], hiddenAct: String = "silu",
+                imageTokenId: Int? = nil, videoTokenId: Int? = nil,
+                visionStartTokenId: Int? = nil, visionEndTokenId: Int? = nil) {
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads
+        self.rmsNormEps = rmsNormEps
+        self.ropeTheta = ropeTheta
+        self.mropeSection = mropeSection
+        self.hiddenAct = hiddenAct
+        self.imageTokenId = imageTokenId
+        self.videoTokenId = videoTokenId
+        self.visionStartTokenId = visionStartTokenId
+        self.visionEndTokenId = visionEndTokenId
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case textConfig = "text_config"
+        case vocabSize = "vocab_size"
+        case hiddenSize = "hidden_size"
+        case intermediateSize = "intermediate_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads"
+        case rmsNormEps = "rms_norm_eps"
+        case ropeTheta = "rope_theta"
+        case ropeScaling = "rope_scaling"
+        case ropeParameters = "rope_parameters"
+        case hiddenAct = "hidden_act"
+        case imageTokenId = "image_token_id"
+        case videoTokenId = "video_token_id"
+        case visionStartTokenId = "vision_start_token_id"
+        case visionEndTokenId = "vision_end_token_id"
+    }
+
+    /// `rope_scaling` / `rope_parameters` objects.
+    struct RopeDict: Codable {
+        var mropeSection: [Int]?
+        var ropeTheta: Double?
+        var ropeType: String?
+        enum CodingKeys: String, CodingKey {
+            case mropeSection = "mrope_section"
+            case ropeTheta = "rope_theta"
+            case ropeType = "rope_type"
+        }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let top = try decoder.container(keyedBy: CodingKeys.self)
+        // transformers uses text_config whole when it exists; the hub layout repeats every text
+        // field there, so reading it first gives the same numbers for both layouts.
+        let text = top.contains(.textConfig) && (try? top.decodeNil(forKey: .textConfig)) == false
+            ? try top.nestedContainer(keyedBy: CodingKeys.self, forKey: .textConfig) : top
+        func required(_ key: CodingKeys) throws -> Int {
+            guard let v = try text.decodeIfPresent(Int.self, forKey: key) else {
+                throw DecodingError.keyNotFound(key, .init(codingPath: text.codingPath,
+                    debugDescription: "required text model field \(key.stringValue) is missing"))
+            }
+            return v
+        }
+        vocabSize = try required(.vocabSize)
+        hiddenSize = try required(.hiddenSize)
+        intermediateSize = try required(.intermediateSize)
+        numHiddenLayers = try required(.numHiddenLayers)
+        numAttentionHeads = try required(.numAttentionHeads)
+        // Qwen2_5_VLTextConfig.__post_init__: a missing kv head count means plain multi-head attention.
+        numKeyValueHeads = try text.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
+        // Qwen2_5_VLTextConfig default.
+        rmsNormEps = try text.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
+        hiddenAct = try text.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        let rope = try text.decodeIfPresent(RopeDict.self, forKey: .ropeScaling)
+            ?? text.decodeIfPresent(RopeDict.self, forKey: .ropeParameters)
+        ropeTheta = try rope?.ropeTheta ?? text.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 1_000_000
+        mropeSection = rope?.mropeSection ?? [16, 24, 24]
+        // Token ids live at the top level in both layouts (text_config has image_token_id: null).
+        imageTokenId = try top.decodeIfPresent(Int.self, forKey: .imageTokenId)
+        videoTokenId = try top.decodeIfPresent(Int.self, forKey: .videoTokenId)
+        visionStartTokenId = try top.decodeIfPresent(Int.self, forKey: .visionStartTokenId)
+        visionEndTokenId = try top.decodeIfPresent(Int.self, forKey: .visionEndTokenId)
+    }
+
+    /// Writes the transformers 5.x layout (text fields in `text_config`, `rope_parameters`).
+    public func encode(to encoder: Encoder) throws {
+        var top = encoder.container(keyedBy: CodingKeys.self)
+        var text = top.nestedContainer(keyedBy: CodingKeys.self, forKey: .textConfig)
+        try text.encode(vocabSize, forKey: .vocabSize)
+        try text.encode(hiddenSize, forKey: .hiddenSize)
+        try text.encode(intermediateSize, forKey: .intermediateSize)
+        try text.encode(numHiddenLayers, forKey: .numHiddenLayers)
+        try text.encode(numAttentionHeads, forKey: .numAttentionHeads)
+        try text.encode(numKeyValueHeads, forKey: .numKeyValueHeads)
+        try text.encode(rmsNormEps, forKey: .rmsNormEps)
+        try text.encode(hiddenAct, forKey: .hiddenAct)
+        try text.encode(RopeDict(mropeSection: mropeSection, ropeTheta: ropeTheta, ropeType: "default"),
+                        forKey: .ropeParameters)
+        try top.encodeIfPresent(imageTokenId, forKey: .imageTokenId)
+        try top.encodeIfPresent(videoTokenId, forKey: .videoTokenId)
+        try top.encodeIfPresent(visionStartTokenId, forKey: .visionStartTokenId)
+        try top.encodeIfPresent(visionEndTokenId, forKey: .visionEndTokenId)
+    }
+
+    /// Decodes and validates `config.json` bytes; `file` names the source in error messages.
+    public static func load(_ data: Data, file: String) throws -> TextConfig {
+        let config: TextConfig
+        do {
+            config = try JSONDecoder().decode(TextConfig.self, from: data)
+        } catch let error as DecodingError {
+            throw QwenImageError.config(file: file, message: describe(error))
+        } catch {
+            throw QwenImageError.config(file: file, message: "not valid JSON: \(error)")
+        }
+        try config.validate(file: file)
+        return config
+    }
+
+    /// Checks the sizes are usable by the language model; throws `QwenImageError.config`.
+    public func validate(file: String) throws {
+        func fail(_ m: String) -> QwenImageError { .config(file: file, message: m) }
+        for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize),
+                          ("intermediate_size", intermediateSize), ("num_hidden_layers", numHiddenLayers),
+                          ("num_attention_heads", numAttentionHeads), ("num_key_value_heads", numKeyValueHeads)]
+        where v <= 0 {
+            throw fail("\(name) must be positive, found \(v)")
+        }
+        guard hiddenSize % numAttentionHeads == 0 else {
+            throw fail("hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
+        }
+        guard headDim % 2 == 0 else { throw fail("head_dim (hidden_size / num_attention_heads) = \(headDim) must be even for rotary embeddings") }
+        guard numAttentionHeads % numKeyValueHeads == 0 else {
+            throw fail("num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
+        }
+        guard mropeSection.count == 3, mropeSection.allSatisfy({ $0 >= 0 }),
+              mropeSection.reduce(0, +) == headDim / 2 else {
+            throw fail("rope mrope_section must be 3 non-negative numbers summing to head_dim / 2 = \(headDim / 2), found \(mropeSection)")
+        }
+        guard rmsNormEps > 0, rmsNormEps.isFinite else { throw fail("rms_norm_eps must be positive, found \(rmsNormEps)") }
+        guard ropeTheta > 0, ropeTheta.isFinite else { throw fail("rope_theta must be positive, found \(ropeTheta)") }
+        guard hiddenAct == "silu" else { throw fail("hidden_act \"\(hiddenAct)\" is not supported (expected \"silu\")") }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ ctx: DecodingError.Context, _ extra: CodingKey? = nil) -> String {
+            let keys = (ctx.codingPath + (extra.map { [$0] } ?? [])).map(\.stringValue)
+            return keys.isEmpty ? "(top level)" : keys.joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let ctx): return "field \(path(ctx, key)) is missing"
+        case .typeMismatch(let type, let ctx): return "field \(path(ctx)) has the wrong type (expected \(type))"
+        case .valueNotFound(let type, let ctx): return "field \(path(ctx)) is null (expected \(type))"
+        case .dataCorrupted(let ctx): return "invalid JSON at \(path(ctx)): \(ctx.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+}

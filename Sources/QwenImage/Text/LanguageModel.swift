@@ -1,0 +1,460 @@
+import Foundation
+import Kernels
+import Quant
+
+// The Qwen2.5-VL language model (`Qwen2_5_VLTextModel`, transformers 5.24), streamed from a pack one
+// decoder layer at a time. Prompt encoding needs only the last hidden state after the final norm,
+// so there is no lm_head and no KV cache: the whole prompt is one prefill.
+//
+// Sequences of a batch are concatenated row-wise ("packed"): every matrix product runs once over
+// all rows of all prompts (weights are streamed once per batch), attention runs per sequence.
+// This is exactly diffusers' right-padded batch for the valid tokens, since with causal attention
+// a valid token never sees the padding after it.
+
+// MARK: - Inputs
+
+/// 3-axis rotary position ids (t, h, w) of one sequence, as `Qwen2_5_VLModel.get_rope_index`
+/// produces them. Text-only prompts use `sequential(L)` (all three axes equal to arange(L)); the
+/// vision path gives image tokens their grid positions.
+public struct MRopePositions: Sendable, Equatable {
+    public private(set) var t: [Int64]
+    public private(set) var h: [Int64]
+    public private(set) var w: [Int64]
+
+    public init(t: [Int64], h: [Int64], w: [Int64]) throws {
+        guard t.count == h.count, h.count == w.count else {
+            throw QwenImageError.invalidInput("position ids: the t, h, w axes have different lengths (\(t.count), \(h.count), \(w.count))")
+        }
+        self.t = t; self.h = h; self.w = w
+    }
+
+    /// All three axes = start ..< start + count.
+    public static func sequential(_ count: Int, start: Int64 = 0) -> MRopePositions {
+        let r = Array(start ..< start + Int64(count))
+        return try! MRopePositions(t: r, h: r, w: r)   // equal lengths by construction
+    }
+
+    public var count: Int { t.count }
+
+    /// The first `n` positions.
+    public func prefix(_ n: Int) -> MRopePositions {
+        try! MRopePositions(t: Array(t.prefix(n)), h: Array(h.prefix(n)), w: Array(w.prefix(n)))
+    }
+}
+
+/// One sequence for `LanguageModel.forward`: `inputsEmbeds` [L, hidden] (from `embed`, possibly with
+/// image rows spliced in), its positions (L of them) and how many leading rows are valid (the rest,
+/// if any, is right padding and is ignored).
+public struct LMSequence: Sendable {
+    public var inputsEmbeds: [Float]
+    public var positions: MRopePositions
+    public var validLength: Int
+
+    public init(inputsEmbeds: [Float], positions: MRopePositions, validLength: Int? = nil) {
+        self.inputsEmbeds = inputsEmbeds
+        self.positions = positions
+        self.validLength = validLength ?? positions.count
+    }
+}
+
+/// Where the time of a forward pass went (seconds).
+public struct TextEncoderTimings: Sendable {
+    /// Matrix products (q/k/v/o projections and the MLP).
+    public var matmul = 0.0
+    /// Rotary embedding and attention.
+    public var attention = 0.0
+    /// Waiting for shards (mapping, decompression not hidden by prefetch, checksums) and releasing them.
+    public var streaming = 0.0
+    /// Embedding lookup, norms, residual adds, copies.
+    public var rest = 0.0
+    public var total: Double { matmul + attention + streaming + rest }
+
+    public init() {}
+}
+
+// MARK: - Weights
+
+/// Pack tensor names of one decoder layer (checkpoint names, `model.layers.N.*`), built once.
+struct DecoderLayerNames {
+    let shard: String
+    let inputLayernorm, qProj, qBias, kProj, kBias, vProj, vBias, oProj: String
+    let postAttentionLayernorm, gateProj, upProj, downProj: String
+
+    init(_ i: Int) {
+        let p = "model.layers.\(i)."
+        shard = "layers.\(i)"
+        inputLayernorm = p + "input_layernorm.weight"
+        qProj = p + "self_attn.q_proj.weight"; qBias = p + "self_attn.q_proj.bias"
+        kProj = p + "self_attn.k_proj.weight"; kBias = p + "self_attn.k_proj.bias"
+        vProj = p + "self_attn.v_proj.weight"; vBias = p + "self_attn.v_proj.bias"
+        oProj = p + "self_attn.o_proj.weight"
+        postAttentionLayernorm = p + "post_attention_layernorm.weight"
+        gateProj = p + "mlp.gate_proj.weight"
+        upProj = p + "mlp.up_proj.weight"
+        downProj = p + "mlp.down_proj.weight"
+    }
+
+    /// (name, expected shape) for every tensor of the layer.
+    func expected(_ c: TextConfig) -> [(String, [Int])] {
+        let h = c.hiddenSize, i = c.intermediateSize
+        return [(inputLayernorm, [h]),
+                (qProj, [c.qDim, h]), (qBias, [c.qDim]),
+                (kProj, [c.kvDim, h]), (kBias, [c.kvDim]),
+                (vProj, [c.kvDim, h]), (vBias, [c.kvDim]),
+                (oProj, [h, c.qDim]),
+                (postAttentionLayernorm, [h]),
+                (gateProj, [i, h]), (upProj, [i, h]), (downProj, [h, i])]
+    }
+}
+
+/// One decoder layer's weights: views into its shard, valid until the shard is released.
+struct DecoderLayerWeights {
+    let inputLayernorm: [Float]           // [H]
+    let qProj: Weight, qBias: [Float]     // [Hq·d, H], [Hq·d]
+    let kProj: Weight, kBias: [Float]     // [Hkv·d, H], [Hkv·d]
+    let vProj: Weight, vBias: [Float]     // [Hkv·d, H], [Hkv·d]
+    let oProj: Weight                     // [H, Hq·d], no bias
+    let postAttentionLayernorm: [Float]   // [H]
+    let gateProj: Weight, upProj: Weight  // [I, H]
+    let downProj: Weight                  // [H, I]
+
+    init(shard: PackShard, names n: DecoderLayerNames, config c: TextConfig) throws {
+        func vec(_ name: String, _ count: Int) throws -> [Float] {
+            let v = try shard.vector(name)
+            guard v.count == count else {
+                throw QwenImageError.tensor(name: name, message: "expected \(count) values from config.json, found \(v.count)")
+            }
+            return v
+        }
+        func mat(_ name: String, _ rows: Int, _ cols: Int) throws -> Weight {
+            let w = try shard.weight(name)
+            guard w.n == rows, w.k == cols else {
+                throw QwenImageError.tensor(name: name, message: "expected shape [\(rows), \(cols)] from config.json, found [\(w.n), \(w.k)]")
+            }
+            return w
+        }
+        let h = c.hiddenSize, i = c.intermediateSize
+        inputLayernorm = try vec(n.inputLayernorm, h)
+        qProj = try mat(n.qProj, c.qDim, h); qBias = try vec(n.qBias, c.qDim)
+        kProj = try mat(n.kProj, c.kvDim, h); kBias = try vec(n.kBias, c.kvDim)
+        vProj = try mat(n.vProj, c.kvDim, h); vBias = try vec(n.vBias, c.kvDim)
+        oProj = try mat(n.oProj, h, c.qDim)
+        postAttentionLayernorm = try vec(n.postAttentionLayernorm, h)
+        gateProj = try mat(n.gateProj, i, h)
+        upProj = try mat(n.upProj, i, h)
+        downProj = try mat(n.downProj, h, i)
+    }
+}
+
+// MARK: - Model
+
+public final class LanguageModel {
+    public static let embedTensor = "model.embed_tokens.weight"   // [vocab, H]
+    public static let normTensor = "model.norm.weight"            // [H]
+    public static let embedShard = "embed"
+    public static let normShard = "norm"
+
+    public let config: TextConfig
+    public let component: PackComponent
+    let layerNames: [DecoderLayerNames]
+
+    /// Load layer N+1 on a background thread while layer N computes (two layers resident).
+    public var prefetch = true
+    /// Rows per MLP chunk: bounds the [rows, intermediate] activations (gate and up).
+    public var mlpChunkRows = 1024
+    /// Called after each decoder layer with the number of layers done (progress bars).
+    public var onLayerDone: ((Int) -> Void)?
+    /// Debugging aid: called with HF's `hidden_states[i]` over the packed valid rows [rows, H]:
+    /// i = 0 the embeddings, 1 ..< layers the output of layer i-1, `layers` the final norm output.
+    public var onHiddenState: ((Int, UnsafeBufferPointer<Float>) -> Void)?
+    /// Accumulated over every `embed` / `forward` call.
+    public internal(set) var timings = TextEncoderTimings()
+    private var firstLayerPrefetched = false
+
+    /// Opens the text encoder of a pack: reads and validates its config.json and checks every tensor
+    /// the model needs against it (name, shape) before anything is computed.
+    public convenience init(pack: Pack, packPath: String) throws {
+        guard pack.components.contains("text_encoder") else {
+            throw QwenImageError.missingComponent(pack: packPath, component: "text_encoder",
+                hint: "Convert the checkpoint with the text encoder included (qwen-quant convert SRC -o PACK --components text_encoder,...).")
+        }
+        try self.init(component: try pack.component("text_encoder"), file: packPath + "/text_encoder/config.json")
+    }
+
+    public init(component: PackComponent, file: String = "text_encoder/config.json") throws {
+        self.component = component
+        self.config = try TextConfig.load(try component.configData(), file: file)
+        self.layerNames = (0 ..< config.numHiddenLayers).map(DecoderLayerNames.init)
+        try validateTensors()
+    }
+
+    /// Every expected tensor present with the shape config.json implies.
+    func validateTensors() throws {
+        let c = config
+        var expected: [(String, [Int])] = [(Self.embedTensor, [c.vocabSize, c.hiddenSize]),
+                                           (Self.normTensor, [c.hiddenSize])]
+        for n in layerNames { expected += n.expected(c) }
+        for (name, shape) in expected {
+            guard let info = component.tensorInfo(name) else {
+                throw QwenImageError.tensor(name: name, message: "missing from the pack's text_encoder (expected shape \(shape) from config.json)")
+            }
+            guard info.shape == shape else {
+                throw QwenImageError.tensor(name: name, message: "expected shape \(shape) from config.json, found \(info.shape)")
+            }
+        }
+    }
+
+    /// Resident bytes of the largest decoder-layer shard (for --max-ram planning).
+    public func largestLayerBytes() -> Int {
+        var best = 0
+        for n in layerNames {
+            var sum = 0
+            for (name, _) in n.expected(config) { sum += component.tensorInfo(name)?.bytes ?? 0 }
+            best = max(best, sum)
+        }
+        return best
+    }
+
+    // MARK: Embedding
+
+    /// Token embeddings [ids.count, H] (`embed_tokens`), one row at a time from the pack.
+    public func embed(_ ids: [Int]) throws -> [Float] {
+        let h = config.hiddenSize
+        var out = [Float](repeating: 0, count: ids.count * h)
+        var clock = Stopwatch()
+        if prefetch && !firstLayerPrefetched, let first = layerNames.first {
+            component.prefetch(first.shard)     // loads while the embedding rows are read
+            firstLayerPrefetched = true
+        }
+        let shard = try component.shard(Self.embedShard)
+        let table = try shard.weight(Self.embedTensor)
+        timings.streaming += clock.lap()
+        defer { shard.release(); timings.streaming += clock.lap() }
+        guard table.n == config.vocabSize, table.k == h else {
+            throw QwenImageError.tensor(name: Self.embedTensor, message: "expected shape [\(config.vocabSize), \(h)] from config.json, found [\(table.n), \(table.k)]")
+        }
+        try out.withUnsafeMutableBufferPointer { o in
+            for (r, id) in ids.enumerated() {
+                guard id >= 0 && id < table.n else {
+                    throw QwenImageError.invalidInput("token id \(id) at position \(r) is outside the vocabulary (0..<\(table.n))")
+                }
+                table.row(id, into: o.baseAddress! + r * h)
+            }
+        }
+        timings.rest += clock.lap()
+        return out
+    }
+
+    // MARK: Forward
+
+    /// The final-normed hidden states [L, H] of one sequence; rows at or after `validLength` are zero.
+    public func forward(inputsEmbeds: [Float], positions: MRopePositions, validLength: Int? = nil) throws -> [Float] {
+        try forward([LMSequence(inputsEmbeds: inputsEmbeds, positions: positions, validLength: validLength)])[0]
+    }
+
+    /// Runs all sequences through each layer before the next one (weights streamed once).
+    /// Returns, per sequence, the final-normed hidden states [L, H] (padding rows zero).
+    public func forward(_ sequences: [LMSequence]) throws -> [[Float]] {
+        let c = config
+        let hd = c.hiddenSize
+        var lengths: [Int] = []
+        for (b, s) in sequences.enumerated() {
+            let l = s.positions.count
+            guard s.inputsEmbeds.count == l * hd else {
+                throw QwenImageError.invalidInput("sequence \(b): inputs_embeds has \(s.inputsEmbeds.count) values, expected \(l) positions x \(hd)")
+            }
+            guard s.validLength >= 0 && s.validLength <= l else {
+                throw QwenImageError.invalidInput("sequence \(b): valid length \(s.validLength) outside 0...\(l)")
+            }
+            lengths.append(s.validLength)
+        }
+        let rows = lengths.reduce(0, +)
+        guard rows > 0 else { return sequences.map { [Float](repeating: 0, count: $0.positions.count * hd) } }
+
+        var clock = Stopwatch()
+        if prefetch && !firstLayerPrefetched { component.prefetch(layerNames.first?.shard ?? Self.normShard) }
+        firstLayerPrefetched = false
+        let state = ForwardState(config: c, rows: rows, mlpChunkRows: max(1, min(mlpChunkRows, rows)))
+        defer { state.deallocate() }
+
+        // Packed valid rows and their positions; the rope tables are shared by all layers.
+        var offsets: [Int] = []
+        var pt: [Int64] = [], ph: [Int64] = [], pw: [Int64] = []
+        pt.reserveCapacity(rows); ph.reserveCapacity(rows); pw.reserveCapacity(rows)
+        var off = 0
+        for s in sequences {
+            offsets.append(off)
+            s.inputsEmbeds.withUnsafeBufferPointer { e in
+                (state.x + off * hd).update(from: e.baseAddress!, count: s.validLength * hd)
+            }
+            pt += s.positions.t.prefix(s.validLength)
+            ph += s.positions.h.prefix(s.validLength)
+            pw += s.positions.w.prefix(s.validLength)
+            off += s.validLength
+        }
+        let sections = c.mropeSection.map(Int32.init)
+        sections.withUnsafeBufferPointer { sec in
+            qk_rope_table_mrope(pt, ph, pw, Int64(rows), Int64(c.headDim), sec.baseAddress!, c.ropeTheta,
+                                state.cos, state.sin)
+        }
+        timings.rest += clock.lap()
+        onHiddenState?(0, UnsafeBufferPointer(start: state.x, count: rows * hd))
+
+        for (i, names) in layerNames.enumerated() {
+            let shard = try component.shard(names.shard)
+            if prefetch { component.prefetch(i + 1 < layerNames.count ? layerNames[i + 1].shard : Self.normShard) }
+            let weights: DecoderLayerWeights
+            do { weights = try DecoderLayerWeights(shard: shard, names: names, config: c) } catch {
+                shard.release(); throw error
+            }
+            timings.streaming += clock.lap()
+            decoderLayer(weights, state: state, lengths: lengths, offsets: offsets, clock: &clock)
+            shard.release()
+            timings.streaming += clock.lap()
+            if i + 1 < layerNames.count {
+                onHiddenState?(i + 1, UnsafeBufferPointer(start: state.x, count: rows * hd))
+            }
+            onLayerDone?(i + 1)
+        }
+
+        // Final RMSNorm (`model.norm`): this is hidden_states[-1] / last_hidden_state.
+        let normShard = try component.shard(Self.normShard)
+        let norm: [Float]
+        do { norm = try normShard.vector(Self.normTensor) } catch { normShard.release(); throw error }
+        normShard.release()
+        timings.streaming += clock.lap()
+        guard norm.count == hd else {
+            throw QwenImageError.tensor(name: Self.normTensor, message: "expected \(hd) values from config.json, found \(norm.count)")
+        }
+        qk_rmsnorm(state.x, norm, Int64(rows), Int64(hd), Float(c.rmsNormEps), state.x)
+        onHiddenState?(layerNames.count, UnsafeBufferPointer(start: state.x, count: rows * hd))
+
+        var outputs: [[Float]] = []
+        for (b, s) in sequences.enumerated() {
+            var o = [Float](repeating: 0, count: s.positions.count * hd)
+            o.withUnsafeMutableBufferPointer { p in
+                p.baseAddress!.update(from: state.x + offsets[b] * hd, count: lengths[b] * hd)
+            }
+            outputs.append(o)
+        }
+        timings.rest += clock.lap()
+        return outputs
+    }
+
+    /// `Qwen2_5_VLDecoderLayer.forward` on the packed rows in `state.x` (updated in place).
+    private func decoderLayer(_ w: DecoderLayerWeights, state s: ForwardState, lengths: [Int], offsets: [Int],
+                              clock: inout Stopwatch) {
+        let c = config
+        let rows = s.rows, hd = c.hiddenSize, qd = c.qDim, kvd = c.kvDim
+        let eps = Float(c.rmsNormEps)
+
+        // Self-attention block: x += o_proj(attn(rope(q), rope(k), v)) of input_layernorm(x).
+        qk_rmsnorm(s.x, w.inputLayernorm, Int64(rows), Int64(hd), eps, s.xn)
+        timings.rest += clock.lap()
+        w.qBias.withUnsafeBufferPointer { w.qProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.q) }   // [R, Hq·d]
+        w.kBias.withUnsafeBufferPointer { w.kProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.k) }   // [R, Hkv·d]
+        w.vBias.withUnsafeBufferPointer { w.vProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.v) }   // [R, Hkv·d]
+        timings.matmul += clock.lap()
+        qk_rope(s.q, Int64(rows), Int64(c.numAttentionHeads), Int64(c.headDim), Int64(qd), s.cos, s.sin)
+        qk_rope(s.k, Int64(rows), Int64(c.numKeyValueHeads), Int64(c.headDim), Int64(kvd), s.cos, s.sin)
+        for (b, l) in lengths.enumerated() where l > 0 {
+            var p = qk_attn_params(lq: Int64(l), lk: Int64(l), hq: Int64(c.numAttentionHeads),
+                                   hkv: Int64(c.numKeyValueHeads), d: Int64(c.headDim),
+                                   q_stride: Int64(qd), k_stride: Int64(kvd), v_stride: Int64(kvd), o_stride: Int64(qd),
+                                   scale: 1 / Float(c.headDim).squareRoot(), causal: 1, q_offset: 0, kv_len: Int64(l),
+                                   q_seg: nil, k_seg: nil)
+            let o = offsets[b]
+            qk_attention(&p, s.q + o * qd, s.k + o * kvd, s.v + o * kvd, s.attn + o * qd)
+        }
+        timings.attention += clock.lap()
+        w.oProj.matmul(s.attn, rows: rows, into: s.tmp)                                                        // [R, H]
+        timings.matmul += clock.lap()
+        addInPlace(s.x, s.tmp, rows * hd)
+
+        // MLP block: x += down(silu(gate(n)) * up(n)), n = post_attention_layernorm(x), in row chunks.
+        qk_rmsnorm(s.x, w.postAttentionLayernorm, Int64(rows), Int64(hd), eps, s.xn)
+        timings.rest += clock.lap()
+        var r0 = 0
+        while r0 < rows {
+            let m = min(s.mlpChunkRows, rows - r0)
+            w.gateProj.matmul(s.xn + r0 * hd, rows: m, into: s.gate)                                          // [m, I]
+            w.upProj.matmul(s.xn + r0 * hd, rows: m, into: s.up)                                              // [m, I]
+            timings.matmul += clock.lap()
+            qk_silu_mul(s.gate, s.up, Int64(m * c.intermediateSize), s.gate)
+            timings.rest += clock.lap()
+            w.downProj.matmul(s.gate, rows: m, into: s.tmp + r0 * hd)                                         // [m, H]
+            timings.matmul += clock.lap()
+            r0 += m
+        }
+        addInPlace(s.x, s.tmp, rows * hd)
+        timings.rest += clock.lap()
+    }
+}
+
+// MARK: - Run state
+
+/// Activation buffers of one forward pass, allocated once (shapes for R packed rows).
+final class ForwardState {
+    let rows: Int
+    let mlpChunkRows: Int
+    let x: UnsafeMutablePointer<Float>      // residual stream [R, H]
+    let xn: UnsafeMutablePointer<Float>     // normed input of a block [R, H]
+    let q: UnsafeMutablePointer<Float>      // [R, Hq·d]
+    let k: UnsafeMutablePointer<Float>      // [R, Hkv·d]
+    let v: UnsafeMutablePointer<Float>      // [R, Hkv·d]
+    let attn: UnsafeMutablePointer<Float>   // attention output [R, Hq·d]
+    let tmp: UnsafeMutablePointer<Float>    // block output before the residual add [R, H]
+    let gate: UnsafeMutablePointer<Float>   // [chunk, I], then silu(gate) * up
+    let up: UnsafeMutablePointer<Float>     // [chunk, I]
+    let cos: UnsafeMutablePointer<Float>    // rope tables [R, d/2]
+    let sin: UnsafeMutablePointer<Float>
+
+    init(config c: TextConfig, rows: Int, mlpChunkRows: Int) {
+        self.rows = rows
+        self.mlpChunkRows = mlpChunkRows
+        func alloc(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+        x = alloc(rows * c.hiddenSize); xn = alloc(rows * c.hiddenSize)
+        q = alloc(rows * c.qDim); k = alloc(rows * c.kvDim); v = alloc(rows * c.kvDim)
+        attn = alloc(rows * c.qDim); tmp = alloc(rows * c.hiddenSize)
+        gate = alloc(mlpChunkRows * c.intermediateSize); up = alloc(mlpChunkRows * c.intermediateSize)
+        cos = alloc(rows * c.headDim / 2); sin = alloc(rows * c.headDim / 2)
+    }
+
+    /// Bytes `init` allocates (for --max-ram planning).
+    static func bytes(config c: TextConfig, rows: Int, mlpChunkRows: Int) -> Int {
+        let floats = rows * (3 * c.hiddenSize + 2 * c.qDim + 2 * c.kvDim + c.headDim)
+            + 2 * mlpChunkRows * c.intermediateSize
+        return floats * MemoryLayout<Float>.size
+    }
+
+    func deallocate() {
+        for p in [x, xn, q, k, v, attn, tmp, gate, up, cos, sin] { p.deallocate() }
+    }
+}
+
+@inline(__always)
+func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) {
+    for i in 0 ..< n { x[i] += y[i] }
+}
+
+/// Monotonic lap timer.
+struct Stopwatch {
+    private var last = Stopwatch.now()
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Seconds since the previous lap (or creation).
+    mutating func lap() -> Double {
+        let t = Stopwatch.now()
+        defer { last = t }
+        return t - last
+    }
+}

@@ -1,0 +1,37 @@
+import Foundation
+
+/// `--prompts-file`: JSON Lines, one JSON string (a prompt) per line. Blank lines are skipped.
+public enum PromptsFile {
+    /// Parses the file's bytes; `path` names it in errors, which also give the 1-based line number.
+    public static func parse(_ data: Data, path: String) throws -> [String] {
+        var prompts: [String] = []
+        let bytes = [UInt8](data)
+        var lineStart = 0
+        var lineNumber = 0
+        while lineStart <= bytes.count {
+            lineNumber += 1
+            var lineEnd = lineStart
+            while lineEnd < bytes.count && bytes[lineEnd] != 0x0A { lineEnd += 1 }
+            var slice = bytes[lineStart ..< lineEnd]
+            if slice.last == 0x0D { slice = slice.dropLast() }
+            defer { lineStart = lineEnd + 1 }
+            guard let line = String(validating: slice, as: UTF8.self) else {
+                throw QwenImageError.invalidInput("\(path): line \(lineNumber) is not valid UTF-8")
+            }
+            if line.allSatisfy(\.isWhitespace) { continue }
+            let value = try? JSONSerialization.jsonObject(with: Data(slice), options: [.fragmentsAllowed])
+            guard let prompt = value as? String else {
+                let shown = line.count > 60 ? String(line.prefix(60)) + "…" : line
+                throw QwenImageError.invalidInput("\(path): line \(lineNumber): expected a JSON string such as \"a red fox in the snow\", found \(shown)")
+            }
+            guard !prompt.isEmpty else {
+                throw QwenImageError.invalidInput("\(path): line \(lineNumber): the prompt is empty")
+            }
+            prompts.append(prompt)
+        }
+        guard !prompts.isEmpty else {
+            throw QwenImageError.invalidInput("\(path): no prompts (expected one JSON string per line)")
+        }
+        return prompts
+    }
+}

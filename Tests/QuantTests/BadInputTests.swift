@@ -1,0 +1,241 @@
+import Foundation
+import Testing
+@testable import Quant
+@testable import QwenImage
+
+/// Runs the built qwen-quant binary (next to the test bundle in .build/<config>/).
+func runQwenQuant(_ args: [String]) throws -> (code: Int32, stdout: String, stderr: String) {
+    var dir = Bundle.main.bundleURL
+    var exe = dir.appendingPathComponent("qwen-quant")
+    // The test bundle lives in .build/<triple>/debug/; walk up until the binary is found.
+    for _ in 0..<4 where !FileManager.default.fileExists(atPath: exe.path) {
+        dir.deleteLastPathComponent()
+        exe = dir.appendingPathComponent("qwen-quant")
+    }
+    if !FileManager.default.fileExists(atPath: exe.path) {
+        var root = URL(fileURLWithPath: #filePath)
+        while root.lastPathComponent != "Tests" { root.deleteLastPathComponent() }
+        exe = root.deletingLastPathComponent().appendingPathComponent(".build/debug/qwen-quant")
+    }
+    let p = Process()
+    p.executableURL = exe
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env["QWEN_NO_PROGRESS"] = "1"
+    p.environment = env
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// Rewrites a safetensors header (the data section is kept as is).
+func rewriteHeader(_ path: String, _ edit: (inout [String: Any]) -> Void) throws {
+    let d = try Data(contentsOf: URL(fileURLWithPath: path))
+    let n = Int(d.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    var h = try JSONSerialization.jsonObject(with: d.subdata(in: 8..<8 + n)) as! [String: Any]
+    edit(&h)
+    let json = try JSONSerialization.data(withJSONObject: h)
+    try rawSafetensors(header: String(decoding: json, as: UTF8.self), data: d.subdata(in: 8 + n..<d.count))
+        .write(to: URL(fileURLWithPath: path))
+}
+
+/// Folder entries other than the given ones (temporary leftovers).
+func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { !keep.contains($0) }
+}
+
+@Suite struct BadInputTests {
+    @Test func missingTensorForTheConfig() throws {
+        let dir = try TempDir()
+        let model = try copyTinyModel(into: dir)
+        let index = model.appendingPathComponent("text_encoder/model.safetensors.index.json")
+        var j = try JSONSerialization.jsonObject(with: Data(contentsOf: index)) as! [String: Any]
+        var map = j["weight_map"] as! [String: Any]
+        map.removeValue(forKey: "model.layers.1.mlp.up_proj.weight")
+        j["weight_map"] = map
+        try JSONSerialization.data(withJSONObject: j).write(to: index)
+        let r = try runQwenQuant(["convert", model.path, "-o", dir.path("out.pack")])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("error: tensor model.layers.1.mlp.up_proj.weight: missing from"))
+        #expect(r.stderr.contains("config.json implies shape [160, 64]"))
+        #expect(leftovers(dir.url, besides: ["model"]).isEmpty)
+    }
+
+    @Test func wrongShapeForTheConfig() throws {
+        let dir = try TempDir()
+        let model = try copyTinyModel(into: dir)
+        let cfg = model.appendingPathComponent("text_encoder/config.json")
+        let text = try String(contentsOf: cfg, encoding: .utf8).replacingOccurrences(of: "\"intermediate_size\": 160", with: "\"intermediate_size\": 161")
+        try text.write(to: cfg, atomically: true, encoding: .utf8)
+        let msg = errorText {
+            let ck = try Checkpoint(path: model.path)
+            _ = try ConversionPlan.make(checkpoint: ck, options: ConvertOptions())
+        }
+        #expect(msg?.hasPrefix("tensor model.layers.0.mlp.down_proj.weight: expected shape [64, 161], found [64, 160]") == true)
+        // A VAE whose config disagrees with conv_in.
+        let vcfg = model.appendingPathComponent("vae/config.json")
+        try String(contentsOf: vcfg, encoding: .utf8).replacingOccurrences(of: "\"base_dim\": 8", with: "\"base_dim\": 12")
+            .write(to: vcfg, atomically: true, encoding: .utf8)
+        let r = try runQwenQuant(["convert", model.appendingPathComponent("vae").path, "-o", dir.path("v.pack")])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("error: tensor decoder.conv_in.weight: expected shape [48, 16, 3, 3, 3], found [32, 16, 3, 3, 3]"))
+    }
+
+    @Test func unknownDTypeAndTruncatedFile() throws {
+        let dir = try TempDir()
+        let model = try copyTinyModel(into: dir)
+        let vae = model.appendingPathComponent("vae/diffusion_pytorch_model.safetensors").path
+        try rewriteHeader(vae) { h in
+            var e = h["decoder.conv_in.bias"] as! [String: Any]
+            e["dtype"] = "F8_E4M3"
+            h["decoder.conv_in.bias"] = e
+        }
+        let r = try runQwenQuant(["convert", model.path, "-o", dir.path("out.pack"), "--components", "vae"])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("diffusion_pytorch_model.safetensors: tensor decoder.conv_in.bias: unsupported dtype F8_E4M3"))
+        // Truncated: the last tensors' data run past the end.
+        let rgba = model.appendingPathComponent("vae_rgba/diffusion_pytorch_model.safetensors")
+        let d = try Data(contentsOf: rgba)
+        try d.prefix(d.count - 1000).write(to: rgba)
+        let r2 = try runQwenQuant(["convert", model.path, "-o", dir.path("out.pack"), "--components", "vae_rgba"])
+        #expect(r2.code == 1)
+        #expect(r2.stderr.contains("vae_rgba/diffusion_pytorch_model.safetensors: tensor "))
+        #expect(r2.stderr.contains("run past the end of the data"))
+        #expect(leftovers(dir.url, besides: ["model"]).isEmpty)
+    }
+
+    @Test func failureMidConversionLeavesNothing() throws {
+        let dir = try TempDir()
+        let model = try copyTinyModel(into: dir)
+        // Make one sizeable VAE weight too large for f16 (bf16 0x4F00 = 2^31): found only while converting.
+        let path = model.appendingPathComponent("vae/diffusion_pytorch_model.safetensors").path
+        let f = try SafetensorsFile(path: path)
+        let info = try f.info("decoder.up_blocks.0.resnets.1.conv2.weight")
+        var d = try Data(contentsOf: URL(fileURLWithPath: path))
+        d[info.offset + 1] = 0x4F; d[info.offset] = 0x00
+        try d.write(to: URL(fileURLWithPath: path))
+        let r = try runQwenQuant(["convert", model.path, "-o", dir.path("out.pack"), "--scheme", "f16", "--components", "vae"])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("decoder.up_blocks.0.resnets.1.conv2.weight.t"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path("out.pack")))
+        #expect(leftovers(dir.url, besides: ["model"]).isEmpty)
+    }
+
+    @Test func outputFolderRules() throws {
+        let dir = try TempDir()
+        let out = dir.path("out.pack")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+        try "keep".write(toFile: out + "/marker", atomically: true, encoding: .utf8)
+        let vae = Fixtures.tinyModel.appendingPathComponent("vae").path
+        let r = try runQwenQuant(["convert", vae, "-o", out])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("out.pack: already exists (use --force to replace it)"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out) == ["marker"])
+        // --force replaces it with a complete pack.
+        let r2 = try runQwenQuant(["convert", vae, "-o", out, "--force", "--scheme", "bf16"])
+        #expect(r2.code == 0, "\(r2.stderr)")
+        #expect(try Pack(path: out).components == ["vae"])
+        #expect(leftovers(dir.url, besides: ["out.pack"]).isEmpty)
+        // A folder nobody can write to (even root cannot create folders in /proc).
+        let r3 = try runQwenQuant(["convert", vae, "-o", "/proc/qwen-test.pack"])
+        #expect(r3.code == 1)
+        #expect(r3.stderr.contains("error: /proc: cannot create the output folder"))
+        // A parent that does not exist.
+        let r4 = try runQwenQuant(["convert", vae, "-o", dir.path("no/such/out.pack")])
+        #expect(r4.code == 1)
+        #expect(r4.stderr.contains("output folder does not exist"))
+    }
+
+    @Test func unknownSchemeGroupAndRule() throws {
+        let dir = try TempDir()
+        let vae = Fixtures.tinyModel.appendingPathComponent("vae").path
+        let cases: [([String], String)] = [
+            (["--scheme", "q3"], "unknown scheme 'q3' (expected one of: f32, bf16, f16, q8, q4)"),
+            (["--group-size", "48"], "unsupported group size 48 (expected 0 = per output row, 32, 64 or 128)"),
+            (["--rule", "conv=q5"], "--rule 'conv=q5': unknown scheme 'q5'"),
+            (["--rule", "conv"], "--rule 'conv': expected REGEX=SCHEME[:GROUP]"),
+            (["--rule", "([=q8"], "invalid regular expression '(['"),
+            (["--rule", "conv=q8:17"], "--rule 'conv=q8:17': unsupported group size 17"),
+            (["--components", "transformer"], "requested component transformer not found"),
+        ]
+        for (args, msg) in cases {
+            let r = try runQwenQuant(["convert", vae, "-o", dir.path("x.pack")] + args)
+            #expect(r.code != 0, "\(args)")
+            #expect(r.stderr.contains(msg), "\(args): \(r.stderr)")
+        }
+        #expect(leftovers(dir.url, besides: []).isEmpty)
+        let r = try runQwenQuant(["convert", vae])
+        #expect(r.code == 64)
+        #expect(r.stderr.contains("missing -o/--output PACK"))
+    }
+
+    @Test func flippedByteIsCaughtByTheChecksum() throws {
+        let dir = try TempDir()
+        _ = try convertTiny(dir, "p", scheme: .q8, group: 32, components: ["text_encoder"])
+        let pack = dir.url.appendingPathComponent("p")
+        let c = try Pack(path: pack.path).component("text_encoder")
+        let rec = c.record("model.layers.1.mlp.gate_proj.weight")!
+        let shardFile = pack.appendingPathComponent("text_encoder/layers.1.qwshard")
+        var d = try Data(contentsOf: shardFile)
+        d[rec.offset + rec.bytes / 2] ^= 0x10
+        try d.write(to: shardFile)
+        let fresh = try Pack(path: pack.path).component("text_encoder")
+        let shard = try fresh.shard("layers.1")
+        #expect(try shard.weight("model.layers.1.mlp.up_proj.weight").n == 160)  // other tensors are fine
+        let msg = errorText { _ = try shard.weight("model.layers.1.mlp.gate_proj.weight") }
+        #expect(msg?.contains("layers.1.qwshard: tensor model.layers.1.mlp.gate_proj.weight: checksum mismatch") == true)
+        let r = try runQwenQuant(["verify", pack.path])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("FAIL") && r.stderr.contains("tensor model.layers.1.mlp.gate_proj.weight: checksum mismatch"))
+        let j = try runQwenQuant(["verify", pack.path, "--json"])
+        #expect(j.code == 1)
+        let obj = try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as! [String: Any]
+        #expect(obj["ok"] as? Bool == false)
+        // A truncated shard is refused when the component opens.
+        try d.prefix(d.count - 10).write(to: shardFile)
+        let m2 = errorText { _ = try Pack(path: pack.path).component("text_encoder") }
+        #expect(m2?.contains("layers.1.qwshard: shard file is \(d.count - 10) bytes, the manifest says \(d.count)") == true)
+    }
+
+    @Test func corruptedCompressedFrameNamesTheTensor() throws {
+        let dir = try TempDir()
+        _ = try convertTiny(dir, "z", scheme: .q8, group: 64, zstd: 1, components: ["text_encoder"], chunkBytes: 8192)
+        let pack = dir.url.appendingPathComponent("z")
+        let rec = try Pack(path: pack.path).component("text_encoder").record("model.embed_tokens.weight")!
+        let frame = rec.frames![2]
+        let file = pack.appendingPathComponent("text_encoder/embed.qwshard")
+        var d = try Data(contentsOf: file)
+        d[frame[0] + frame[1] / 2] ^= 0x01
+        try d.write(to: file)
+        let msg = errorText { _ = try Pack(path: pack.path).component("text_encoder").shard("embed") }
+        #expect(msg?.contains("embed.qwshard: tensor model.embed_tokens.weight: ") == true, "\(msg ?? "")")
+    }
+
+    @Test func badPackManifests() throws {
+        let dir = try TempDir()
+        _ = try convertTiny(dir, "p", scheme: .bf16, components: ["vae"])
+        let pack = dir.url.appendingPathComponent("p")
+        #expect(errorText { _ = try Pack(path: dir.path("nothing")) }?.contains("not a pack folder") == true)
+        #expect(errorText { _ = try Pack(path: dir.url.path) }?.contains("pack.json: missing") == true)
+        #expect(errorText { _ = try Pack(path: pack.path).component("text_encoder") }
+                == "\(pack.path): the pack has no text_encoder component (it has: vae)")
+        let pj = pack.appendingPathComponent("pack.json")
+        let good = try String(contentsOf: pj, encoding: .utf8)
+        try good.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 7").write(to: pj, atomically: true, encoding: .utf8)
+        #expect(errorText { _ = try Pack(path: pack.path) }?.contains("pack format version 7, this build reads version 1") == true)
+        try "{".write(to: pj, atomically: true, encoding: .utf8)
+        #expect(errorText { _ = try Pack(path: pack.path) }?.contains("not a valid pack manifest") == true)
+        try good.write(to: pj, atomically: true, encoding: .utf8)
+        let mj = pack.appendingPathComponent("vae/manifest.json")
+        let m = try String(contentsOf: mj, encoding: .utf8)
+        // A record whose byte length does not fit its scheme and shape.
+        try m.replacingOccurrences(of: "\"bytes\" : 128,", with: "\"bytes\" : 96,").write(to: mj, atomically: true, encoding: .utf8)
+        let msg = errorText { _ = try Pack(path: pack.path).component("vae") }
+        #expect(msg?.contains("payload is 96 bytes, expected 128") == true, "\(msg ?? "")")
+    }
+}

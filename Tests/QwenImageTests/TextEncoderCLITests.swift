@@ -1,0 +1,126 @@
+import Foundation
+import Quant
+import Testing
+@testable import QwenImage
+
+// `qwen-run encode` end to end (the binary `swift test` builds next to the test bundle): outputs match
+// the reference, bad input exits non-zero with a clear message and leaves no output file.
+
+@Suite("qwen-run encode", .serialized)
+struct TextEncoderCLITests {
+    struct Run { let status: Int32; let stdout: String; let stderr: String }
+
+    static let binary: String = {
+        // The test bundle lives in the build products folder, beside the executables.
+        var url = URL(fileURLWithPath: CommandLine.arguments.first ?? "")
+        for _ in 0 ..< 4 where !FileManager.default.fileExists(atPath: url.appendingPathComponent("qwen-run").path) {
+            url.deleteLastPathComponent()
+        }
+        let candidate = url.appendingPathComponent("qwen-run").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        // Fall back to the package's debug build folder.
+        var root = URL(fileURLWithPath: #filePath)
+        while root.lastPathComponent != "Tests" { root.deleteLastPathComponent() }
+        return root.deletingLastPathComponent().appendingPathComponent(".build/debug/qwen-run").path
+    }()
+
+    func run(_ args: [String]) throws -> Run {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["QWEN_NO_PROGRESS"] = "1"
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out; p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func tempFile(_ name: String) -> String { TF.tempRoot.appendingPathComponent("\(UInt32.random(in: 0 ... .max))-\(name)").path }
+
+    @Test("single prompt with a negative prompt, f32 and bf16 outputs, JSON summary")
+    func singlePrompt() throws {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "qwen-run not built at \(Self.binary)")
+        let packPath = try TF.pack("f32")
+        let refs = try TF.refs()
+        let c = try TF.singlePrompts()[1]
+        let out = tempFile("p1.safetensors")
+        let r = try run(["encode", "--pack", packPath, "--prompt", c.prompt, "--negative-prompt", try TF.singlePrompts()[0].prompt,
+                         "--out", out, "--threads", "2", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let f = try SafetensorsFile(path: out)
+        #expect(TF.relL2(try f.floats("prompt_embeds"), try refs.floats("\(c.prefix).prompt_embeds")) <= Tolerances.textF32RelL2)
+        #expect(try f.int64s("prompt_embeds_mask") == (try refs.int64s("\(c.prefix).prompt_embeds_mask")))
+        #expect(TF.relL2(try f.floats("negative_prompt_embeds"), try refs.floats("t2i.p0.prompt_embeds")) <= Tolerances.textF32RelL2)
+        #expect(try f.info("prompt_embeds").dtype == .F32)
+        #expect(try f.info("prompt_embeds_mask").dtype == .I64)
+        let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        #expect(summary?["tokens"] as? Int == 54 + 41)
+        print("qwen-run encode (tiny model, f32 pack, 2 prompts): \(summary?["seconds"] ?? "?") s, peak RSS \(summary?["peak_rss"] ?? "?")")
+
+        let outBF16 = tempFile("p1-bf16.safetensors")
+        let r2 = try run(["encode", "--pack", packPath, "--prompt", c.prompt, "--out", outBF16, "--dtype", "bf16"])
+        #expect(r2.status == 0, "\(r2.stderr)")
+        let g = try SafetensorsFile(path: outBF16)
+        #expect(try g.info("prompt_embeds").dtype == .BF16)
+        #expect(TF.relL2(try g.floats("prompt_embeds"), try refs.floats("\(c.prefix).prompt_embeds")) <= Tolerances.bf16OutputRelL2)
+    }
+
+    @Test("prompts file (JSON Lines) reproduces the batched reference")
+    func promptsFile() throws {
+        let packPath = try TF.pack("bf16")
+        let prompts = try TF.singlePrompts().map(\.prompt)
+        let file = tempFile("prompts.jsonl")
+        let lines = try prompts.map { String(decoding: try JSONSerialization.data(withJSONObject: $0, options: [.fragmentsAllowed]), as: UTF8.self) }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let out = tempFile("batch.safetensors")
+        let r = try run(["encode", "--pack", packPath, "--prompts-file", file, "--out", out, "--max-ram", "1G"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let f = try SafetensorsFile(path: out), refs = try TF.refs()
+        #expect(try f.info("prompt_embeds").shape == (try refs.info("t2i.batch.prompt_embeds")).shape)
+        #expect(TF.relL2(try f.floats("prompt_embeds"), try refs.floats("t2i.batch.prompt_embeds")) <= Tolerances.textF32RelL2)
+        #expect(try f.int64s("prompt_embeds_mask") == (try refs.int64s("t2i.batch.prompt_embeds_mask")))
+        #expect(r.stderr.contains("plan:"))
+    }
+
+    @Test("bad input: clear error, non-zero exit, no output file")
+    func badInput() throws {
+        let packPath = try TF.pack("f32")
+        let noText = try TF.pack("f32", components: ["vae"])
+        let badFile = tempFile("bad.jsonl")
+        var bytes = Data("\"ok\"\n\"bad ".utf8); bytes.append(0xC3); bytes.append(contentsOf: Array("\"\n".utf8))
+        try bytes.write(to: URL(fileURLWithPath: badFile))
+        let cases: [([String], String)] = [
+            (["--prompt", ""], "empty"),
+            (["--prompts-file", badFile], "line 2"),
+            (["--prompts-file", badFile + ".missing"], "cannot read"),
+            (["--prompt", "a cat", "--max-ram", "2M"], "too small"),
+            (["--prompt", "a cat", "--image", "x.png"], "not implemented"),
+            (["--prompt", "a cat", "--max-sequence-length", "2000"], "1024"),
+        ]
+        for (args, message) in cases {
+            let out = tempFile("bad.safetensors")
+            let r = try run(["encode", "--pack", packPath, "--out", out] + args)
+            #expect(r.status != 0, "\(args)")
+            #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: out), "\(args) left an output file")
+        }
+        let out = tempFile("bad.safetensors")
+        let r = try run(["encode", "--pack", noText, "--prompt", "a cat", "--out", out])
+        #expect(r.status == 1 && r.stderr.contains("text_encoder") && !FileManager.default.fileExists(atPath: out), "\(r.stderr)")
+    }
+
+    @Test("a prompt over the maximum length is truncated with a warning")
+    func longPrompt() throws {
+        let packPath = try TF.pack("q8")
+        let out = tempFile("long.safetensors")
+        let r = try run(["encode", "--pack", packPath, "--prompt", String(repeating: "a red fox, ", count: 400),
+                         "--out", out, "--max-sequence-length", "512"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("truncated"))
+        #expect(try SafetensorsFile(path: out).info("prompt_embeds").shape == [1, 512, 64])
+    }
+}
