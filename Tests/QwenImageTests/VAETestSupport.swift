@@ -21,7 +21,7 @@ func relL2(_ a: [Float], _ b: [Float]) -> Double {
 
 func relL2(_ a: VAEFrames, _ b: VAEFrames) -> Double {
     precondition(a.count == b.count)
-    return relL2(Array(a.values), Array(b.values))
+    return relL2(a.floats, b.floats)
 }
 
 enum VAEFixture {

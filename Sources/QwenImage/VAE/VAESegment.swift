@@ -51,7 +51,10 @@ public final class VAEFrames: @unchecked Sendable {
         return out
     }
 
+    /// The values as a buffer; valid only while this object is alive (keep a reference).
     public var values: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
+    /// A copy of the values, [T, H, W, C].
+    public var floats: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
 }
 
 /// A chain of stages run tile by tile over its output space. For each tile the regions every stage must
