@@ -62,6 +62,13 @@ QK_INLINE void pv_block(const float *pt, const float *alpha, const float *vb, in
         for (int x = 0; x < NV; x++) vst(o + r * dp + x * VL, acc[r][x]);
 }
 
+/* Touch every cache line of rows [0, rows) (d floats each, `stride` apart) so their misses overlap:
+   rows of one head are strided by the other heads, which defeats the hardware prefetcher. */
+static inline void prefetch_rows(const float *base, int64_t stride, int64_t rows, int64_t d) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(base + r * stride + c);
+}
+
 typedef struct {
     float *qt, *st, *o, *m, *l, *alpha;
     int64_t dp;
@@ -92,27 +99,27 @@ static void st_tile(const float *k, int64_t k_stride, int64_t nk, const float *q
 
 static void pv_tile(const float *v, int64_t v_stride, int64_t nk, int64_t nr, int64_t d, const att_scratch *s) {
     int64_t nvec = (d + VL - 1) / VL;
+    /* column groups of at most ATT_CV vectors, balanced (d = 80 on AVX-512: one group of 5) */
+    int64_t ngroups = (nvec + ATT_CV - 1) / ATT_CV, gsize = (nvec + ngroups - 1) / ngroups;
     VM lastm = vmask(d - (nvec - 1) * VL);
     int tail = d % VL != 0;
     for (int64_t i = 0; i < nr; i += RG) {
-        for (int64_t cv = 0; cv < nvec; cv += ATT_CV) {
-            int64_t nv = nvec - cv < ATT_CV ? nvec - cv : ATT_CV;
+        for (int64_t cv = 0; cv < nvec; cv += gsize) {
+            int64_t nv = nvec - cv < gsize ? nvec - cv : gsize;
             int last = tail && cv + nv == nvec;
             const float *pt = s->st + i, *al = s->alpha + i, *vb = v + cv * VL;
             float *o = s->o + i * s->dp + cv * VL;
+#define PV_CASE(NV)                                                                                   \
+    case 2 * NV: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, NV, 0); break;                  \
+    case 2 * NV + 1: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, NV, 1); break;
             switch (nv * 2 + last) {
-            case 2: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 1, 0); break;
-            case 3: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 1, 1); break;
-            case 4: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 2, 0); break;
-            case 5: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 2, 1); break;
-            case 6: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 3, 0); break;
-            case 7: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 3, 1); break;
+            PV_CASE(1) PV_CASE(2) PV_CASE(3)
 #if ATT_CV >= 4
-            case 8: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 4, 0); break;
-            case 9: pv_block(pt, al, vb, v_stride, nk, o, s->dp, lastm, 4, 1); break;
+            PV_CASE(4) PV_CASE(5) PV_CASE(6)
 #endif
             default: break;
             }
+#undef PV_CASE
         }
     }
 }
@@ -134,10 +141,25 @@ static void att_run(const qk_attn_params *p, const float *q, const float *k, con
         return;
     }
     int64_t nqv = (nr + VL - 1) / VL;
+    int64_t nk0 = jhi - jlo < BK ? jhi - jlo : BK;
+    prefetch_rows(q + r0 * p->q_stride, p->q_stride, nr, d);
+    prefetch_rows(k + jlo * p->k_stride, p->k_stride, nk0, d);
+    prefetch_rows(v + jlo * p->v_stride, p->v_stride, nk0, d);
+    if (r0 + nr == p->lq) {
+        /* Likely next piece on this thread: the next 64 query rows of this head and, for window
+           attention, the keys right after ours. A prefetch never faults, even past the buffers. */
+        prefetch_rows(q + p->lq * p->q_stride, p->q_stride, BQ, d);
+        if (use_seg) {
+            prefetch_rows(k + jhi * p->k_stride, p->k_stride, BK, d);
+            prefetch_rows(v + jhi * p->v_stride, p->v_stride, BK, d);
+        }
+    }
     /* Qt[c][i] = q[r0 + i][c] * scale, zero lanes past nr */
     memset(s->qt, 0, (size_t)(d * BQ) * sizeof(float));
+    /* scalar on purpose: auto-vectorized, this becomes a scatter (very slow on AMD Zen 4) */
     for (int64_t i = 0; i < nr; i++) {
         const float *qi = q + (r0 + i) * p->q_stride;
+#pragma clang loop vectorize(disable)
         for (int64_t c = 0; c < d; c++) s->qt[c * BQ + i] = qi[c] * p->scale;
     }
     memset(s->o, 0, (size_t)(BQ * dp) * sizeof(float));
@@ -146,6 +168,11 @@ static void att_run(const qk_attn_params *p, const float *q, const float *k, con
 
     for (int64_t j0 = jlo; j0 < jhi; j0 += BK) {
         int64_t nk = jhi - j0 < BK ? jhi - j0 : BK;
+        if (j0 + BK < jhi) { /* next tile's keys and values */
+            int64_t nn = jhi - j0 - BK < BK ? jhi - j0 - BK : BK;
+            prefetch_rows(k + (j0 + BK) * p->k_stride, p->k_stride, nn, d);
+            prefetch_rows(v + (j0 + BK) * p->v_stride, p->v_stride, nn, d);
+        }
         st_tile(k + j0 * p->k_stride, p->k_stride, nk, s->qt, d, nqv, s->st);
         /* masks: key j hidden from lane i when j > q_offset + r0 + i, or its segment differs */
         int causal_part = p->causal && j0 + nk - 1 > p->q_offset + r0;

@@ -76,9 +76,9 @@ static inline void vst_bf16(uint16_t *p, V v) {
     _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(packed));
 }
 
-/* attention register blocking: S^T tile 4 keys x 3 query vectors, PV tile 4 rows x 3 vectors */
-#define ATT_QV 3
-#define ATT_CV 3
+/* attention register blocking: S^T tile 4 keys x 2 query vectors, PV tile 4 rows x 2 vectors (no spills in 16 ymm) */
+#define ATT_QV 2
+#define ATT_CV 2
 static inline V viota(void) { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
 static inline V vsel_lt(V a, V b, V x, V y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); } /* a < b ? x : y */
 static inline V vsel_eq(V a, V b, V x, V y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_EQ_OQ)); } /* a == b ? x : y */

@@ -56,9 +56,9 @@ static inline void vst_bf16(uint16_t *p, V v) {
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
 }
 
-/* attention register blocking: S^T tile 4 keys x 4 query vectors, PV tile 4 rows x 4 vectors */
+/* attention register blocking: S^T tile 4 keys x 4 query vectors, PV tile 4 rows x up to 6 vectors */
 #define ATT_QV 4
-#define ATT_CV 4
+#define ATT_CV 6
 static inline V viota(void) { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
 static inline V vsel_lt(V a, V b, V x, V y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
 static inline V vsel_eq(V a, V b, V x, V y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ), y, x); }

@@ -147,3 +147,18 @@ private func errorText(_ body: () throws -> Image8) -> String {
         }
     }
 }
+
+// MARK: - EXIF orientation
+
+@Test(arguments: ["orient1.png", "orient2.png", "orient3.png", "orient4.png", "orient5.png", "orient6.png",
+                  "orient7.png", "orient8.png", "orient6_jpeg.jpg"])
+func imageAppliesEXIFOrientationLikeExifTranspose(_ name: String) throws {
+    let expected = try SafetensorsFile(path: imagePath("expected.safetensors"))
+    let upright = try ImageFile.read(path: imagePath(name), applyEXIFOrientation: true)
+    expectEqual(upright, try uint8Tensor(expected, String(name.split(separator: ".")[0]) + ".upright"), name)
+    // Without the option the pixels are as stored (Image.open), whatever the tag says.
+    let stored = try ImageFile.read(path: imagePath(name))
+    let orientation = try #require(ImageFile.exifOrientation(try Data(contentsOf: URL(fileURLWithPath: imagePath(name)))))
+    #expect(stored.applyingEXIFOrientation(orientation) == upright)
+    #expect(name.hasSuffix(".jpg") || [stored.height, stored.width] == [7, 13])
+}

@@ -56,7 +56,7 @@ private func fixtureCases() throws -> [TokenizerCase] {
 @Test func tokenizerMatchesTokenizersLibraryOnRandomStrings() throws {
     let root = try loadJSON("tokenizer_fuzz.json")
     let cases = try #require(root["cases"] as? [[String: Any]])
-    #expect(cases.count > 300)
+    #expect(cases.count > 400)
     for (loader, tok) in try bothTokenizers() {
         var failures = 0
         for c in cases {
@@ -224,4 +224,26 @@ private func fixtureCases() throws -> [TokenizerCase] {
     _ = try Converter.convert(checkpoint: vaeOnly, plan: try ConversionPlan.make(checkpoint: vaeOnly, options: options),
                               output: bare, options: options)
     #expect(throws: QwenImageError.self) { try Qwen2Tokenizer.load(pack: try Pack(path: bare.path)) }
+}
+
+// MARK: - The BPE twins
+
+/// The quadratic scan and the priority queue give the same merges on every piece of every test string,
+/// and on long runs of letters (where only the queue is used in practice).
+@Test func bpeScanAndHeapAgree() throws {
+    let tok = try Qwen2Tokenizer.load(directory: tokenizerDir)
+    var pieces: [[UInt8]] = []
+    let root = try loadJSON("tokenizer_fuzz.json")
+    for c in try #require(root["cases"] as? [[String: Any]]) {
+        let text = String(decoding: Data(base64Encoded: c["utf8"] as! String)!, as: UTF8.self)
+        pieces.append(Array(text.utf8))          // whole strings: long, mixed pieces
+        for word in text.split(separator: " ") { pieces.append(Array(word.utf8)) }
+    }
+    let cjk = "一只可爱的小猫坐在窗台上阳光明媚中文测试一只穿着宇航服的熊猫在月球上弹吉他"
+    pieces.append(Array(String(repeating: cjk, count: 40).utf8))
+    pieces.append(Array(String(repeating: "the", count: 500).utf8))
+    pieces.append(Array(String(repeating: "a", count: 1001).utf8))
+    for p in pieces where p.count >= 2 {
+        #expect(tok.bpe.mergeByScan(p) == tok.bpe.mergeByHeap(p), "\(String(decoding: p, as: UTF8.self).prefix(40))")
+    }
 }

@@ -1,9 +1,129 @@
 import ArgumentParser
+import Foundation
+import Kernels
+
+// `qwen-bench ops`: the non-matmul kernels at the real model shapes. Convolutions at Qwen-Image VAE
+// sizes (channels 96 / 192 / 384 from the VAE config: base_dim 96, dim_mult [1, 2, 4, 4]), attention at
+// vision-tower, VAE mid-block and text-model sizes, and the row / element-wise operations.
+// Reports median ms, GFLOP/s (or GB/s for memory-bound ops) and % of the measured f32 peak.
 
 struct OpsBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ops", abstract: "(not implemented yet)")
+    static let configuration = CommandConfiguration(
+        commandName: "ops",
+        abstract: "Benchmark conv3x3, attention, norms, rope and the other non-matmul kernels.",
+        discussion: """
+        Writes benchmarks/results/ops.json and ops.md (or --out DIR). The f32 peak comes from
+        benchmarks/results/limits.json (`qwen-bench limits`) when present.
+
+        Examples:
+          qwen-bench ops --quick
+          qwen-bench ops --threads 1,2 --repeats 5
+          qwen-bench ops --only attention --json
+        """)
+
+    @Flag(help: "Smaller shapes and fewer repeats (about a minute).") var quick = false
+    @Option(help: "Comma-separated thread counts.") var threads = "1,2"
+    @Option(help: "Timed runs per case (the median is reported).") var repeats = 5
+    @Option(help: "Only cases whose group or name contains this text.") var only: String?
+    @Option(help: "Output directory.") var out = "benchmarks/results"
+    @Flag(help: "Print the JSON summary on stdout.") var json = false
 
     func run() throws {
-        throw ValidationError("qwen-bench ops is not implemented yet")
+        let threadCounts = threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !threadCounts.isEmpty, threadCounts.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--threads: expected comma-separated positive integers, found '\(threads)'")
+        }
+        let peak = OpsPeak.load(from: URL(fileURLWithPath: out).appendingPathComponent("limits.json"))
+        let cases = opsBenchCases(quick: quick).filter { c in only.map { c.group.contains($0) || c.name.contains($0) } ?? true }
+        var rows: [[String: Any]] = []
+        var md = "# qwen-bench ops\n\nTier `\(String(cString: qk_isa_name()))`, \(quick ? "quick" : "full") shapes, median of \(repeats) runs. "
+        md += "f32 peak: \(peak.describe()).\n\n"
+        md += "| group | case | shape | threads | ms (median) | ms (min) | GFLOP/s | % f32 peak | GB/s |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+        for c in cases {
+            let run = c.setup()
+            defer { run.teardown() }
+            for t in threadCounts {
+                qk_set_threads(Int32(t))
+                let times = opsTime(run.body, repeats: quick ? max(2, repeats / 2) : repeats)
+                let med = times.sorted()[times.count / 2], best = times.min()!
+                let gflops = c.flops > 0 ? c.flops / med / 1e6 : nil
+                let pct = gflops.flatMap { g in peak.gflops(threads: t).map { 100 * g / $0 } }
+                let gbps = c.bytes > 0 ? c.bytes / med / 1e6 : nil
+                var row: [String: Any] = ["group": c.group, "name": c.name, "shape": c.shape, "threads": t,
+                                          "ms": med, "ms_min": best]
+                if let g = gflops { row["gflops"] = g }
+                if let p = pct { row["pct_f32_peak"] = p }
+                if let b = gbps { row["gbps"] = b }
+                rows.append(row)
+                let f = { (v: Double?, d: Int) in v.map { String(format: "%.\(d)f", $0) } ?? "" }
+                md += "| \(c.group) | \(c.name) | \(c.shape) | \(t) | \(f(med, 2)) | \(f(best, 2)) | \(f(gflops, 1)) | \(f(pct, 0)) | \(f(gbps, 1)) |\n"
+                var line = "\(c.group) \(c.name) [\(c.shape)] threads=\(t): \(f(med, 2)) ms"
+                if let g = gflops { line += String(format: ", %.1f GFLOP/s", g) }
+                if let p = pct { line += String(format: " (%.0f%% of peak)", p) }
+                if let b = gbps { line += String(format: ", %.1f GB/s", b) }
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+        }
+        let summary: [String: Any] = [
+            "command": "qwen-bench ops" + (quick ? " --quick" : ""), "isa": String(cString: qk_isa_name()),
+            "date": ISO8601DateFormatter().string(from: Date()), "repeats": repeats,
+            "f32_peak_gflops": peak.json(), "results": rows,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+        let dir = URL(fileURLWithPath: out)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try opsWriteAtomically(data, to: dir.appendingPathComponent("ops.json"))
+        try opsWriteAtomically(Data(md.utf8), to: dir.appendingPathComponent("ops.md"))
+        if json { print(String(decoding: data, as: UTF8.self)) }
+        else { FileHandle.standardError.write(Data("wrote \(dir.path)/ops.json and ops.md\n".utf8)) }
     }
+}
+
+private func opsWriteAtomically(_ data: Data, to url: URL) throws {
+    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+    try data.write(to: tmp)
+    guard rename(tmp.path, url.path) == 0 else {
+        throw ValidationError("could not rename \(tmp.path) to \(url.path): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// Wall-clock times in ms of `repeats` runs after one warm-up run.
+private func opsTime(_ body: () -> Void, repeats: Int) -> [Double] {
+    body()
+    return (0..<max(1, repeats)).map { _ in
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+    }
+}
+
+/// The measured f32 FMA peak per thread count, from limits.json: any object with a "threads" number and
+/// a number under a key mentioning f32 and gflop (e.g. {"threads": 2, "f32_fma_gflops": 340}).
+struct OpsPeak {
+    var byThreads: [Int: Double] = [:]
+    var source = "not measured (run `qwen-bench limits`)"
+
+    static func load(from url: URL) -> OpsPeak {
+        var p = OpsPeak()
+        guard let data = try? Data(contentsOf: url), let obj = try? JSONSerialization.jsonObject(with: data) else { return p }
+        func walk(_ o: Any) {
+            if let d = o as? [String: Any] {
+                if let t = (d["threads"] as? NSNumber)?.intValue {
+                    for (k, v) in d {
+                        let key = k.lowercased()
+                        if key.contains("f32"), key.contains("gflop"), let n = (v as? NSNumber)?.doubleValue { p.byThreads[t] = max(p.byThreads[t] ?? 0, n) }
+                    }
+                }
+                d.values.forEach(walk)
+            } else if let a = o as? [Any] { a.forEach(walk) }
+        }
+        walk(obj)
+        if !p.byThreads.isEmpty { p.source = url.path }
+        return p
+    }
+    func gflops(threads: Int) -> Double? { byThreads[threads] }
+    func describe() -> String {
+        byThreads.isEmpty ? source : byThreads.keys.sorted().map { "\($0) thread(s) \(String(format: "%.0f", byThreads[$0]!)) GFLOP/s" }.joined(separator: ", ") + " (\(source))"
+    }
+    func json() -> [String: Double] { Dictionary(uniqueKeysWithValues: byThreads.map { ("\($0.key)", $0.value) }) }
 }

@@ -30,7 +30,8 @@ public struct Image8: Sendable, Equatable {
 /// * 1/2/4-bit gray is scaled to 0...255; palette images map through the palette;
 /// * with `keepAlpha`: palette alpha from `tRNS`; a gray or RGB colour key (`tRNS`) makes the pixels
 ///   whose 8-bit value equals the key's low byte transparent (PIL compares that way); else alpha 255;
-/// * gamma (`gAMA`), ICC profiles, `sBIT` and EXIF orientation are ignored, as `Image.open` does;
+/// * gamma (`gAMA`), ICC profiles and `sBIT` are ignored, as `Image.open` does; so is the EXIF
+///   orientation unless `applyEXIFOrientation` asks for diffusers' `load_image` behaviour;
 /// * JPEG: libjpeg's accurate integer IDCT and fancy upsampling (PIL's defaults), grayscale
 ///   replicated; CMYK (and YCCK) JPEGs read as inverted CMYK and converted with PIL's `cmyk2rgb`.
 public enum ImageFile {
@@ -39,7 +40,10 @@ public enum ImageFile {
     public static let defaultMaxPixels = 64 * 1024 * 1024
 
     /// Reads a PNG or JPEG file as RGB (3 channels), or RGBA (4) with `keepAlpha`.
-    public static func read(path: String, keepAlpha: Bool = false, maxPixels: Int = defaultMaxPixels) throws -> Image8 {
+    /// With `applyEXIFOrientation`, the image is turned upright as diffusers' `load_image` does
+    /// (`ImageOps.exif_transpose`); without, it is as stored, like `Image.open`.
+    public static func read(path: String, keepAlpha: Bool = false, maxPixels: Int = defaultMaxPixels,
+                            applyEXIFOrientation: Bool = false) throws -> Image8 {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw QwenImageError.image(path: path, message: "file not found")
@@ -49,7 +53,9 @@ public enum ImageFile {
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) } catch {
             throw QwenImageError.image(path: path, message: "cannot read: \(error.localizedDescription)")
         }
-        return try decode(data, name: path, keepAlpha: keepAlpha, maxPixels: maxPixels)
+        let image = try decode(data, name: path, keepAlpha: keepAlpha, maxPixels: maxPixels)
+        guard applyEXIFOrientation, let orientation = exifOrientation(data) else { return image }
+        return image.applyingEXIFOrientation(orientation)
     }
 
     /// Decodes PNG or JPEG bytes; `name` is used in error messages.

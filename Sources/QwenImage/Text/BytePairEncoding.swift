@@ -122,17 +122,24 @@ final class BytePairEncoding: @unchecked Sendable {
             for id in hit { out.append(Int(id)) }
             return
         }
-        let ids = merge(bytes)
-        cacheLock.lock()
-        if cache.count >= Self.cacheCapacity { cache.removeAll(keepingCapacity: true) }
-        cache[bytes] = ids
-        cacheLock.unlock()
+        let ids = bytes.count < Self.heapThreshold ? mergeByScan(bytes) : mergeByHeap(bytes)
+        if bytes.count <= 256 {   // long pieces are rare and would crowd the cache
+            cacheLock.lock()
+            if cache.count >= Self.cacheCapacity { cache.removeAll(keepingCapacity: true) }
+            cache[bytes] = ids
+            cacheLock.unlock()
+        }
         for id in ids { out.append(Int(id)) }
     }
 
+    /// Pieces at least this long are merged with the priority queue (a run of letters without spaces,
+    /// such as CJK text, can be thousands of bytes; the scan is quadratic).
+    static let heapThreshold = 64
+
     /// Applies the merges to one piece: repeatedly merges the adjacent pair of lowest rank (leftmost
-    /// on ties), as `tokenizers`' `Word::merge_all` does with its priority queue.
-    private func merge(_ bytes: [UInt8]) -> [Int32] {
+    /// on ties), as `tokenizers`' `Word::merge_all` does with its priority queue. Quadratic in the
+    /// piece length, fastest for short pieces; `mergeByHeap` is its O(n log n) twin.
+    func mergeByScan(_ bytes: [UInt8]) -> [Int32] {
         var symbols = bytes.map { byteIDs[Int($0)] }
         // ranks[i]: rank of the pair (symbols[i], symbols[i+1]), Int32.max if it is no merge.
         var ranks = [Int32](repeating: .max, count: max(symbols.count - 1, 0))
@@ -155,6 +162,81 @@ final class BytePairEncoding: @unchecked Sendable {
             if best < ranks.count { lookup(best) }
         }
         return symbols
+    }
+
+    /// The same merges with a priority queue ordered by (rank, position), as `tokenizers` does:
+    /// symbols form a linked list over the original byte positions; a queue entry is used only if
+    /// the two symbols it was made for are still adjacent and unchanged.
+    func mergeByHeap(_ bytes: [UInt8]) -> [Int32] {
+        let n = bytes.count
+        var ids = bytes.map { byteIDs[Int($0)] }           // the symbol starting at each position
+        var next = Array(1...max(n, 1))                     // n: none
+        var prev = Array(-1..<max(n - 1, 0))                // -1: none
+        var heap = PairHeap()
+        @inline(__always) func push(_ p: Int, _ q: Int) {
+            let key = UInt64(UInt32(bitPattern: ids[p])) << 32 | UInt64(UInt32(bitPattern: ids[q]))
+            if let m = merges[key] {
+                heap.push(.init(rank: m.rank, pos: Int32(p), left: ids[p], right: ids[q], merged: m.id))
+            }
+        }
+        for p in 0..<(n - 1) { push(p, p + 1) }
+        while let e = heap.pop() {
+            let p = Int(e.pos)
+            let q = next[p]
+            // Stale entries: a symbol that was absorbed has id -1, and a merged symbol has a new (longer)
+            // token's id, which no earlier state of that position had; so unchanged ids mean the same pair.
+            guard q < n, ids[p] == e.left, ids[q] == e.right else { continue }
+            ids[p] = e.merged
+            ids[q] = -1
+            next[p] = next[q]
+            if next[q] < n { prev[next[q]] = p }
+            if prev[p] >= 0 { push(prev[p], p) }
+            if next[p] < n { push(p, next[p]) }
+        }
+        var out: [Int32] = []
+        var p = 0
+        while p < n { out.append(ids[p]); p = next[p] }
+        return out
+    }
+}
+
+/// A binary min-heap of merge candidates ordered by (rank, position).
+struct PairHeap {
+    struct Entry { var rank: Int32; var pos: Int32; var left: Int32; var right: Int32; var merged: Int32 }
+    private var items: [Entry] = []
+
+    @inline(__always) private static func less(_ a: Entry, _ b: Entry) -> Bool {
+        a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos
+    }
+
+    mutating func push(_ e: Entry) {
+        items.append(e)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if !Self.less(items[i], items[parent]) { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count && Self.less(items[l], items[m]) { m = l }
+                if r < items.count && Self.less(items[r], items[m]) { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
     }
 }
 

@@ -10,7 +10,7 @@ files) are written by the small encoder below, straight from the PNG specificati
 """
 import io, struct, sys, zlib, os
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.numpy import save_file
 
 rng = np.random.default_rng(20261127)
@@ -147,6 +147,24 @@ sof = j12.index(b"\xff\xc0")
 j12[sof + 1] = 0xC1
 j12[sof + 4] = 12
 add("bad_12bit.jpg", bytes(j12))
+
+# EXIF orientation: expected pixels after ImageOps.exif_transpose (diffusers' load_image), as NAME.upright.
+def add_oriented(name, data):
+    path = os.path.join(out, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    im = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    expected[name.rsplit(".", 1)[0] + ".upright"] = np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+    print(f"{name}: {len(data)} bytes, upright {im.size}")
+
+
+for k in range(1, 9):
+    exif = Image.Exif()
+    exif[0x0112] = k
+    add_oriented(f"orient{k}.png", pil_bytes(Image.fromarray(rgb, "RGB"), "PNG", exif=exif.tobytes()))
+exif = Image.Exif()
+exif[0x0112] = 6
+add_oriented("orient6_jpeg.jpg", pil_bytes(pim, "JPEG", quality=90, exif=exif.tobytes()))
 
 # Files both PIL and we must refuse.
 good = pil_bytes(Image.fromarray(rgb, "RGB"), "PNG")

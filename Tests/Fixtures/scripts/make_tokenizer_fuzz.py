@@ -63,6 +63,9 @@ def main():
     # A long mixed prompt (speed and many cache hits).
     long_text = " ".join(random_text(rng) for _ in range(60))
     cases.append(case(tok, long_text))
+    # Long pieces (the BPE priority-queue path): a run of CJK letters and a run of symbols, no spaces.
+    cases.append(case(tok, "".join(rng.choice(POOLS["cjk"]) for _ in range(1500))))
+    cases.append(case(tok, "".join(rng.choice(POOLS["symbol"]) for _ in range(400))))
     with open(a.out, "w", encoding="utf-8") as f:
         header = {"generator": "make_tokenizer_fuzz.py", "tokenizers_version": tokenizers.__version__,
                   "seed": a.seed}
