@@ -100,7 +100,7 @@ struct Encode: ParsableCommand {
         let tokenized = try encoder.tokenize(prompts + negatives, warn: note)
         let plan = try TextEncoderPlan.choose(
             config: model.config, layerBytes: model.largestLayerBytes(),
-            embedRowBytes: model.component.tensorInfo(LanguageModel.embedTensor).map { $0.bytes / max(model.config.vocabSize, 1) } ?? 0,
+            embedBytes: model.embeddingBytes(),
             sequenceLengths: tokenized.map { $0.ids.count },
             budget: maxRam.flatMap(ByteSize.parse), baselineBytes: ProcessStats.currentRSS())
         if !common.json { note("plan: \(plan)") }

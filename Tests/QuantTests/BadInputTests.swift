@@ -189,6 +189,10 @@ func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
         #expect(try shard.weight("model.layers.1.mlp.up_proj.weight").n == 160)  // other tensors are fine
         let msg = errorText { _ = try shard.weight("model.layers.1.mlp.gate_proj.weight") }
         #expect(msg?.contains("layers.1.qwshard: tensor model.layers.1.mlp.gate_proj.weight: checksum mismatch") == true)
+        // Opened without first-use verification the corrupt tensor loads (verify still catches it).
+        let unchecked = try Pack(path: pack.path, verifyChecksums: false).component("text_encoder").shard("layers.1")
+        #expect(try unchecked.weight("model.layers.1.mlp.gate_proj.weight").n == 160)
+        #expect(unchecked.verifyAll().count == 1)
         let r = try runQwenQuant(["verify", pack.path])
         #expect(r.code == 1)
         #expect(r.stderr.contains("FAIL") && r.stderr.contains("tensor model.layers.1.mlp.gate_proj.weight: checksum mismatch"))
