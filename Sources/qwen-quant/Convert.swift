@@ -63,6 +63,8 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
+        // A file-size limit (ulimit -f) then fails writes with EFBIG, reported like a full disk.
+        signal(SIGXFSZ, SIG_IGN)
         try runReportingErrors {
             var opts = ConvertOptions()
             opts.scheme = try PackScheme.parse(scheme)
@@ -82,7 +84,7 @@ struct Convert: ParsableCommand {
             let plan = try ConversionPlan.make(checkpoint: checkpoint, options: opts)
             if dryRun { try printPlan(plan); return }
             note("converting \(checkpoint.root.path) -> \(output!) (\(ByteSize.format(plan.totalSourceBytes)) of tensors, "
-                 + "\(opts.scheme.rawValue) group \(opts.group)\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
+                 + "\(opts.scheme.rawValue)\(opts.scheme.isQuantized ? " group \(opts.group)" : "")\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
             let summary = try Converter.convert(checkpoint: checkpoint, plan: plan, output: URL(fileURLWithPath: output!),
                                                 options: opts, toolVersion: "qwen-quant (pack format \(PackFormat.version))")
             if json { try printJSON(summary) }
