@@ -105,7 +105,7 @@ struct ReportWriter {
                 lines.append("- **zstd** shrinks packs by a factor \(F.num(lo)) to \(F.num(hi)) on these random weights (trained weights compress differently; measure before relying on it).")
             }
         }
-        let text = data.records("text").filter { $0["status"] as? String == "ok" && $0["prompt_tokens"] as? Int == 256 }
+        let text = data.files.keys.sorted().filter { $0 == "text" || $0.hasPrefix("text_") }.flatMap { data.records($0) }.filter { $0["status"] as? String == "ok" && $0["prompt_tokens"] as? Int == 256 }
         if !text.isEmpty {
             let parts = text.map { r in "\(r["case"] as? String ?? "?") \(F.secs(r["wall_s_median"])), \(F.gib(r["peak_rss_bytes"]))" }
             lines.append("- **Text encoder, 256-token prompt** (full-size, 2 threads): " + parts.joined(separator: "; ") + ".")
@@ -170,11 +170,10 @@ struct ReportWriter {
         var s = "## How to reproduce\n\n```sh\nswift build -c release\n"
         s += "benchmarks/scripts/run_all.sh            # everything (well under an hour), or --quick (a few minutes)\n"
         s += "```\n\nThe script runs, in order (each step records its own JSON in `benchmarks/results/`):\n\n```sh\n"
-        for n in ["synth", "limits", "convert", "accuracy_tiny", "weights", "text", "vision", "vae"] {
-            if let c = data.files[n]?["command"] as? String { s += c + "\n" }
-        }
-        for n in data.files.keys.sorted() where n.hasPrefix("accuracy_synth") || n.hasPrefix("convert_") || n.hasPrefix("vae_") {
-            if let c = data.files[n]?["command"] as? String { s += c + "\n" }
+        let order = ["synth", "limits", "convert_sizes", "convert", "accuracy_tiny", "weights", "text", "vision", "vae"]
+        let names = order.filter { data.has($0) } + data.files.keys.sorted().filter { !order.contains($0) }
+        for n in names {
+            if let c = data.files[n]?["command"] as? String, c.hasPrefix("qwen-bench") { s += c + "\n" }
         }
         s += "qwen-bench report\n```\n\n"
         return s
@@ -360,8 +359,12 @@ struct ReportWriter {
     }
 
     func textSection() -> String {
-        var s = header("text", "Text encoder speed (full-size synthetic, `qwen-run encode`)")
-        let recs = data.records("text")
+        let files = data.files.keys.sorted().filter { $0 == "text" || $0.hasPrefix("text_") }
+        var s = "## Text encoder speed (full-size synthetic, `qwen-run encode`)\n\n"
+        for f in files {
+            if let c = data.files[f]?["command"] as? String { s += "Command: `\(c)` (run \(data.files[f]?["date"] as? String ?? ""))\n\n" }
+        }
+        let recs = files.flatMap { data.records($0) }
         guard !recs.isEmpty else { return s + "\(notMeasured); no `results/text.json` yet.\n\n" }
         s += "Each run is a fresh `qwen-run encode --json` child process; the encoder processes the prompt plus the template's tokens. "
         s += "Time split from the runner's own summary (matrix products, attention, weight streaming/decompression, the rest). "

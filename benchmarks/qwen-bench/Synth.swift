@@ -107,6 +107,10 @@ struct Synth: ParsableCommand {
             throw error
         }
         let secs = Date().timeIntervalSince(start)
+        let written = plans.reduce(0) { $0 + $1.1.reduce(0) { $0 + $1.count * 2 } }
+        try? ResultsFile.write("synth", records: [["case": outliers ? "outliers" : "plain", "components": components,
+                                                   "wall_s": secs, "peak_rss_bytes": ProcessStats.peakRSS(),
+                                                   "bytes": written, "threads": threads, "status": "ok"]])
         FileHandle.standardError.write("wrote \(target.path) in \(String(format: "%.1f", secs)) s (peak RSS \(ByteSize.format(ProcessStats.peakRSS())))\n".data(using: .utf8)!)
     }
 
