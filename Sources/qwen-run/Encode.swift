@@ -58,8 +58,11 @@ struct Encode: ParsableCommand {
     @Option(help: "Edit template: edit or edit-plus [vision path].")
     var mode: EditMode?
 
-    @Option(help: "Pipeline pre-resize of the reference images: auto or none [vision path].")
+    @Option(help: "Pipeline pre-resize of the reference images: auto (Edit: Lanczos to a 1024x1024 area, Edit-Plus: 384x384) or none.")
     var preresize: String?
+
+    @Option(name: .customLong("max-pixels"), help: "Refuse reference images with more pixels than this (default 67108864).")
+    var maxPixels: Int?
 
     @OptionGroup var common: CommonOptions
 
@@ -73,9 +76,10 @@ struct Encode: ParsableCommand {
         if let maxRam, ByteSize.parse(maxRam) == nil {
             throw ValidationError("--max-ram: cannot read '\(maxRam)' as a size (examples: 800M, 1.5G)")
         }
-        if mode != nil || preresize != nil, images.isEmpty {
-            throw ValidationError("--mode and --preresize need at least one --image")
+        if mode != nil || preresize != nil || maxPixels != nil, images.isEmpty {
+            throw ValidationError("--mode, --preresize and --max-pixels need at least one --image")
         }
+        if !images.isEmpty { try validateImageOptions() }
     }
 
     func run() throws {
@@ -133,12 +137,12 @@ struct Encode: ParsableCommand {
         ] + (common.json ? [("plan", plan.description)] : []), json: common.json)
     }
 
-    /// Edit / Edit-Plus prompts with reference images (the vision path).
+    /// Edit / Edit-Plus prompts with reference images (the vision path, `EditPromptEncoder`).
     private func encodeImagePrompts(_ prompts: [String]) throws {
-        throw ValidationError("--image (Edit / Edit-Plus prompts) is not implemented yet")
+        try encodeEditPrompts(prompts)
     }
 
-    private func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {
+    func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {
         let shape = [e.batch, e.length, e.hidden]
         switch dtype {
         case .f32: try writer.add("\(prefix)prompt_embeds", f32: e.embeds, shape: shape)
