@@ -19,11 +19,39 @@ typedef struct {
     qk_tier tier;
 } attn_ctx;
 
+/* Piece `task`: query head h, rows [i0, i0 + 64). Window attention (segments) orders pieces block-major,
+   so a thread's consecutive pieces read neighbouring head slices of the same rows; otherwise head-major,
+   so consecutive pieces reuse the head's keys and values from L2. */
+static void attn_piece(const attn_ctx *c, int64_t task, int64_t *h, int64_t *i0) {
+    const qk_attn_params *p = c->p;
+    if (p->q_seg && p->k_seg) { *h = task % p->hq; *i0 = (task / p->hq) * QK_ATTN_BQ; }
+    else { *h = task / c->nblocks; *i0 = (task % c->nblocks) * QK_ATTN_BQ; }
+}
+
+static void prefetch_rows(const float *base, int64_t stride, int64_t rows, int64_t d) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t x = 0; x < d; x += 16) __builtin_prefetch(base + r * stride + x);
+}
+
 static void attn_task(void *ctx, int64_t task, int thread_id) {
     const attn_ctx *c = (const attn_ctx *)ctx;
     const qk_attn_params *p = c->p;
-    int64_t h = task / c->nblocks, i0 = (task % c->nblocks) * QK_ATTN_BQ;
-    int64_t hk = h / (p->hq / p->hkv);
+    int64_t h, i0, group = p->hq / p->hkv;
+    attn_piece(c, task, &h, &i0);
+    if (task + 1 < p->hq * c->nblocks) {
+        /* Start loading the next piece's rows (a thread usually takes it next): the rows of one head are
+           strided by the other heads, which defeats the hardware prefetcher. */
+        int64_t nh, ni0;
+        attn_piece(c, task + 1, &nh, &ni0);
+        int64_t nr = p->lq - ni0 < QK_ATTN_BQ ? p->lq - ni0 : QK_ATTN_BQ;
+        prefetch_rows(c->q + ni0 * p->q_stride + nh * p->d, p->q_stride, nr, p->d);
+        if (p->q_seg && p->k_seg) { /* window attention: the keys of the same rows, usually */
+            int64_t nk = p->lk - ni0 < nr ? p->lk - ni0 : nr;
+            prefetch_rows(c->k + ni0 * p->k_stride + (nh / group) * p->d, p->k_stride, nk, p->d);
+            prefetch_rows(c->v + ni0 * p->v_stride + (nh / group) * p->d, p->v_stride, nk, p->d);
+        }
+    }
+    int64_t hk = h / group;
     qk_attn_params sp = *p;
     sp.lq = p->lq - i0 < QK_ATTN_BQ ? p->lq - i0 : QK_ATTN_BQ;
     sp.hq = sp.hkv = 1;

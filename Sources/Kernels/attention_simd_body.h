@@ -69,6 +69,30 @@ static inline void prefetch_rows(const float *base, int64_t stride, int64_t rows
         for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(base + r * stride + c);
 }
 
+/* dst[k][0..8) = src[0..8)[k] * sc for k < 8 (8x8 transpose; AVX2 shuffles, in both tiers). */
+QK_INLINE void tr8x8(const float *src, int64_t ss, float *dst, int64_t ds, __m256 sc) {
+    __m256 r0 = _mm256_mul_ps(_mm256_loadu_ps(src), sc), r1 = _mm256_mul_ps(_mm256_loadu_ps(src + ss), sc);
+    __m256 r2 = _mm256_mul_ps(_mm256_loadu_ps(src + 2 * ss), sc), r3 = _mm256_mul_ps(_mm256_loadu_ps(src + 3 * ss), sc);
+    __m256 r4 = _mm256_mul_ps(_mm256_loadu_ps(src + 4 * ss), sc), r5 = _mm256_mul_ps(_mm256_loadu_ps(src + 5 * ss), sc);
+    __m256 r6 = _mm256_mul_ps(_mm256_loadu_ps(src + 6 * ss), sc), r7 = _mm256_mul_ps(_mm256_loadu_ps(src + 7 * ss), sc);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
 typedef struct {
     float *qt, *st, *o, *m, *l, *alpha;
     int64_t dp;
@@ -145,22 +169,19 @@ static void att_run(const qk_attn_params *p, const float *q, const float *k, con
     prefetch_rows(q + r0 * p->q_stride, p->q_stride, nr, d);
     prefetch_rows(k + jlo * p->k_stride, p->k_stride, nk0, d);
     prefetch_rows(v + jlo * p->v_stride, p->v_stride, nk0, d);
-    if (r0 + nr == p->lq) {
-        /* Likely next piece on this thread: the next 64 query rows of this head and, for window
-           attention, the keys right after ours. A prefetch never faults, even past the buffers. */
-        prefetch_rows(q + p->lq * p->q_stride, p->q_stride, BQ, d);
-        if (use_seg) {
-            prefetch_rows(k + jhi * p->k_stride, p->k_stride, BK, d);
-            prefetch_rows(v + jhi * p->v_stride, p->v_stride, BK, d);
-        }
-    }
     /* Qt[c][i] = q[r0 + i][c] * scale, zero lanes past nr */
     memset(s->qt, 0, (size_t)(d * BQ) * sizeof(float));
-    /* scalar on purpose: auto-vectorized, this becomes a scatter (very slow on AMD Zen 4) */
-    for (int64_t i = 0; i < nr; i++) {
-        const float *qi = q + (r0 + i) * p->q_stride;
+    {
+        __m256 sc = _mm256_set1_ps(p->scale);
+        int64_t nr8 = nr / 8 * 8, d8 = d / 8 * 8;
+        for (int64_t i = 0; i < nr8; i += 8)
+            for (int64_t c = 0; c < d8; c += 8) tr8x8(q + (r0 + i) * p->q_stride + c, p->q_stride, s->qt + c * BQ + i, BQ, sc);
+        /* edges, scalar on purpose: auto-vectorized, this becomes a scatter (very slow on AMD Zen 4) */
+        for (int64_t i = 0; i < nr; i++) {
+            const float *qi = q + (r0 + i) * p->q_stride;
 #pragma clang loop vectorize(disable)
-        for (int64_t c = 0; c < d; c++) s->qt[c * BQ + i] = qi[c] * p->scale;
+            for (int64_t c = i < nr8 ? d8 : 0; c < d; c++) s->qt[c * BQ + i] = qi[c] * p->scale;
+        }
     }
     memset(s->o, 0, (size_t)(BQ * dp) * sizeof(float));
     for (int64_t i = 0; i < BQ; i++) { s->m[i] = -INFINITY; s->l[i] = 0; }

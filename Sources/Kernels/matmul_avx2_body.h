@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #define AI static inline __attribute__((always_inline))
+#define UNROLL _Pragma("clang loop unroll(full)")
 #define lane_mask QK_T_NAME(lane_mask)
 #define store_half QK_T_NAME(store_half)
 #define load_w QK_T_NAME(load_w)
@@ -29,7 +30,7 @@ static void QK_T_NAME(quantx)(const float *x, int64_t k, int64_t kp, int32_t off
         int64_t k0 = b * QK_ABLK;
         __m256 v[4];
         __m256 mx = _mm256_setzero_ps();
-        for (int h = 0; h < 4; h++) {
+        UNROLL for (int h = 0; h < 4; h++) {
             int64_t rem = k - (k0 + 8 * h);
             if (rem >= 8) v[h] = _mm256_loadu_ps(x + k0 + 8 * h);
             else if (rem <= 0) v[h] = _mm256_setzero_ps();
@@ -44,13 +45,13 @@ static void QK_T_NAME(quantx)(const float *x, int64_t k, int64_t kp, int32_t off
         __m256 vid = _mm256_set1_ps(id);
         int32_t tmp[32] __attribute__((aligned(32)));
         __m256i sum = _mm256_setzero_si256();
-        for (int h = 0; h < 4; h++) {
+        UNROLL for (int h = 0; h < 4; h++) {
             __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(v[h], vid));
             qi = _mm256_max_epi32(_mm256_min_epi32(qi, lim), nlim);
             sum = _mm256_add_epi32(sum, qi);
             _mm256_store_si256((__m256i *)(tmp + 8 * h), qi);
         }
-        for (int i = 0; i < 32; i++) q[k0 + i] = (int8_t)tmp[i];
+        UNROLL for (int i = 0; i < 32; i++) q[k0 + i] = (int8_t)tmp[i];
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
@@ -87,21 +88,21 @@ AI __m256 load_w(qk_scheme s, const uint8_t *p, int64_t kk, int h) {
 /* MR rows x NB blocks (2 halves each); MR * NB * 2 accumulators. */
 AI void ftile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
     __m256 acc[6][4];
-    for (int i = 0; i < MR; i++) for (int j = 0; j < 2 * NB; j++) acc[i][j] = _mm256_setzero_ps();
+    UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < 2 * NB; j++) acc[i][j] = _mm256_setzero_ps();
     const uint8_t *w0 = a->w + (size_t)rb * a->rb_bytes;
     const size_t rbb = a->rb_bytes;
     const int64_t k = a->k;
     const float *x = a->x + t0 * k;
     for (int64_t kk = 0; kk < k; kk++) {
         __m256 v[4];
-        for (int j = 0; j < 2 * NB; j++) v[j] = load_w(s, w0 + (j >> 1) * rbb, kk, j & 1);
-        for (int i = 0; i < MR; i++) {
+        UNROLL for (int j = 0; j < 2 * NB; j++) v[j] = load_w(s, w0 + (j >> 1) * rbb, kk, j & 1);
+        UNROLL for (int i = 0; i < MR; i++) {
             __m256 xb = _mm256_set1_ps(x[i * k + kk]);
-            for (int j = 0; j < 2 * NB; j++) acc[i][j] = _mm256_fmadd_ps(xb, v[j], acc[i][j]);
+            UNROLL for (int j = 0; j < 2 * NB; j++) acc[i][j] = _mm256_fmadd_ps(xb, v[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < 2 * NB; j++) store_half(a, t0 + i, (rb + (j >> 1)) * QK_NR + 8 * (j & 1), acc[i][j]);
+    UNROLL for (int i = 0; i < MR; i++)
+        UNROLL for (int j = 0; j < 2 * NB; j++) store_half(a, t0 + i, (rb + (j >> 1)) * QK_NR + 8 * (j & 1), acc[i][j]);
 }
 
 AI void fkern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
@@ -155,34 +156,34 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_
     const uint8_t *xr[2];
     const float *xd[2];
     const int32_t *xc[2];
-    for (int i = 0; i < MR; i++) {
+    UNROLL for (int i = 0; i < MR; i++) {
         xr[i] = a->xq + (size_t)(t0 + i) * a->xq_stride;
         xd[i] = (const float *)(xr[i] + kp);
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256 acc[2][2];
-    for (int i = 0; i < MR; i++) for (int h = 0; h < 2; h++) acc[i][h] = _mm256_setzero_ps();
+    UNROLL for (int i = 0; i < MR; i++) for (int h = 0; h < 2; h++) acc[i][h] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         __m256i ia[2][2];
-        for (int i = 0; i < MR; i++) for (int h = 0; h < 2; h++) ia[i][h] = _mm256_set1_epi32(xc[i][b]);
+        UNROLL for (int i = 0; i < MR; i++) for (int h = 0; h < 2; h++) ia[i][h] = _mm256_set1_epi32(xc[i][b]);
         if (s == QK_Q8) {
-            for (int st = 0; st < 8; st++) {
+            UNROLL for (int st = 0; st < 8; st++) {
                 __m256i w0 = _mm256_loadu_si256((const __m256i *)(d + (b * 8 + st) * 64));
                 __m256i w1 = _mm256_loadu_si256((const __m256i *)(d + (b * 8 + st) * 64 + 32));
-                for (int i = 0; i < MR; i++) {
+                UNROLL for (int i = 0; i < MR; i++) {
                     __m256i xb = _mm256_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + st * 4));
                     ia[i][0] = dot_q8(ia[i][0], w0, xb);
                     ia[i][1] = dot_q8(ia[i][1], w1, xb);
                 }
             }
         } else {
-            for (int p = 0; p < 4; p++) {
+            UNROLL for (int p = 0; p < 4; p++) {
                 __m256i v0 = _mm256_loadu_si256((const __m256i *)(d + (b * 4 + p) * 64));
                 __m256i v1 = _mm256_loadu_si256((const __m256i *)(d + (b * 4 + p) * 64 + 32));
                 __m256i lo0 = _mm256_and_si256(v0, low4), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low4);
                 __m256i lo1 = _mm256_and_si256(v1, low4), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4);
-                for (int i = 0; i < MR; i++) {
+                UNROLL for (int i = 0; i < MR; i++) {
                     __m256i xl = _mm256_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
                     __m256i xh = _mm256_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8 + 4));
                     ia[i][0] = dot_u4(ia[i][0], lo0, xl);
@@ -194,14 +195,14 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_
         }
         int64_t g = b >> a->gshift;
         __m256 ws0 = _mm256_loadu_ps(sc + g * QK_NR), ws1 = _mm256_loadu_ps(sc + g * QK_NR + 8);
-        for (int i = 0; i < MR; i++) {
+        UNROLL for (int i = 0; i < MR; i++) {
             __m256 xs = _mm256_set1_ps(xd[i][b]);
             acc[i][0] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(ia[i][0]), xs), ws0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(ia[i][1]), xs), ws1, acc[i][1]);
         }
     }
-    for (int i = 0; i < MR; i++)
-        for (int h = 0; h < 2; h++) store_half(a, t0 + i, rb * QK_NR + 8 * h, acc[i][h]);
+    UNROLL for (int i = 0; i < MR; i++)
+        UNROLL for (int h = 0; h < 2; h++) store_half(a, t0 + i, rb * QK_NR + 8 * h, acc[i][h]);
 }
 
 AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
@@ -215,6 +216,7 @@ static void QK_T_NAME(kern_q8)(const qk_mm_args *a, int64_t m0, int64_t m1, int6
 static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
 
 #undef AI
+#undef UNROLL
 #undef lane_mask
 #undef store_half
 #undef load_w

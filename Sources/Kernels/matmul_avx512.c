@@ -11,6 +11,7 @@
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
 
 #define AI static inline __attribute__((always_inline))
+#define UNROLL _Pragma("clang loop unroll(full)")
 
 static void quantx_avx512(const float *x, int64_t k, int64_t kp, int32_t off, void *out) {
     int8_t *q = out;
@@ -55,20 +56,20 @@ AI __m512 load_w(qk_scheme s, const uint8_t *p, int64_t kk) {
 
 AI void ftile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
     __m512 acc[12][4];
-    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+    UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     const uint8_t *w0 = a->w + (size_t)rb * a->rb_bytes;
     const size_t rbb = a->rb_bytes;
     const int64_t k = a->k;
     const float *x = a->x + t0 * k;
     for (int64_t kk = 0; kk < k; kk++) {
         __m512 v[4];
-        for (int j = 0; j < NB; j++) v[j] = load_w(s, w0 + j * rbb, kk);
-        for (int i = 0; i < MR; i++) {
+        UNROLL for (int j = 0; j < NB; j++) v[j] = load_w(s, w0 + j * rbb, kk);
+        UNROLL for (int i = 0; i < MR; i++) {
             __m512 xb = _mm512_set1_ps(x[i * k + kk]);
-            for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xb, v[j], acc[i][j]);
+            UNROLL for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xb, v[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
+    UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
 }
 
 AI void fkern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
@@ -112,52 +113,52 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
     const uint8_t *xr[6];
     const float *xd[6];
     const int32_t *xc[6];
-    for (int i = 0; i < MR; i++) {
+    UNROLL for (int i = 0; i < MR; i++) {
         xr[i] = a->xq + (size_t)(t0 + i) * a->xq_stride;
         xd[i] = (const float *)(xr[i] + kp);
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const __m512i flip = _mm512_set1_epi8((char)0x80), low4 = _mm512_set1_epi8(0x0f);
     __m512 acc[6][4];
-    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+    UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         __m512i ia[6][4];
-        for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) ia[i][j] = _mm512_set1_epi32(xc[i][b]);
+        UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) ia[i][j] = _mm512_set1_epi32(xc[i][b]);
         if (s == QK_Q8) {
-            for (int st = 0; st < 8; st++) {
+            UNROLL for (int st = 0; st < 8; st++) {
                 __m512i wv[4];
-                for (int j = 0; j < NB; j++) wv[j] = _mm512_xor_si512(_mm512_loadu_si512(d0 + j * rbb + (b * 8 + st) * 64), flip);
-                for (int i = 0; i < MR; i++) {
+                UNROLL for (int j = 0; j < NB; j++) wv[j] = _mm512_xor_si512(_mm512_loadu_si512(d0 + j * rbb + (b * 8 + st) * 64), flip);
+                UNROLL for (int i = 0; i < MR; i++) {
                     __m512i xb = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + st * 4));
-                    for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], wv[j], xb);
+                    UNROLL for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], wv[j], xb);
                 }
             }
         } else {
-            for (int p = 0; p < 4; p++) {
+            UNROLL for (int p = 0; p < 4; p++) {
                 __m512i lo[4], hi[4];
-                for (int j = 0; j < NB; j++) {
+                UNROLL for (int j = 0; j < NB; j++) {
                     __m512i v = _mm512_loadu_si512(d0 + j * rbb + (b * 4 + p) * 64);
                     lo[j] = _mm512_and_si512(v, low4);
                     hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
                 }
-                for (int i = 0; i < MR; i++) {
+                UNROLL for (int i = 0; i < MR; i++) {
                     __m512i xl = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
                     __m512i xh = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8 + 4));
-                    for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], lo[j], xl);
-                    for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], hi[j], xh);
+                    UNROLL for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], lo[j], xl);
+                    UNROLL for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], hi[j], xh);
                 }
             }
         }
         int64_t g = b >> a->gshift;
         __m512 ws[4];
-        for (int j = 0; j < NB; j++) ws[j] = _mm512_loadu_ps((const float *)((const uint8_t *)sc0 + j * rbb) + g * QK_NR);
-        for (int i = 0; i < MR; i++) {
+        UNROLL for (int j = 0; j < NB; j++) ws[j] = _mm512_loadu_ps((const float *)((const uint8_t *)sc0 + j * rbb) + g * QK_NR);
+        UNROLL for (int i = 0; i < MR; i++) {
             __m512 xs = _mm512_set1_ps(xd[i][b]);
-            for (int j = 0; j < NB; j++)
+            UNROLL for (int j = 0; j < NB; j++)
                 acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ia[i][j]), xs), ws[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
+    UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
 }
 
 AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {

@@ -131,21 +131,23 @@ struct TextEncoderBadInputTests {
         let model = try LanguageModel(pack: try Pack(path: packPath), packPath: packPath)
         let layer = model.largestLayerBytes()
         #expect(layer > 0)
-        #expect { try TextEncoderPlan.choose(config: model.config, layerBytes: layer, embedRowBytes: 256,
+        #expect { try TextEncoderPlan.choose(config: model.config, layerBytes: layer, embedBytes: 200_000,
                                              sequenceLengths: [41, 54], budget: 1 << 20, baselineBytes: 8 << 20) }
             throws: { e in
                 guard case QwenImageError.budget(let m) = e else { return false }
                 return m.contains("--max-ram") && m.contains("too small")
             }
-        let roomy = try TextEncoderPlan.choose(config: model.config, layerBytes: layer, embedRowBytes: 256,
+        let roomy = try TextEncoderPlan.choose(config: model.config, layerBytes: layer, embedBytes: 200_000,
                                                sequenceLengths: [41, 54], budget: 1 << 30, baselineBytes: 8 << 20)
         #expect(roomy.prefetch && roomy.batchTogether)
-        // 7B q4 shapes at 256 tokens: the leanest strategy under 1 GiB must exist.
+        // 7B shapes, q8 with groups of 32 (9 bits per weight), 256-token prompt: fits 900 MiB by not
+        // prefetching layer 0 while the 585 MiB embedding table is resident, still prefetching later.
         let big = TextConfig(vocabSize: 152064, hiddenSize: 3584, intermediateSize: 18944, numHiddenLayers: 28,
                              numAttentionHeads: 28, numKeyValueHeads: 4, mropeSection: [16, 24, 24])
-        let q4Layer = 233_000_000 * 9 / 16   // 4.5 bits per weight
-        let plan = try TextEncoderPlan.choose(config: big, layerBytes: q4Layer, embedRowBytes: 3584 / 2 + 64,
-                                              sequenceLengths: [256], budget: 1 << 30, baselineBytes: 60 << 20)
-        #expect(plan.estimatedBytes <= 1 << 30)
+        let q8Layer = 233_046_016 * 9 / 8, q8Embed = 152064 * 3584 * 9 / 8
+        let plan = try TextEncoderPlan.choose(config: big, layerBytes: q8Layer, embedBytes: q8Embed,
+                                              sequenceLengths: [256 + 39], budget: 900 << 20, baselineBytes: 60 << 20)
+        #expect(plan.estimatedBytes <= 900 << 20)
+        #expect(plan.prefetch && !plan.prefetchDuringEmbedding && plan.batchTogether)
     }
 }

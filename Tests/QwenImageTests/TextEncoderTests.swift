@@ -97,7 +97,7 @@ struct TextEncoderParityTests {
         let base = try TF.encode(prompts, pack: try TF.pack("f32"))
         let config = try PromptEncoder(pack: try Pack(path: try TF.pack("f32")), packPath: "").model.config
         for (prefetch, together, chunk) in [(false, true, 512), (true, false, 16), (false, false, 7)] {
-            let plan = TextEncoderPlan.estimate(config: config, layerBytes: 0, embedRowBytes: 0,
+            let plan = TextEncoderPlan.estimate(config: config, layerBytes: 0, embedBytes: 0,
                                                 sequenceLengths: [1], baselineBytes: 0,
                                                 prefetch: prefetch, batchTogether: together, mlpChunkRows: chunk)
             let e = try TF.encode(prompts, pack: try TF.pack("f32"), plan: plan)

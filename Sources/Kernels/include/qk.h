@@ -72,14 +72,17 @@ void qk_weight_dequant_row(const qk_weight *w, int64_t row, float *out);
 void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 
 /* ---- element-wise and row operations ----------------------------------------------------------- */
-/* y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight (in place allowed). */
+/* y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight (in place allowed). transformers Qwen2RMSNorm,
+   computed in f32: weight * (x * rsqrt(mean + eps)). */
 void qk_rmsnorm(const float *x, const float *weight, int64_t rows, int64_t dim, float eps, float *y);
-/* VAE norm: y[r, :] = x[r, :] / max(||x[r, :]||_2, 1e-12) * sqrt(dim) * gamma (+ bias if not NULL). */
+/* VAE norm: y[r, :] = x[r, :] / max(||x[r, :]||_2, 1e-12) * sqrt(dim) * gamma (+ bias if not NULL).
+   diffusers QwenImage RMS_norm (F.normalize over channels); in place allowed. */
 void qk_l2norm(const float *x, const float *gamma, const float *bias, int64_t rows, int64_t dim, float *y);
-/* out[i] = silu(gate[i]) * up[i] */
+/* out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)); out may alias gate or up. */
 void qk_silu_mul(const float *gate, const float *up, int64_t n, float *out);
 void qk_silu(float *x, int64_t n);
-/* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). */
+/* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (SIMD tiers evaluate x * erfc(-x / sqrt 2) / 2, relative error
+   ~3e-7 even in the far negative tail). */
 void qk_gelu_erf(float *x, int64_t n);
 /* Row softmax in place. */
 void qk_softmax(float *x, int64_t rows, int64_t n);
@@ -89,12 +92,18 @@ void qk_softmax(float *x, int64_t rows, int64_t n);
    x: [rows, heads, head_dim] with row stride `row_stride` floats; cos/sin: [rows, d]; rot_dim = head_dim. */
 void qk_rope(float *x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride,
              const float *cos, const float *sin);
-/* Tables for 3-axis multi-section rope (text model): pos[3][rows] (t, h, w), sections[3] summing to
-   head_dim / 2; frequency i uses the axis whose section contains i. theta as in the config. */
+/* Rope tables. Layout of both: cos/sin [rows, head_dim / 2]; entry [r, i] is the angle of frequency slot i,
+   applied by qk_rope to the pair (x[i], x[i + head_dim/2]) (the first half of transformers' cos/sin, whose
+   second half repeats it). Computed as transformers does in f32: inv_freq rounded to f32, angle =
+   f32(pos) * inv_freq rounded to f32, then cos/sin of that angle.
+   3-axis multi-section rope (text model, Qwen2_5_VLRotaryEmbedding): inv_freq[i] = theta^(-2i/head_dim);
+   slot i takes its position from pos_t for i < s0, pos_h for s0 <= i < s0 + s1, pos_w otherwise
+   (sections = mrope_section, e.g. [16, 24, 24] for head_dim 128; text-only input: all three equal). */
 void qk_rope_table_mrope(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
                          int64_t head_dim, const int32_t sections[3], double theta, float *cos, float *sin);
-/* Tables for the vision tower's 2-D rope: head_dim/4 frequencies per axis (theta 10000), laid out
-   [h freqs, w freqs] and repeated as rotate-half expects. */
+/* Vision tower 2-D rope (Qwen2_5_VLVisionRotaryEmbedding, "axial"): q = head_dim/4 frequencies
+   inv_freq[j] = theta^(-2j / (head_dim/2)) (theta 10000); slot j < q uses pos_h * inv_freq[j], slot q + j
+   uses pos_w * inv_freq[j] ([h freqs, w freqs]). */
 void qk_rope_table_2d(const int64_t *pos_h, const int64_t *pos_w, int64_t rows, int64_t head_dim,
                       double theta, float *cos, float *sin);
 
@@ -105,7 +114,10 @@ void qk_rope_table_2d(const int64_t *pos_h, const int64_t *pos_w, int64_t rows, 
      causal   : query i (absolute position q_offset + i) sees keys j <= q_offset + i;
      kv_len   : keys j >= kv_len are padding (pass lk for none);
      segments : if q_seg and k_seg are not NULL, query i sees key j only when q_seg[i] == k_seg[j]
-                (window attention / several images in one sequence). */
+                (window attention / several images in one sequence).
+   A query row that sees no key at all gets zeros. d <= 1024. Results do not depend on the thread count.
+   Work is split over (query head, 64-row block); window attention is fastest when each segment's keys
+   are contiguous. */
 typedef struct {
     int64_t lq, lk, hq, hkv, d;
     int64_t q_stride, k_stride, v_stride, o_stride;
@@ -122,7 +134,10 @@ void qk_attention(const qk_attn_params *p, const float *q, const float *k, const
    The weight is a qk_weight with n = cout, k = 9 * cin in (ky, kx, cin) order.
    Padding (top, bottom, left, right) is zero padding; stride 1 or 2;
    oh = (h + pad_t + pad_b - 3) / stride + 1, likewise ow. bias may be NULL.
-   accumulate != 0 adds into y instead of overwriting (summing the temporal slices of a 3-D conv). */
+   accumulate != 0 adds into y instead of overwriting (summing the temporal slices of a 3-D conv):
+   y += conv(x) + bias (pass bias with one slice only). Implicit GEMM over qk_matmul (same numerics as
+   qk_matmul on the im2col rows, including activation quantization for q8/q4); the ref tier runs a
+   naive direct loop. */
 typedef struct {
     int64_t h, w, cin, cout;
     int32_t stride;
@@ -137,8 +152,10 @@ void qk_upsample2x(const float *x, int64_t h, int64_t w, int64_t c, float *y);
 /* ---- conversions ------------------------------------------------------------------------------ */
 void qk_bf16_to_f32(const uint16_t *x, int64_t n, float *y);
 void qk_f16_to_f32(const uint16_t *x, int64_t n, float *y);
-void qk_f32_to_bf16(const float *x, int64_t n, uint16_t *y);   /* round to nearest even */
-void qk_f32_to_f16(const float *x, int64_t n, uint16_t *y);    /* round to nearest even */
+/* Round to nearest even; inf preserved; bf16: NaN -> 0x7fc0 (as c10::BFloat16), subnormals kept;
+   f16: overflow to inf, subnormals rounded, NaN -> quiet NaN with the top payload bits (as F16C). */
+void qk_f32_to_bf16(const float *x, int64_t n, uint16_t *y);
+void qk_f32_to_f16(const float *x, int64_t n, uint16_t *y);
 
 #ifdef __cplusplus
 }

@@ -134,6 +134,8 @@ float qk_f16_bits_to_f32_scalar(uint16_t h);
 /* Run a register-only loop; return the number of operations done (flops, or int8 multiply-adds x 2). */
 double qk_limits_fma(int64_t iters);
 double qk_limits_int8(int64_t iters);
+/* int8 dot with distinct operands per instruction, as in a GEMM tile (the limit used for % of peak). */
+double qk_limits_int8_gemm(int64_t iters);
 /* Read `bytes` (64-byte aligned, multiple of 128) with vector loads; returns a checksum. */
 double qk_limits_read(const void *buf, size_t bytes);
 #endif

@@ -9,7 +9,12 @@ public final class Pack: @unchecked Sendable {
     private var opened: [String: PackComponent] = [:]
     private let lock = NSLock()
 
-    public init(path: String) throws {
+    /// Checksums are verified on each tensor's first use unless `verifyChecksums` is false
+    /// (`PackShard.verifyAll()` always checks).
+    public let verifyChecksums: Bool
+
+    public init(path: String, verifyChecksums: Bool = true) throws {
+        self.verifyChecksums = verifyChecksums
         url = URL(fileURLWithPath: path).standardizedFileURL
         self.path = url.path
         let file = url.appendingPathComponent(PackFormat.packFile).path
@@ -56,7 +61,7 @@ public final class Pack: @unchecked Sendable {
         guard entry.kind == "model" else {
             throw QuantError.pack(path: path, message: "component \(name) holds files, not tensors (use fileData)")
         }
-        let c = try PackComponent(name: name, folder: url.appendingPathComponent(name))
+        let c = try PackComponent(name: name, folder: url.appendingPathComponent(name), verifyChecksums: verifyChecksums)
         opened[name] = c
         return c
     }
@@ -118,7 +123,10 @@ public final class PackComponent: @unchecked Sendable {
         var result: Result<PackShard, Error> = .failure(QuantError.unsupported("prefetch not finished"))
     }
 
-    init(name: String, folder: URL) throws {
+    let verifyChecksums: Bool
+
+    init(name: String, folder: URL, verifyChecksums: Bool = true) throws {
+        self.verifyChecksums = verifyChecksums
         self.name = name
         self.folder = folder
         let file = folder.appendingPathComponent(PackFormat.manifestFile).path
@@ -404,8 +412,8 @@ public final class PackShard: @unchecked Sendable {
 
     /// Verifies a tensor's checksum unless this component already did.
     func verifyOnce(_ name: String) throws {
-        guard !component.isVerified(name), let r = records[name] else { return }
-        let h = XXH64.hash(UnsafeRawBufferPointer(start: base + r.offset, count: r.bytes))
+        guard component.verifyChecksums, !component.isVerified(name), let r = records[name] else { return }
+        let h = hashPayload(r)
         guard let want = XXH64.parse(r.checksum), want == h else {
             throw QuantError.checksum(file: path, tensor: name, expected: r.checksum, found: XXH64.format(h))
         }
@@ -416,7 +424,7 @@ public final class PackShard: @unchecked Sendable {
     public func verifyAll() -> [QuantError] {
         var out: [QuantError] = []
         for r in record.tensors {
-            let h = XXH64.hash(UnsafeRawBufferPointer(start: base + r.offset, count: r.bytes))
+            let h = hashPayload(r)
             if XXH64.parse(r.checksum) != h {
                 out.append(.checksum(file: path, tensor: r.name, expected: r.checksum, found: XXH64.format(h)))
             } else {
@@ -424,6 +432,22 @@ public final class PackShard: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// XXH64 of a payload. For a mapped shard the pages are dropped behind the hash, so verifying a
+    /// large tensor (the embedding table) does not leave it all resident.
+    private func hashPayload(_ r: TensorRecord) -> UInt64 {
+        guard let m = mapped else { return XXH64.hash(UnsafeRawBufferPointer(start: base + r.offset, count: r.bytes)) }
+        var h = XXH64()
+        let step = 16 << 20
+        var at = 0
+        while at < r.bytes {
+            let len = min(step, r.bytes - at)
+            h.update(UnsafeRawBufferPointer(start: base + r.offset + at, count: len))
+            if r.bytes > step { m.advise(r.offset + at, len, willNeed: false) }
+            at += len
+        }
+        return h.digest()
     }
 
     func adviseWillNeed() { mapped?.advise(0, mapped?.size ?? 0, willNeed: true) }

@@ -80,22 +80,25 @@ public final class PackShardWriter: @unchecked Sendable {
     public func payload(_ i: Int) -> UnsafeMutableRawPointer { base + offsets[i] }
 
     /// Drops resident pages of slot i (the data stays in the file / page cache).
-    public func dropPages(_ i: Int) {
+    public func dropPages(_ i: Int) { dropPages(from: offsets[i], count: slots[i].bytes) }
+
+    private func dropPages(from offset: Int, count: Int) {
         let page = Int(getpagesize())
-        let start = offsets[i] / page * page
-        let end = min(fileBytes, (offsets[i] + slots[i].bytes + page - 1) / page * page)
+        let start = offset / page * page
+        let end = min(fileBytes, (offset + count + page - 1) / page * page)
         if end > start { madvise(base + start, end - start, MADV_DONTNEED) }
     }
 
     /// Computes slot i's checksum once its payload is complete (streams, dropping pages behind it).
     public func seal(_ i: Int) {
         var h = XXH64()
-        let step = 64 << 20
+        let step = 16 << 20
         var at = 0
         let n = slots[i].bytes
         while at < n {
             let len = min(step, n - at)
             h.update(UnsafeRawBufferPointer(start: base + offsets[i] + at, count: len))
+            dropPages(from: offsets[i] + at, count: len)
             at += len
         }
         checksums[i] = XXH64.format(h.digest())

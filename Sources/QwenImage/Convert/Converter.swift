@@ -195,7 +195,7 @@ public enum Converter {
         let state = ChunkState(chunks: chunks)
         let out = SendablePointer(dst)
         let bytesPerRow = srcLen * info.dtype.byteSize
-        let dropEvery = max(1, (256 << 20) / max(1, chunkRows * k * 2))
+        let dropEvery = max(1, (64 << 20) / max(1, chunkRows * k * 2))
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             let src = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * srcLen)
             let gathered: UnsafeMutablePointer<Float>? = t.output.transform == .identity ? nil

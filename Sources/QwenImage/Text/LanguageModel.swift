@@ -160,6 +160,8 @@ public final class LanguageModel {
 
     /// Load layer N+1 on a background thread while layer N computes (two layers resident).
     public var prefetch = true
+    /// Also load layer 0 while the embedding rows are read (embedding table + one layer resident).
+    public var prefetchDuringEmbedding = true
     /// Rows per MLP chunk: bounds the [rows, intermediate] activations (gate and up).
     public var mlpChunkRows = 1024
     /// Called after each decoder layer with the number of layers done (progress bars).
@@ -204,6 +206,9 @@ public final class LanguageModel {
         }
     }
 
+    /// Bytes of the whole embedding tensor as stored (resident while it is read: see TextEncoderPlan).
+    public func embeddingBytes() -> Int { component.tensorInfo(Self.embedTensor)?.bytes ?? 0 }
+
     /// Resident bytes of the largest decoder-layer shard (for --max-ram planning).
     public func largestLayerBytes() -> Int {
         var best = 0
@@ -222,7 +227,7 @@ public final class LanguageModel {
         let h = config.hiddenSize
         var out = [Float](repeating: 0, count: ids.count * h)
         var clock = Stopwatch()
-        if prefetch && !firstLayerPrefetched, let first = layerNames.first {
+        if prefetch && prefetchDuringEmbedding && !firstLayerPrefetched, let first = layerNames.first {
             component.prefetch(first.shard)     // loads while the embedding rows are read
             firstLayerPrefetched = true
         }

@@ -138,6 +138,7 @@ public final class PromptEncoder {
         lastTokenized = tokenized
         if let plan {
             model.prefetch = plan.prefetch
+            model.prefetchDuringEmbedding = plan.prefetchDuringEmbedding
             model.mlpChunkRows = plan.mlpChunkRows
         }
         let together = plan?.batchTogether ?? true
