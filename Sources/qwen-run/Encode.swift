@@ -114,7 +114,7 @@ struct Encode: ParsableCommand {
         if !common.json { note("plan: \(plan)") }
 
         let layers = model.config.numHiddenLayers
-        let passes = plan.batchTogether ? 1 : tokenized.count
+        let passes = plan.passes(tokenized.map { $0.ids.count }).count
         let progress = Progress("encode", total: layers * passes)
         model.onLayerDone = { _ in progress.advance() }
         let groups = negatives.isEmpty ? [prompts] : [prompts, negatives]
