@@ -73,6 +73,9 @@ struct Encode: ParsableCommand {
         if let maxRam, ByteSize.parse(maxRam) == nil {
             throw ValidationError("--max-ram: cannot read '\(maxRam)' as a size (examples: 800M, 1.5G)")
         }
+        if let negativePrompt, negativePrompt.isEmpty {
+            throw ValidationError("--negative-prompt is empty (diffusers' convention for \"no negative prompt\" is a single space: --negative-prompt \" \")")
+        }
         if mode != nil || preresize != nil, images.isEmpty {
             throw ValidationError("--mode and --preresize need at least one --image")
         }
@@ -88,6 +91,7 @@ struct Encode: ParsableCommand {
     private func encode() throws {
         try common.apply()
         let start = WallClock()
+        try checkOutputFolder()
         let prompts = try readPrompts()
         if !images.isEmpty { return try encodeImagePrompts(prompts) }
 
@@ -106,7 +110,7 @@ struct Encode: ParsableCommand {
         if !common.json { note("plan: \(plan)") }
 
         let layers = model.config.numHiddenLayers
-        let passes = plan.batchTogether ? 1 : tokenized.count
+        let passes = plan.passes(tokenized.map { $0.ids.count }).count
         let progress = Progress("encode", total: layers * passes)
         model.onLayerDone = { _ in progress.advance() }
         let groups = negatives.isEmpty ? [prompts] : [prompts, negatives]
@@ -158,6 +162,18 @@ struct Encode: ParsableCommand {
             throw QwenImageError.io(path: path, message: "cannot read the prompts file: \(error.localizedDescription)")
         }
         return try PromptsFile.parse(data, path: path)
+    }
+
+    /// Fails before any work when the output cannot be written where asked.
+    private func checkOutputFolder() throws {
+        let dir = URL(fileURLWithPath: out).deletingLastPathComponent().path
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw QwenImageError.io(path: dir, message: "the output folder does not exist (create it first)")
+        }
+        guard FileManager.default.isWritableFile(atPath: dir) else {
+            throw QwenImageError.io(path: dir, message: "the output folder is not writable")
+        }
     }
 
     private func rounded(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }

@@ -4,7 +4,7 @@ import Testing
 @testable import QwenImage
 
 /// Runs the built qwen-quant binary (next to the test bundle in .build/<config>/).
-func runQwenQuant(_ args: [String]) throws -> (code: Int32, stdout: String, stderr: String) {
+func runQwenQuant(_ args: [String], fileSizeLimitKiB: Int? = nil) throws -> (code: Int32, stdout: String, stderr: String) {
     var dir = Bundle.main.bundleURL
     var exe = dir.appendingPathComponent("qwen-quant")
     // The test bundle lives in .build/<triple>/debug/; walk up until the binary is found.
@@ -18,8 +18,14 @@ func runQwenQuant(_ args: [String]) throws -> (code: Int32, stdout: String, stde
         exe = root.deletingLastPathComponent().appendingPathComponent(".build/debug/qwen-quant")
     }
     let p = Process()
-    p.executableURL = exe
-    p.arguments = args
+    if let limit = fileSizeLimitKiB {
+        // bash's ulimit -f counts 1024-byte blocks.
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = ["-c", "ulimit -f \(limit) && exec \"$0\" \"$@\"", exe.path] + args
+    } else {
+        p.executableURL = exe
+        p.arguments = args
+    }
     var env = ProcessInfo.processInfo.environment
     env["QWEN_NO_PROGRESS"] = "1"
     p.environment = env
@@ -47,6 +53,49 @@ func rewriteHeader(_ path: String, _ edit: (inout [String: Any]) -> Void) throws
 /// Folder entries other than the given ones (temporary leftovers).
 func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { !keep.contains($0) }
+}
+
+@Suite struct CLITests {
+    @Test func dryRunInspectAndVerifyJSON() throws {
+        let dir = try TempDir()
+        let model = Fixtures.tinyModel.path
+        let plan = try runQwenQuant(["convert", model, "-o", dir.path("p.pack"), "--dry-run", "--json", "--scheme", "q4"])
+        #expect(plan.code == 0)
+        #expect(leftovers(dir.url, besides: []).isEmpty)  // a dry run writes nothing
+        let pj = try JSONSerialization.jsonObject(with: Data(plan.stdout.utf8)) as! [String: Any]
+        let rows = pj["tensors"] as! [[String: Any]]
+        #expect(rows.count == 704)
+        #expect((pj["dropped"] as! [String]) == ["lm_head.weight"])
+        let conv = rows.first { ($0["name"] as! String) == "decoder.up_blocks.0.resnets.0.conv1.weight.t2" }!
+        #expect(conv["scheme"] as? String == "q8")
+        #expect((conv["note"] as! String).contains("q4 is not offered for VAE convolutions"))
+        let human = try runQwenQuant(["convert", model, "--dry-run", "--components", "vae"])
+        #expect(human.code == 0 && human.stdout.contains("plan for") && human.stdout.contains("nothing written"))
+
+        let c = try runQwenQuant(["convert", model, "-o", dir.path("p.pack"), "--scheme", "q4", "--zstd", "3", "--json"])
+        #expect(c.code == 0, "\(c.stderr)")
+        let cj = try JSONSerialization.jsonObject(with: Data(c.stdout.utf8)) as! [String: Any]
+        let ts = cj["tensors"] as! [[String: Any]]
+        let errs = ts.map { $0["rel_rmse"] as! Double }
+        #expect(errs == errs.sorted(by: >))  // worst first
+        #expect((cj["compression_ratio"] as! Double) > 1)
+        #expect(c.stderr.contains("worst relative RMSE"))
+        let i = try runQwenQuant(["inspect", dir.path("p.pack"), "--json"])
+        #expect(i.code == 0)
+        let ij = try JSONSerialization.jsonObject(with: Data(i.stdout.utf8)) as! [String: Any]
+        let comps = ij["components"] as! [[String: Any]]
+        #expect(comps.map { $0["name"] as! String } == ["processor", "text_encoder", "tokenizer", "vae", "vae_rgba"])
+        let te = comps[1]
+        #expect(te["compression"] as? String == "zstd:3")
+        #expect((te["bits_per_weight"] as! Double) > 4 && (te["bits_per_weight"] as! Double) < 32)
+        let v = try runQwenQuant(["verify", dir.path("p.pack"), "--source", model, "--json"])
+        #expect(v.code == 0, "\(v.stderr)")
+        let vj = try JSONSerialization.jsonObject(with: Data(v.stdout.utf8)) as! [String: Any]
+        #expect(vj["ok"] as? Bool == true)
+        #expect((vj["changed_source_files"] as! [String]).isEmpty)
+        let help = try runQwenQuant(["convert", "--help"])
+        #expect(help.stdout.contains("Examples:") && help.stdout.contains("--rule"))
+    }
 }
 
 @Suite struct BadInputTests {
@@ -149,6 +198,18 @@ func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
         let r4 = try runQwenQuant(["convert", vae, "-o", dir.path("no/such/out.pack")])
         #expect(r4.code == 1)
         #expect(r4.stderr.contains("output folder does not exist"))
+    }
+
+    /// A full disk, simulated with a file-size limit: writing a shard fails cleanly, nothing is left.
+    @Test func fullDiskLeavesNothing() throws {
+        let dir = try TempDir()
+        let vae = Fixtures.tinyModel.appendingPathComponent("vae").path
+        let out = dir.path("out.pack")
+        let r = try runQwenQuant(["convert", vae, "-o", out, "--scheme", "f32"], fileSizeLimitKiB: 64)
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("error: ") && r.stderr.contains(".qwshard: cannot reserve"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        #expect(leftovers(dir.url, besides: []).isEmpty)
     }
 
     @Test func unknownSchemeGroupAndRule() throws {

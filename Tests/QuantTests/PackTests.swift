@@ -67,6 +67,12 @@ func convertTiny(_ dir: TempDir, _ name: String, scheme: PackScheme, group: Int 
             #expect(row.map(\.bitPattern) == emb[r * 64..<(r + 1) * 64].map(\.bitPattern))
         }
         #expect(te.tensorInfo("lm_head.weight") == nil)
+        // A prefetched raw shard is handed over already verified.
+        te.prefetch("layers.2")
+        let s2 = try te.shard("layers.2")
+        #expect(s2.tensorNames.allSatisfy { te.tensorInfo($0)?.shard == "layers.2" })
+        #expect(try s2.vector("model.layers.2.input_layernorm.weight") == src.floats("model.layers.2.input_layernorm.weight"))
+        s2.release()
         #expect(te.manifest.dropped == ["lm_head.weight"])
         // Carried files are verbatim.
         let tok = try pack.fileData(component: "tokenizer", name: "tokenizer.json")

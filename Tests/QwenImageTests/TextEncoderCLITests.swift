@@ -100,6 +100,7 @@ struct TextEncoderCLITests {
             (["--prompt", "a cat", "--max-ram", "2M"], "too small"),
             (["--prompt", "a cat", "--image", "x.png"], "not implemented"),
             (["--prompt", "a cat", "--max-sequence-length", "2000"], "1024"),
+            (["--prompt", "a cat", "--negative-prompt", ""], "--negative-prompt is empty"),
         ]
         for (args, message) in cases {
             let out = tempFile("bad.safetensors")
@@ -111,6 +112,24 @@ struct TextEncoderCLITests {
         let out = tempFile("bad.safetensors")
         let r = try run(["encode", "--pack", noText, "--prompt", "a cat", "--out", out])
         #expect(r.status == 1 && r.stderr.contains("text_encoder") && !FileManager.default.fileExists(atPath: out), "\(r.stderr)")
+        let r2 = try run(["encode", "--pack", packPath, "--prompt", "a cat", "--out", tempFile("no/such/dir/x.safetensors")])
+        #expect(r2.status == 1 && r2.stderr.contains("output folder does not exist"), "\(r2.stderr)")
+        let r3 = try run(["encode", "--pack", tempFile("no-pack"), "--prompt", "a cat", "--out", out])
+        #expect(r3.status == 1 && r3.stderr.hasPrefix("error: ") && !FileManager.default.fileExists(atPath: out), "\(r3.stderr)")
+    }
+
+    @Test("a corrupted layer shard: the checksum error names the tensor, no output")
+    func corruptedShard() throws {
+        let packPath = try TF.copy(pack: try TF.pack("q8"), name: "corrupt")
+        let shard = packPath + "/text_encoder/layers.1.qwshard"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: shard))
+        bytes[bytes.count - 100] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: shard))
+        let out = tempFile("corrupt.safetensors")
+        let r = try run(["encode", "--pack", packPath, "--prompt", "a cat", "--out", out])
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stderr.contains("checksum") && r.stderr.contains("model.layers.1."), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
     }
 
     @Test("a prompt over the maximum length is truncated with a warning")

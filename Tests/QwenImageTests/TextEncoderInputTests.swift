@@ -139,7 +139,13 @@ struct TextEncoderBadInputTests {
             }
         let roomy = try TextEncoderPlan.choose(config: model.config, layerBytes: layer, embedBytes: 200_000,
                                                sequenceLengths: [41, 54], budget: 1 << 30, baselineBytes: 8 << 20)
-        #expect(roomy.prefetch && roomy.batchTogether)
+        #expect(roomy.prefetch && roomy.rowsPerPass == Int.max)
+        #expect(roomy.passes([41, 54]) == [[0, 1]])
+        // Passes: in order, at most rowsPerPass tokens, a longer prompt alone.
+        var p = roomy; p.rowsPerPass = 100
+        #expect(p.passes([41, 54, 30, 120, 10, 95]) == [[0, 1], [2], [3], [4], [5]])
+        p.rowsPerPass = 1
+        #expect(p.passes([5, 6, 7]) == [[0], [1], [2]])
         // 7B shapes, q8 with groups of 32 (9 bits per weight), 256-token prompt: fits 900 MiB by not
         // prefetching layer 0 while the 585 MiB embedding table is resident, still prefetching later.
         let big = TextConfig(vocabSize: 152064, hiddenSize: 3584, intermediateSize: 18944, numHiddenLayers: 28,
@@ -148,6 +154,12 @@ struct TextEncoderBadInputTests {
         let plan = try TextEncoderPlan.choose(config: big, layerBytes: q8Layer, embedBytes: q8Embed,
                                               sequenceLengths: [256 + 39], budget: 900 << 20, baselineBytes: 60 << 20)
         #expect(plan.estimatedBytes <= 900 << 20)
-        #expect(plan.prefetch && !plan.prefetchDuringEmbedding && plan.batchTogether)
+        #expect(plan.prefetch && !plan.prefetchDuringEmbedding && plan.rowsPerPass == Int.max)
+        // 10 prompts of 295 tokens under 1 GiB: a few prompts per pass instead of all at once.
+        let many = try TextEncoderPlan.choose(config: big, layerBytes: q8Layer, embedBytes: q8Embed,
+                                              sequenceLengths: Array(repeating: 295, count: 10), budget: 1 << 30,
+                                              baselineBytes: 60 << 20)
+        #expect(many.estimatedBytes <= 1 << 30 && many.rowsPerPass < 10 * 295 && many.rowsPerPass > 295)
+        #expect(many.passes(Array(repeating: 295, count: 10)).count > 1)
     }
 }

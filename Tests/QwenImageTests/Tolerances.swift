@@ -25,3 +25,38 @@ extension Tolerances {
     /// a wrong conversion (truncation instead of rounding stays below, garbage does not).
     static let bf16OutputRelL2 = 4e-3
 }
+
+extension Tolerances {
+    // MARK: VAE (VAEReferenceTests, VAETilingTests), rel L2
+
+    /// f32 weights vs the oracle (f32 math on the same bf16-rounded weights): two f32 runs of the upstream
+    /// code differ by ~5e-7 (oracle README); the issue asks 1e-4. Measured: ~1e-6.
+    static let vaeF32 = 1e-4
+    /// bf16 packs: the oracle's weights are bf16-rounded, so bf16 storage is exact and should land near
+    /// vaeF32 (the test checks that too); the issue allows 3e-2 (bf16 arithmetic).
+    static let vaeBF16 = 3e-2
+    /// Our tiled result vs our untiled result: the same arithmetic per pixel, only where it is done differs,
+    /// so only summation-order noise of the kernels' blocking is allowed.
+    static let vaeTiledVsUntiled = 1e-5
+
+    // MARK: Vision tower and edit prompts (Vision*Tests, Edit*Tests)
+
+    /// Max abs difference of `pixel_values` from the oracle. Our normalisation repeats numpy's f32
+    /// arithmetic (f32(f64(u8) · rescale), then (x − mean) / std in f32), so this is normally 0; 1e-6 is
+    /// the brief's bar and far below a one-grey-level error (1 / 255 / 0.27 ≈ 1.5e-2).
+    static let pixelValuesMaxAbs: Double = 1e-6
+    /// Max difference in grey levels of our PIL-compatible resamplers from Pillow 13. The fixed-point
+    /// arithmetic and the pass order are mirrored exactly, so 0 is expected; the brief's bar is one level.
+    static let resizeGreyLevels = 0
+    /// Vision tower (patch embedding, blocks, merger output) and edit `prompt_embeds` on f32 and bf16
+    /// packs, rel L2: the fixture weights are bf16-exact, so both packs hold the reference weights and
+    /// the same f32 arithmetic in another order lands near 1e-6; 1e-4 is the project's bar, well below
+    /// the smallest typical mistake (tanh GELU ~2e-4; a wrong window, rope or mrope layout > 1e-1).
+    static let visionRelL2: Double = 1e-4
+    static let editPromptRelL2: Double = 1e-4
+    /// Two images batched vs each run alone, max abs: attention never crosses images, so only the
+    /// kernels' row blocking may differ.
+    static let visionBatchVsSingleMaxAbs: Double = 1e-5
+    /// q8 / q4 packs: measured and printed, not judged; this bound only catches a broken path.
+    static let visionQuantizedSanityRelL2: Double = 0.5
+}

@@ -1,0 +1,143 @@
+import Foundation
+
+/// The Qwen2.5-VL vision tower settings: `vision_config` inside `text_encoder/config.json`.
+///
+/// Both layouts are accepted: the hub's (transformers 4.53, `model_type: qwen2_5_vl`, `in_chans` next to
+/// `in_channels`) and what transformers 5.x writes (`model_type: qwen2_5_vl_vision`). Fields the real
+/// config always has are required; the others default to the real model's values.
+public struct VisionConfig: Codable, Sendable, Equatable {
+    public var depth: Int                    // 32
+    public var hiddenSize: Int               // Dv = 1280
+    public var intermediateSize: Int         // 3420
+    public var numHeads: Int                 // 16
+    public var outHiddenSize: Int            // the language model's hidden size (3584)
+    public var patchSize: Int                // 14
+    public var spatialMergeSize: Int         // 2
+    public var temporalPatchSize: Int        // 2
+    public var inChannels: Int               // 3
+    public var windowSize: Int               // 112 (pixels)
+    public var fullattBlockIndexes: [Int]    // [7, 15, 23, 31]
+    public var hiddenAct: String             // "silu"
+    /// RMSNorm epsilon of norm1 / norm2 / merger.ln_q: hard-coded 1e-6 upstream (not in the config).
+    public var rmsNormEps: Float = 1e-6
+    /// Rotary base of the 2-D vision rope (upstream default; transformers 5.x may write it in `rope_parameters`).
+    public var ropeTheta: Double = 10000
+
+    enum CodingKeys: String, CodingKey {
+        case depth
+        case hiddenSize = "hidden_size"
+        case intermediateSize = "intermediate_size"
+        case numHeads = "num_heads"
+        case outHiddenSize = "out_hidden_size"
+        case patchSize = "patch_size"
+        case spatialPatchSize = "spatial_patch_size"
+        case spatialMergeSize = "spatial_merge_size"
+        case temporalPatchSize = "temporal_patch_size"
+        case inChannels = "in_channels"
+        case inChans = "in_chans"
+        case windowSize = "window_size"
+        case fullattBlockIndexes = "fullatt_block_indexes"
+        case hiddenAct = "hidden_act"
+        case ropeParameters = "rope_parameters"
+    }
+
+    struct RopeParameters: Codable { var rope_theta: Double? }
+
+    public init(depth: Int, hiddenSize: Int, intermediateSize: Int, numHeads: Int, outHiddenSize: Int,
+                patchSize: Int = 14, spatialMergeSize: Int = 2, temporalPatchSize: Int = 2, inChannels: Int = 3,
+                windowSize: Int = 112, fullattBlockIndexes: [Int], hiddenAct: String = "silu") {
+        self.depth = depth
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numHeads = numHeads
+        self.outHiddenSize = outHiddenSize
+        self.patchSize = patchSize
+        self.spatialMergeSize = spatialMergeSize
+        self.temporalPatchSize = temporalPatchSize
+        self.inChannels = inChannels
+        self.windowSize = windowSize
+        self.fullattBlockIndexes = fullattBlockIndexes
+        self.hiddenAct = hiddenAct
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        depth = try c.decode(Int.self, forKey: .depth)
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        numHeads = try c.decode(Int.self, forKey: .numHeads)
+        outHiddenSize = try c.decode(Int.self, forKey: .outHiddenSize)
+        patchSize = try c.decodeIfPresent(Int.self, forKey: .patchSize)
+            ?? c.decodeIfPresent(Int.self, forKey: .spatialPatchSize) ?? 14
+        spatialMergeSize = try c.decodeIfPresent(Int.self, forKey: .spatialMergeSize) ?? 2
+        temporalPatchSize = try c.decodeIfPresent(Int.self, forKey: .temporalPatchSize) ?? 2
+        inChannels = try c.decodeIfPresent(Int.self, forKey: .inChannels)
+            ?? c.decodeIfPresent(Int.self, forKey: .inChans) ?? 3
+        windowSize = try c.decodeIfPresent(Int.self, forKey: .windowSize) ?? 112
+        fullattBlockIndexes = try c.decodeIfPresent([Int].self, forKey: .fullattBlockIndexes) ?? [7, 15, 23, 31]
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        if let rp = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters), let t = rp.rope_theta {
+            ropeTheta = t
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(depth, forKey: .depth)
+        try c.encode(hiddenSize, forKey: .hiddenSize)
+        try c.encode(intermediateSize, forKey: .intermediateSize)
+        try c.encode(numHeads, forKey: .numHeads)
+        try c.encode(outHiddenSize, forKey: .outHiddenSize)
+        try c.encode(patchSize, forKey: .patchSize)
+        try c.encode(spatialMergeSize, forKey: .spatialMergeSize)
+        try c.encode(temporalPatchSize, forKey: .temporalPatchSize)
+        try c.encode(inChannels, forKey: .inChannels)
+        try c.encode(windowSize, forKey: .windowSize)
+        try c.encode(fullattBlockIndexes, forKey: .fullattBlockIndexes)
+        try c.encode(hiddenAct, forKey: .hiddenAct)
+    }
+
+    public var headDim: Int { hiddenSize / numHeads }
+    /// Values in one `pixel_values` row: channels × temporal × patch × patch (3·2·14·14 = 1176).
+    public var patchFeatures: Int { inChannels * temporalPatchSize * patchSize * patchSize }
+    /// Patches per merged token (2×2 = 4).
+    public var mergeUnit: Int { spatialMergeSize * spatialMergeSize }
+
+    /// Reads `vision_config` from a `text_encoder/config.json` and checks it is usable.
+    /// - Parameter file: named in errors.
+    public static func fromTextEncoderConfig(_ data: Data, file: String) throws -> VisionConfig {
+        struct Outer: Decodable { var vision_config: VisionConfig? }
+        let outer: Outer
+        do {
+            outer = try JSONDecoder().decode(Outer.self, from: data)
+        } catch {
+            throw QwenImageError.config(file: file, message: "cannot read vision_config: \(error)")
+        }
+        guard let v = outer.vision_config else {
+            throw QwenImageError.config(file: file, message: "no vision_config: this text encoder has no vision tower")
+        }
+        try v.validate(file: file)
+        return v
+    }
+
+    public func validate(file: String) throws {
+        func bad(_ m: String) -> QwenImageError { .config(file: file, message: "vision_config: \(m)") }
+        guard depth > 0, hiddenSize > 0, numHeads > 0, intermediateSize > 0, outHiddenSize > 0 else {
+            throw bad("depth, hidden_size, num_heads, intermediate_size and out_hidden_size must be positive")
+        }
+        guard hiddenSize % numHeads == 0, headDim % 4 == 0 else {
+            throw bad("hidden_size \(hiddenSize) / num_heads \(numHeads) must give a head_dim divisible by 4 (2-D rope)")
+        }
+        guard patchSize > 0, spatialMergeSize > 0, temporalPatchSize > 0, inChannels == 3 else {
+            throw bad("expected positive patch sizes and in_channels 3, found patch \(patchSize), merge "
+                      + "\(spatialMergeSize), temporal \(temporalPatchSize), in_channels \(inChannels)")
+        }
+        guard windowSize >= patchSize * spatialMergeSize else {
+            throw bad("window_size \(windowSize) is smaller than one merged unit (\(patchSize * spatialMergeSize) px)")
+        }
+        guard fullattBlockIndexes.allSatisfy({ $0 >= 0 && $0 < depth }) else {
+            throw bad("fullatt_block_indexes \(fullattBlockIndexes) must lie in 0..<\(depth)")
+        }
+        guard hiddenAct == "silu" else { throw bad("hidden_act \(hiddenAct) is not supported (expected silu)") }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Quant
+
+/// Reference images from files to `image_embeds`: what `qwen-run vision` and `qwen-run encode --image`
+/// share.
+public enum ReferenceImages {
+    /// How many images a mode takes (Edit: exactly one; Edit-Plus: one or more).
+    public static func checkCount(_ count: Int, mode: EditMode) throws {
+        switch mode {
+        case .edit where count != 1:
+            throw QwenImageError.invalidInput("--mode edit takes exactly one --image, found \(count) "
+                                              + "(use --mode edit-plus for several reference images)")
+        case .editPlus where count < 1:
+            throw QwenImageError.invalidInput("--mode edit-plus needs at least one --image")
+        default: return
+        }
+    }
+
+    /// The default mode for a number of images: Edit for one, Edit-Plus for several.
+    public static func defaultMode(imageCount: Int) -> EditMode { imageCount == 1 ? .edit : .editPlus }
+
+    /// Decodes PNG / JPEG files. Transparency is kept (and later composited onto white, as transformers'
+    /// `convert_to_rgb` does); a fully opaque alpha channel is dropped (the same pixels, less work).
+    public static func load(paths: [String], maxPixels: Int = ImageFile.defaultMaxPixels) throws -> [VisionSourceImage] {
+        try paths.map { path in
+            let im = try ImageFile.read(path: path, keepAlpha: true, maxPixels: maxPixels)
+            guard im.width > 0 && im.height > 0 else {
+                throw QwenImageError.image(path: path, message: "image has zero size (\(im.width)x\(im.height))")
+            }
+            switch im.channels {
+            case 3:
+                return VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: im.pixels)
+            case 4:
+                var opaque = true
+                for i in stride(from: 3, to: im.pixels.count, by: 4) where im.pixels[i] != 255 { opaque = false; break }
+                if !opaque { return VisionSourceImage(width: im.width, height: im.height, channels: 4, pixels: im.pixels) }
+                var rgb = [UInt8](repeating: 0, count: im.width * im.height * 3)
+                for i in 0..<(im.width * im.height) {
+                    rgb[i * 3] = im.pixels[i * 4]; rgb[i * 3 + 1] = im.pixels[i * 4 + 1]; rgb[i * 3 + 2] = im.pixels[i * 4 + 2]
+                }
+                return VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: rgb)
+            default:
+                throw QwenImageError.image(path: path, message: "expected 3 or 4 channels after decoding, found \(im.channels)")
+            }
+        }
+    }
+
+    /// The image processor settings of a pack: `processor/preprocessor_config.json` when the pack carries
+    /// it, else the upstream defaults (identical to Qwen-Image's file).
+    public static func processor(pack: Pack) throws -> VisionPreprocessor {
+        guard pack.hasComponent("processor"),
+              let data = try? pack.fileData(component: "processor", name: "preprocessor_config.json") else {
+            return VisionPreprocessor()
+        }
+        return try VisionPreprocessor(preprocessorConfig: data, file: pack.path + "/processor/preprocessor_config.json")
+    }
+
+    /// Files → `pixel_values` → vision tower. Returns the embeddings `[tokens, out_hidden]` and the input.
+    public static func embed(paths: [String], pack: Pack, mode: EditMode, preresize: Bool,
+                             maxPixels: Int = ImageFile.defaultMaxPixels, tower: VisionTower? = nil,
+                             onBlock: ((Int) -> Void)? = nil) throws -> (embeds: [Float], input: VisionInput) {
+        try checkCount(paths.count, mode: mode)
+        let tower = try tower ?? VisionTower(pack: pack)
+        let images = try load(paths: paths, maxPixels: maxPixels)
+        let input = try VisionInput.prepare(images: images, paths: paths, mode: mode, preresize: preresize,
+                                            processor: try processor(pack: pack))
+        let embeds = try tower.forward(pixelValues: input.pixelValues, grids: input.grids, onBlock: onBlock)
+        return (embeds, input)
+    }
+}

@@ -1,0 +1,273 @@
+import Foundation
+import Kernels
+import Quant
+
+/// The Qwen2.5-VL vision tower (transformers `Qwen2_5_VisionTransformerPretrainedModel`), streamed from
+/// a pack one shard at a time: `visual.patch_embed`, then `visual.blocks.N` (the next one prefetched
+/// while the current one runs), then `visual.merger`; each shard is released after use, so one block's
+/// weights are resident at a time.
+///
+/// forward: pixel_values [N, 1176]
+///   -> patch embedding (the Conv3d as a matrix product with `[Dv, 1176]`)   [N, Dv]
+///   -> window order (whole 2×2 units permuted into windows)
+///   -> depth × block: x += proj(attn(rope(qkv(rms(x))))); x += down(silu(gate(rms(x))) * up(rms(x)))
+///      attention inside each window, or over each whole image on `fullatt_block_indexes`
+///      (segment ids; no L×L matrix)
+///   -> merger: RMSNorm(ln_q) per patch, 4 patches of a unit concatenated [N/4, 4·Dv], mlp.0, GELU (erf),
+///      mlp.2 -> [N/4, out_hidden]
+///   -> processor order (the window permutation undone).
+public final class VisionTower: @unchecked Sendable {
+    public let config: VisionConfig
+    let component: PackComponent
+    let packPath: String
+
+    /// Opens the vision tower of a pack's `text_encoder`. Throws `missingComponent` when the pack has no
+    /// text encoder or its text encoder has no vision tower.
+    public init(pack: Pack) throws {
+        packPath = pack.path
+        guard pack.hasComponent("text_encoder") else {
+            throw QwenImageError.missingComponent(pack: pack.path, component: "text_encoder",
+                                                  hint: "Convert a checkpoint that has a text_encoder (with its vision tower).")
+        }
+        component = try pack.component("text_encoder")
+        guard component.tensorInfo("visual.patch_embed.proj.weight") != nil else {
+            throw QwenImageError.missingComponent(pack: pack.path, component: "vision tower (text_encoder visual.*)",
+                                                  hint: "Reference images need the Qwen2.5-VL vision tower: convert the "
+                                                  + "text encoder with its visual.* tensors.")
+        }
+        config = try VisionConfig.fromTextEncoderConfig(component.configData(),
+                                                        file: pack.path + "/text_encoder/config.json")
+    }
+
+    /// Intermediate tensors for tests: (name, values). Names as in the oracle: `patch_embed` (processor
+    /// order), `block{i}` and `last_hidden_state` (window order), all `[N, Dv]`.
+    public typealias Trace = (String, [Float]) -> Void
+
+    /// Runs the tower on `pixelValues` `[N, patchFeatures]` for images of the given grids.
+    /// Returns `image_embeds` `[N / 4, out_hidden]` in processor order.
+    /// - Parameter onBlock: called after each block (progress), with the block index.
+    public func forward(pixelValues: [Float], grids: [(t: Int, h: Int, w: Int)], trace: Trace? = nil,
+                        onBlock: ((Int) -> Void)? = nil) throws -> [Float] {
+        let c = config
+        let windows = try VisionWindows(grids: grids, spatialMergeSize: c.spatialMergeSize,
+                                        windowSize: c.windowSize, patchSize: c.patchSize)
+        let n = windows.patchCount
+        let dv = c.hiddenSize, feat = c.patchFeatures
+        guard n > 0, pixelValues.count == n * feat else {
+            throw QwenImageError.invalidInput("pixel_values: expected \(n) x \(feat) values for grids "
+                                              + "\(grids.map { [$0.t, $0.h, $0.w] }), found \(pixelValues.count)")
+        }
+
+        // MARK: patch embedding  [N, 1176] -> [N, Dv]
+        component.prefetch("visual.blocks.0")
+        var hidden: [Float]
+        do {
+            let shard = try component.shard("visual.patch_embed")
+            let w = try matrix(shard, "visual.patch_embed.proj.weight", n: dv, k: feat)
+            hidden = [Float](repeating: 0, count: n * dv)
+            pixelValues.withUnsafeBufferPointer { x in
+                hidden.withUnsafeMutableBufferPointer { y in w.matmul(x.baseAddress!, rows: n, into: y.baseAddress!) }
+            }
+            shard.release()
+        }
+        trace?("patch_embed", hidden)
+        hidden = windows.toWindowOrder(hidden, dim: dv)
+
+        // MARK: rope tables and segments, window order
+        let hd = c.headDim
+        let posH = windows.toWindowOrder(windows.posH, dim: 1)
+        let posW = windows.toWindowOrder(windows.posW, dim: 1)
+        var cos = [Float](repeating: 0, count: n * hd / 2)
+        var sin = [Float](repeating: 0, count: n * hd / 2)
+        qk_rope_table_2d(posH, posW, Int64(n), Int64(hd), c.ropeTheta, &cos, &sin)
+        let windowSeg = windows.segmentIDs(window: true)
+        let imageSeg = windows.segmentIDs(window: false)
+
+        // MARK: blocks
+        var scratch = BlockScratch(patches: n, config: c)
+        for b in 0..<c.depth {
+            if b + 1 < c.depth { component.prefetch("visual.blocks.\(b + 1)") } else { component.prefetch("visual.merger") }
+            let shard = try component.shard("visual.blocks.\(b)")
+            let block = try VisionBlockWeights(shard: shard, index: b, config: c, tower: self)
+            let seg = c.fullattBlockIndexes.contains(b) ? imageSeg : windowSeg
+            block.run(&hidden, patches: n, cos: cos, sin: sin, segments: seg, scratch: &scratch, config: c)
+            shard.release()
+            trace?("block\(b)", hidden)
+            onBlock?(b)
+        }
+        trace?("last_hidden_state", hidden)
+        scratch = BlockScratch(patches: 0, config: c)  // free before the merger
+
+        // MARK: merger  [N, Dv] -> [N/4, 4·Dv] -> [N/4, out]
+        let units = windows.unitCount, m = dv * windows.unit, out = c.outHiddenSize
+        let shard = try component.shard("visual.merger")
+        let lnQ = try vector(shard, "visual.merger.ln_q.weight", count: dv)
+        let w0 = try matrix(shard, "visual.merger.mlp.0.weight", n: m, k: m)
+        let b0 = try vector(shard, "visual.merger.mlp.0.bias", count: m)
+        let w2 = try matrix(shard, "visual.merger.mlp.2.weight", n: out, k: m)
+        let b2 = try vector(shard, "visual.merger.mlp.2.bias", count: out)
+        hidden.withUnsafeMutableBufferPointer { h in
+            qk_rmsnorm(h.baseAddress!, lnQ, Int64(n), Int64(dv), c.rmsNormEps, h.baseAddress!)
+        }
+        var mid = [Float](repeating: 0, count: units * m)
+        hidden.withUnsafeBufferPointer { x in
+            mid.withUnsafeMutableBufferPointer { y in w0.matmul(x.baseAddress!, rows: units, bias: b0, into: y.baseAddress!) }
+        }
+        hidden = []
+        qk_gelu_erf(&mid, Int64(mid.count))
+        var merged = [Float](repeating: 0, count: units * out)
+        mid.withUnsafeBufferPointer { x in
+            merged.withUnsafeMutableBufferPointer { y in w2.matmul(x.baseAddress!, rows: units, bias: b2, into: y.baseAddress!) }
+        }
+        shard.release()
+
+        // MARK: back to processor order
+        var embeds = [Float](repeating: 0, count: units * out)
+        merged.withUnsafeBufferPointer { s in
+            embeds.withUnsafeMutableBufferPointer { d in
+                for (j, u) in windows.windowIndex.enumerated() {
+                    (d.baseAddress! + u * out).update(from: s.baseAddress! + j * out, count: out)
+                }
+            }
+        }
+        return embeds
+    }
+
+    // MARK: - weight access with shape checks
+
+    func matrix(_ shard: PackShard, _ name: String, n: Int, k: Int) throws -> Weight {
+        let w = try shard.weight(name)
+        guard w.n == n && w.k == k else {
+            throw QwenImageError.tensor(name: name, message: "expected shape [\(n), \(k)] for the vision config, "
+                                        + "found [\(w.n), \(w.k)] in \(packPath)")
+        }
+        return w
+    }
+
+    func vector(_ shard: PackShard, _ name: String, count: Int) throws -> [Float] {
+        let v = try shard.vector(name)
+        guard v.count == count else {
+            throw QwenImageError.tensor(name: name, message: "expected \(count) values for the vision config, "
+                                        + "found \(v.count) in \(packPath)")
+        }
+        return v
+    }
+}
+
+/// Activation buffers of one block, allocated once per forward.
+struct BlockScratch {
+    var normed: [Float]   // [N, Dv]
+    var qkv: [Float]      // [N, 3·Dv]: q | k | v per row (heads × head_dim each)
+    var attn: [Float]     // [N, Dv]
+    var proj: [Float]     // [N, Dv]
+    var gate: [Float]     // [chunk, I]
+    var up: [Float]       // [chunk, I]
+    var down: [Float]     // [chunk, Dv]
+    let chunk: Int
+
+    /// MLP rows per chunk: bounds the [rows, intermediate] buffers (3420 wide in the real model).
+    static let mlpChunk = 512
+
+    init(patches n: Int, config c: VisionConfig) {
+        let dv = c.hiddenSize
+        chunk = min(n, Self.mlpChunk)
+        normed = [Float](repeating: 0, count: n * dv)
+        qkv = [Float](repeating: 0, count: n * 3 * dv)
+        attn = [Float](repeating: 0, count: n * dv)
+        proj = [Float](repeating: 0, count: n * dv)
+        gate = [Float](repeating: 0, count: chunk * c.intermediateSize)
+        up = [Float](repeating: 0, count: chunk * c.intermediateSize)
+        down = [Float](repeating: 0, count: chunk * dv)
+    }
+}
+
+/// One vision block's weights (checkpoint names `visual.blocks.N.*`), taken from its shard.
+struct VisionBlockWeights {
+    let norm1: [Float]         // norm1.weight [Dv]
+    let norm2: [Float]         // norm2.weight [Dv]
+    let qkv: Weight            // attn.qkv.weight [3·Dv, Dv] (q, k, v stacked along the rows)
+    let qkvBias: [Float]       // attn.qkv.bias [3·Dv]
+    let proj: Weight           // attn.proj.weight [Dv, Dv]
+    let projBias: [Float]      // attn.proj.bias [Dv]
+    let gate: Weight           // mlp.gate_proj.weight [I, Dv]
+    let gateBias: [Float]
+    let up: Weight             // mlp.up_proj.weight [I, Dv]
+    let upBias: [Float]
+    let down: Weight           // mlp.down_proj.weight [Dv, I]
+    let downBias: [Float]
+
+    init(shard: PackShard, index b: Int, config c: VisionConfig, tower: VisionTower) throws {
+        let p = "visual.blocks.\(b)."
+        let dv = c.hiddenSize, i = c.intermediateSize
+        norm1 = try tower.vector(shard, p + "norm1.weight", count: dv)
+        norm2 = try tower.vector(shard, p + "norm2.weight", count: dv)
+        qkv = try tower.matrix(shard, p + "attn.qkv.weight", n: 3 * dv, k: dv)
+        qkvBias = try tower.vector(shard, p + "attn.qkv.bias", count: 3 * dv)
+        proj = try tower.matrix(shard, p + "attn.proj.weight", n: dv, k: dv)
+        projBias = try tower.vector(shard, p + "attn.proj.bias", count: dv)
+        gate = try tower.matrix(shard, p + "mlp.gate_proj.weight", n: i, k: dv)
+        gateBias = try tower.vector(shard, p + "mlp.gate_proj.bias", count: i)
+        up = try tower.matrix(shard, p + "mlp.up_proj.weight", n: i, k: dv)
+        upBias = try tower.vector(shard, p + "mlp.up_proj.bias", count: i)
+        down = try tower.matrix(shard, p + "mlp.down_proj.weight", n: dv, k: i)
+        downBias = try tower.vector(shard, p + "mlp.down_proj.bias", count: dv)
+    }
+
+    /// x: [N, Dv] in window order, updated in place.
+    func run(_ x: inout [Float], patches n: Int, cos: [Float], sin: [Float], segments: [Int32],
+             scratch s: inout BlockScratch, config c: VisionConfig) {
+        let dv = c.hiddenSize, heads = c.numHeads, hd = c.headDim, inter = c.intermediateSize
+        // attention: x += proj(attn(rope(qkv(norm1(x)))))
+        qk_rmsnorm(x, norm1, Int64(n), Int64(dv), c.rmsNormEps, &s.normed)
+        s.normed.withUnsafeBufferPointer { xn in
+            s.qkv.withUnsafeMutableBufferPointer { y in qkv.matmul(xn.baseAddress!, rows: n, bias: qkvBias, into: y.baseAddress!) }
+        }
+        s.qkv.withUnsafeMutableBufferPointer { q in
+            let base = q.baseAddress!
+            qk_rope(base, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)        // q
+            qk_rope(base + dv, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)   // k
+        }
+        segments.withUnsafeBufferPointer { seg in
+            var p = qk_attn_params(lq: Int64(n), lk: Int64(n), hq: Int64(heads), hkv: Int64(heads), d: Int64(hd),
+                                   q_stride: Int64(3 * dv), k_stride: Int64(3 * dv), v_stride: Int64(3 * dv),
+                                   o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0, q_offset: 0,
+                                   kv_len: Int64(n), q_seg: seg.baseAddress, k_seg: seg.baseAddress)
+            s.qkv.withUnsafeBufferPointer { q in
+                s.attn.withUnsafeMutableBufferPointer { o in
+                    qk_attention(&p, q.baseAddress!, q.baseAddress! + dv, q.baseAddress! + 2 * dv, o.baseAddress!)
+                }
+            }
+        }
+        s.attn.withUnsafeBufferPointer { a in
+            s.proj.withUnsafeMutableBufferPointer { y in proj.matmul(a.baseAddress!, rows: n, bias: projBias, into: y.baseAddress!) }
+        }
+        x.withUnsafeMutableBufferPointer { xb in
+            s.proj.withUnsafeBufferPointer { pb in for i in 0..<(n * dv) { xb[i] += pb[i] } }
+        }
+
+        // MLP: x += down(silu(gate(norm2(x))) * up(norm2(x))), in row chunks
+        qk_rmsnorm(x, norm2, Int64(n), Int64(dv), c.rmsNormEps, &s.normed)
+        var r0 = 0
+        while r0 < n {
+            let rows = min(s.chunk, n - r0)
+            s.normed.withUnsafeBufferPointer { xn in
+                let xin = xn.baseAddress! + r0 * dv
+                s.gate.withUnsafeMutableBufferPointer { g in gate.matmul(xin, rows: rows, bias: gateBias, into: g.baseAddress!) }
+                s.up.withUnsafeMutableBufferPointer { u in up.matmul(xin, rows: rows, bias: upBias, into: u.baseAddress!) }
+            }
+            s.gate.withUnsafeMutableBufferPointer { g in
+                s.up.withUnsafeBufferPointer { u in qk_silu_mul(g.baseAddress!, u.baseAddress!, Int64(rows * inter), g.baseAddress!) }
+            }
+            s.gate.withUnsafeBufferPointer { g in
+                s.down.withUnsafeMutableBufferPointer { d in down.matmul(g.baseAddress!, rows: rows, bias: downBias, into: d.baseAddress!) }
+            }
+            x.withUnsafeMutableBufferPointer { xb in
+                s.down.withUnsafeBufferPointer { db in
+                    let dst = xb.baseAddress! + r0 * dv
+                    for i in 0..<(rows * dv) { dst[i] += db[i] }
+                }
+            }
+            r0 += rows
+        }
+    }
+}
