@@ -134,6 +134,8 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                 }
             }
         } else {
+            __m512i ih[4];
+            UNROLL for (int j = 0; j < NB; j++) ih[j] = _mm512_setzero_si512();
             UNROLL for (int p = 0; p < 4; p++) {
                 __m512i lo[4], hi[4];
                 UNROLL for (int j = 0; j < NB; j++) {
@@ -145,9 +147,14 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                     __m512i xl = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
                     __m512i xh = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8 + 4));
                     UNROLL for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], lo[j], xl);
-                    UNROLL for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], hi[j], xh);
+                    if (MR == 1) {   /* GEMV: a second chain halves the dependency latency (int sums are exact) */
+                        UNROLL for (int j = 0; j < NB; j++) ih[j] = _mm512_dpbusd_epi32(ih[j], hi[j], xh);
+                    } else {
+                        UNROLL for (int j = 0; j < NB; j++) ia[i][j] = _mm512_dpbusd_epi32(ia[i][j], hi[j], xh);
+                    }
                 }
             }
+            if (MR == 1) { UNROLL for (int j = 0; j < NB; j++) ia[0][j] = _mm512_add_epi32(ia[0][j], ih[j]); }
         }
         int64_t g = b >> a->gshift;
         __m512 ws[4];
