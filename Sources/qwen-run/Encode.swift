@@ -107,8 +107,7 @@ struct Encode: ParsableCommand {
         let negatives = negativePrompt.map { [$0] } ?? []
         let tokenized = try encoder.tokenize(prompts + negatives, warn: note)
         let plan = try TextEncoderPlan.choose(
-            config: model.config, layerBytes: model.largestLayerBytes(),
-            embedBytes: model.embeddingBytes(),
+            config: model.config, weights: model.weightFootprint(),
             sequenceLengths: tokenized.map { $0.ids.count },
             budget: maxRam.flatMap(ByteSize.parse), baselineBytes: ProcessStats.currentRSS())
         if !common.json { note("plan: \(plan)") }
