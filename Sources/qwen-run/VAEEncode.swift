@@ -1,9 +1,158 @@
 import ArgumentParser
+import Foundation
+import Kernels
+import Quant
+import QwenImage
+
+/// Options shared by vae-encode and vae-decode.
+struct VAEOptions: ParsableArguments {
+    @Option(name: .long, help: "The pack folder (made by qwen-quant convert).")
+    var pack: String
+
+    @Option(name: .long, help: "The VAE component: vae (RGB) or vae_rgba (RGBA, Qwen-Image-Layered).")
+    var component = "vae"
+
+    @Option(name: .long, help: "Memory budget for the whole run, e.g. 512M or 1.5G: tiles are as large as fit (the whole image when it fits).")
+    var maxRAM: String?
+
+    @Option(name: .long, help: "Force square tiles of this many image pixels per side (exact: the result does not depend on it).")
+    var tile: Int?
+
+    @Flag(name: .long, help: "Replace an existing output file.")
+    var force = false
+
+    func tiling() throws -> VAETiling {
+        if maxRAM != nil && tile != nil { throw ValidationError("give at most one of --max-ram and --tile") }
+        if let t = tile {
+            guard t >= 8 else { throw ValidationError("--tile must be at least 8 pixels, got \(t)") }
+            return .tile(t)
+        }
+        if let m = maxRAM {
+            guard let bytes = ByteSize.parse(m), bytes > 0 else {
+                throw ValidationError("--max-ram: cannot read '\(m)' as a size (examples: 512M, 1.5G)")
+            }
+            return .maxRAM(bytes)
+        }
+        return .whole
+    }
+
+    func source() throws -> PackVAESource {
+        let p = try Pack(path: pack)
+        return try PackVAESource(pack: p, name: component)
+    }
+}
+
+/// Refuses to overwrite an output without --force, and a missing output folder, before any work.
+func checkOutput(_ path: String, force: Bool, extensions: [String]) throws {
+    let ext = (path as NSString).pathExtension.lowercased()
+    guard extensions.contains(ext) else {
+        throw ValidationError("--out \(path): expected a .\(extensions.joined(separator: " or ."))" + " file")
+    }
+    if FileManager.default.fileExists(atPath: path) && !force {
+        throw ValidationError("--out \(path) already exists (use --force to replace it)")
+    }
+    let dir = (path as NSString).deletingLastPathComponent
+    var isDir: ObjCBool = false
+    if !dir.isEmpty && !(FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue) {
+        throw ValidationError("--out \(path): folder \(dir) does not exist")
+    }
+}
+
+/// A progress bar created on the first tile (when the total is known).
+final class TileProgress {
+    private var bar: Quant.Progress?
+    let label: String
+    init(_ label: String) { self.label = label }
+    func update(_ done: Int, _ total: Int) {
+        if bar == nil { bar = Quant.Progress(label, total: total) }
+        bar!.advance()
+    }
+    func finish() { bar?.finish() }
+}
+
+func vaeSummary(_ fields: [(String, Any)], report: VAERunReport, seconds: Double, weightBytes: Int) -> [(String, Any)] {
+    var f = fields
+    f.append(("seconds", (seconds * 1000).rounded() / 1000))
+    f.append(("gflop_per_second", (2 * report.macs / max(seconds, 1e-9) / 1e9 * 10).rounded() / 10))
+    f.append(("gflop", (2 * report.macs / 1e9 * 10).rounded() / 10))
+    f.append(("tiles", report.segments.map { "\($0.name): \($0.tiles) of \($0.tileW)x\($0.tileH)" }.joined(separator: "; ")))
+    f.append(("weight_bytes", weightBytes))
+    f.append(("estimated_peak_bytes", report.estimatedPeakBytes))
+    f.append(("peak_rss_bytes", ProcessStats.peakRSS()))
+    f.append(("peak_rss", ByteSize.format(ProcessStats.peakRSS())))
+    return f
+}
 
 struct VAEEncode: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vae-encode", abstract: "(not implemented yet)")
+    static let configuration = CommandConfiguration(
+        commandName: "vae-encode",
+        abstract: "Encode a PNG or JPEG image to VAE latents (the posterior mean) in a safetensors file.",
+        discussion: """
+        Pixels go in as uint8/255*2-1 (RGB, or RGBA for the 4-channel vae_rgba component). Writes the tensor
+        `latents` [1, z_dim, 1, h, w] f32 with h = floor((H-2)/2)+1 applied three times (H/8 for multiples of 8),
+        plus `logvar` (the posterior log-variance). --normalize applies (mean - latents_mean) / latents_std as
+        the Qwen-Image pipelines do before the transformer. The work is tiled exactly: --max-ram or --tile
+        change speed and memory, never the numbers.
+
+        Examples:
+          qwen-run vae-encode --pack pack/ --image photo.png --out latents.safetensors --normalize
+          qwen-run vae-encode --pack pack/ --image big.png --out l.safetensors --max-ram 512M --json
+          qwen-run vae-encode --pack pack/ --component vae_rgba --image layer.png --out l.safetensors
+        """)
+
+    @OptionGroup var vae: VAEOptions
+
+    @Option(name: .long, help: "The input image (PNG or JPEG).")
+    var image: String
+
+    @Option(name: .long, help: "The output safetensors file.")
+    var out: String
+
+    @Flag(name: .long, help: "Normalize the latents: (mean - latents_mean) / latents_std.")
+    var normalize = false
+
+    @Option(name: .long, help: "Refuse images with more pixels than this (default 64Mi = 8192x8192).")
+    var maxPixels: Int = ImageFile.defaultMaxPixels
+
+    @OptionGroup var common: CommonOptions
 
     func run() throws {
-        throw ValidationError("qwen-run vae-encode is not implemented yet")
+        try common.apply()
+        let tiling = try vae.tiling()
+        try checkOutput(out, force: vae.force, extensions: ["safetensors"])
+        do {
+            let start = Date()
+            let src = try vae.source()
+            let config = try src.config()
+            let img = try ImageFile.read(path: image, keepAlpha: config.inputChannels == 4, maxPixels: maxPixels)
+            guard img.channels == config.inputChannels else {
+                throw QwenImageError.image(path: image, message: "the \(vae.component) VAE takes \(config.inputChannels) channels, the image has \(img.channels)")
+            }
+            let model = try AutoencoderKLQwenImage(config: config, source: src, parts: .encoder)
+            let x = VAEFrames(image: img)
+            let progress = TileProgress("vae-encode")
+            var report = VAERunReport()
+            let computeStart = Date()
+            let (mean, logvar) = try model.encode(x, tiling: tiling, report: &report) { progress.update($0, $1) }
+            progress.finish()
+            let seconds = Date().timeIntervalSince(computeStart)
+            if normalize { model.normalize(mean) }
+            var w = SafetensorsWriter(metadata: ["producer": "qwen-run vae-encode", "normalized": normalize ? "true" : "false",
+                                                 "component": vae.component])
+            let shape = [1, mean.channels, mean.frames, mean.height, mean.width]
+            try w.add("latents", f32: mean.cthw(), shape: shape)
+            try w.add("logvar", f32: logvar.cthw(), shape: shape)
+            try w.write(to: URL(fileURLWithPath: out), force: vae.force)
+            printSummary(vaeSummary([("output", out), ("image", "\(img.width)x\(img.height)x\(img.channels)"),
+                                     ("latents", shape.map(String.init).joined(separator: "x")), ("normalized", normalize),
+                                     ("total_seconds", (Date().timeIntervalSince(start) * 1000).rounded() / 1000)],
+                                    report: report, seconds: seconds, weightBytes: model.weightBytes), json: common.json)
+        } catch let error as QwenImageError {
+            note("error: \(error.description)")
+            throw ExitCode(1)
+        } catch let error as QuantError {
+            note("error: \(error.description)")
+            throw ExitCode(1)
+        }
     }
 }

@@ -25,6 +25,10 @@ import Testing
         #expect(ck.ignored.contains("scheduler"))
         let only = try Checkpoint(path: Fixtures.tinyModel.path, only: ["vae"])
         #expect(only.componentNames == ["vae"])
+        #expect(only.fileFolders.isEmpty)
+        let te = try Checkpoint(path: Fixtures.tinyModel.path, only: ["text_encoder"])
+        #expect(te.componentNames == ["text_encoder"])
+        #expect(Set(te.fileFolders.keys) == ["processor", "tokenizer"])
         let single = try Checkpoint(path: Fixtures.tinyModel.appendingPathComponent("vae").path)
         #expect(single.componentNames == ["vae"])
         let msg = errorText { _ = try Checkpoint(path: Fixtures.tinyModel.path, only: ["transformer"]) }

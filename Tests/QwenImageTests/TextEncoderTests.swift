@@ -96,10 +96,12 @@ struct TextEncoderParityTests {
         let prompts = try TF.singlePrompts().map(\.prompt)
         let base = try TF.encode(prompts, pack: try TF.pack("f32"))
         let config = try PromptEncoder(pack: try Pack(path: try TF.pack("f32")), packPath: "").model.config
-        for (prefetch, together, chunk) in [(false, true, 512), (true, false, 16), (false, false, 7)] {
-            let plan = TextEncoderPlan.estimate(config: config, layerBytes: 0, embedBytes: 0,
+        // (prefetch, tokens per pass, MLP chunk rows): one pass for all three prompts (41 + 54 + 83
+        // tokens), one per prompt, and two passes ([p0, p1], [p2]).
+        for (prefetch, rows, chunk) in [(false, Int.max, 512), (true, 1, 16), (false, 1, 7), (true, 100, 33)] {
+            let plan = TextEncoderPlan.estimate(config: config, weights: TextWeightFootprint(layerBytes: 0, embedBytes: 0),
                                                 sequenceLengths: [1], baselineBytes: 0,
-                                                prefetch: prefetch, batchTogether: together, mlpChunkRows: chunk)
+                                                prefetch: prefetch, rowsPerPass: rows, mlpChunkRows: chunk)
             let e = try TF.encode(prompts, pack: try TF.pack("f32"), plan: plan)
             #expect(e.mask == base.mask)
             #expect(TF.relL2(e.embeds, base.embeds) <= Tolerances.textBatchVsSingleRelL2, "\(plan)")

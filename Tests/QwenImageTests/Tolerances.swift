@@ -27,6 +27,18 @@ extension Tolerances {
 }
 
 extension Tolerances {
+    // MARK: VAE (VAEReferenceTests, VAETilingTests), rel L2
+
+    /// f32 weights vs the oracle (f32 math on the same bf16-rounded weights): two f32 runs of the upstream
+    /// code differ by ~5e-7 (oracle README); the issue asks 1e-4. Measured: ~1e-6.
+    static let vaeF32 = 1e-4
+    /// bf16 packs: the oracle's weights are bf16-rounded, so bf16 storage is exact and should land near
+    /// vaeF32 (the test checks that too); the issue allows 3e-2 (bf16 arithmetic).
+    static let vaeBF16 = 3e-2
+    /// Our tiled result vs our untiled result: the same arithmetic per pixel, only where it is done differs,
+    /// so only summation-order noise of the kernels' blocking is allowed.
+    static let vaeTiledVsUntiled = 1e-5
+
     // MARK: Vision tower and edit prompts (Vision*Tests, Edit*Tests)
 
     /// Max abs difference of `pixel_values` from the oracle. Our normalisation repeats numpy's f32

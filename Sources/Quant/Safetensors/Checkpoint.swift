@@ -136,6 +136,8 @@ public final class Checkpoint: @unchecked Sendable {
     /// Folders that are carried verbatim when present.
     public static let fileFolderNames = ["tokenizer", "processor"]
 
+    /// - Parameter only: the component folders to use (nil: all). Asking for `text_encoder` brings
+    ///   `tokenizer/` and `processor/` along when present.
     public init(path: String, only: Set<String>? = nil) throws {
         let fm = FileManager.default
         root = URL(fileURLWithPath: path).standardizedFileURL
@@ -164,7 +166,9 @@ public final class Checkpoint: @unchecked Sendable {
                 var d: ObjCBool = false
                 guard fm.fileExists(atPath: sub.path, isDirectory: &d), d.boolValue else { continue }
                 let subEntries = (try? fm.contentsOfDirectory(atPath: sub.path)) ?? []
-                if only != nil && !only!.contains(e) { ignored.append(e); continue }
+                // The tokenizer and processor come along with the text encoder (it cannot run without them).
+                let implied = Self.fileFolderNames.contains(e) && only?.contains("text_encoder") == true
+                if only != nil && !only!.contains(e) && !implied { ignored.append(e); continue }
                 if Self.fileFolderNames.contains(e) {
                     folders[e] = sub
                 } else if subEntries.contains(where: { $0.hasSuffix(".safetensors") || $0.hasSuffix(".safetensors.index.json") }) {

@@ -113,9 +113,9 @@ public final class PromptEncoder {
         }
     }
 
-    /// Encodes several groups of prompts (for example [prompts, [negative prompt]]) with one pass
-    /// over the weights when `plan.batchTogether`; each group is padded on its own, as diffusers
-    /// encodes positive and negative prompts in separate calls.
+    /// Encodes several groups of prompts (for example [prompts, [negative prompt]]) in passes over
+    /// the weights as `plan` says (one pass for all by default, up to 8192 tokens); each group is
+    /// padded on its own, as diffusers encodes positive and negative prompts in separate calls.
     /// - Parameter maxSequenceLength: `encode_prompt`'s cut (1 ... 1024; default 1024).
     public func encode(_ groups: [[String]], maxSequenceLength: Int = 1024, plan: TextEncoderPlan? = nil,
                        warn: (String) -> Void = { _ in }) throws -> [PromptEmbeddings] {
@@ -141,27 +141,38 @@ public final class PromptEncoder {
             model.prefetchDuringEmbedding = plan.prefetchDuringEmbedding
             model.mlpChunkRows = plan.mlpChunkRows
         }
-        let together = plan?.batchTogether ?? true
         let hidden = model.config.hiddenSize
+        let cut = template.maxSequenceLength == nil ? Int.max : maxSequenceLength
+        let passes = (plan ?? TextEncoderPlan.estimate(config: model.config, weights: TextWeightFootprint(layerBytes: 0, embedBytes: 0),
+                                                      sequenceLengths: [], baselineBytes: 0, prefetch: model.prefetch,
+                                                      rowsPerPass: TextEncoderPlan.defaultRowsPerPass,
+                                                      mlpChunkRows: model.mlpChunkRows))
+            .passes(tokenized.map { $0.ids.count })
 
-        // All embedding rows in one visit of the embedding shard.
-        let allIds = tokenized.flatMap { $0.ids }
-        let allEmbeds = try model.embed(allIds)
-        var sequences: [LMSequence] = []
-        var start = 0
-        for t in tokenized {
-            let n = t.ids.count
-            sequences.append(LMSequence(inputsEmbeds: Array(allEmbeds[start * hidden ..< (start + n) * hidden]),
-                                        positions: .sequential(n)))
-            start += n
-        }
-
-        var states: [[Float]]
-        if together {
-            states = try model.forward(sequences)
-        } else {
-            states = []
-            for s in sequences { states.append(try model.forward([s])[0]) }
+        // Each pass: its embedding rows in one visit of the embedding shard, then all its prompts
+        // through each layer together (the weights are streamed once per pass).
+        var states = [[Float]](repeating: [], count: tokenized.count)
+        for pass in passes {
+            var embeds = try model.embed(pass.flatMap { tokenized[$0].ids })
+            var sequences: [LMSequence] = []
+            var start = 0
+            for i in pass {
+                let n = tokenized[i].ids.count
+                sequences.append(LMSequence(inputsEmbeds: Array(embeds[start * hidden ..< (start + n) * hidden]),
+                                            positions: .sequential(n)))
+                start += n
+            }
+            embeds = []
+            let out = try model.forward(sequences)
+            // Keep only the rows that end up in the result: after the template prefix, up to the cut.
+            for (j, i) in pass.enumerated() {
+                let valid = tokenized[i].ids.count
+                guard valid > template.dropIndex else {
+                    throw QwenImageError.invalidInput("prompt \(i + 1): \(valid) tokens, not more than the \(template.dropIndex) template tokens that are dropped")
+                }
+                let kept = min(valid - template.dropIndex, cut)
+                states[i] = Array(out[j][template.dropIndex * hidden ..< (template.dropIndex + kept) * hidden])
+            }
         }
 
         var results: [PromptEmbeddings] = []
@@ -169,9 +180,8 @@ public final class PromptEncoder {
         for g in groups {
             let range = first ..< first + g
             results.append(try PromptEmbeddings.assemble(
-                hiddenStates: Array(states[range]), validLengths: tokenized[range].map { $0.ids.count },
-                hidden: hidden, dropIndex: template.dropIndex,
-                maxSequenceLength: template.maxSequenceLength == nil ? nil : maxSequenceLength))
+                hiddenStates: Array(states[range]), validLengths: states[range].map { $0.count / hidden },
+                hidden: hidden, dropIndex: 0))
             for i in range { states[i] = [] }   // free as we go
             first += g
         }

@@ -1,0 +1,99 @@
+import Foundation
+
+/// `AutoencoderKLQwenImage` settings, decoded from the VAE component's `config.json` (the file diffusers
+/// writes). Names follow upstream, including its spelling `temperal_downsample`.
+public struct VAEConfig: Codable, Equatable, Sendable {
+    public var baseDim: Int
+    public var zDim: Int
+    public var dimMult: [Int]
+    public var numResBlocks: Int
+    public var attnScales: [Double]
+    public var temperalDownsample: [Bool]
+    /// 3 (RGB) or 4 (RGBA, Qwen-Image-Layered). Older configs lack it: default 3.
+    public var inputChannels: Int
+    public var latentsMean: [Float]
+    public var latentsStd: [Float]
+
+    enum CodingKeys: String, CodingKey {
+        case baseDim = "base_dim"
+        case zDim = "z_dim"
+        case dimMult = "dim_mult"
+        case numResBlocks = "num_res_blocks"
+        case attnScales = "attn_scales"
+        case temperalDownsample = "temperal_downsample"
+        case inputChannels = "input_channels"
+        case latentsMean = "latents_mean"
+        case latentsStd = "latents_std"
+    }
+
+    public init(baseDim: Int = 96, zDim: Int = 16, dimMult: [Int] = [1, 2, 4, 4], numResBlocks: Int = 2,
+                attnScales: [Double] = [], temperalDownsample: [Bool] = [false, true, true],
+                inputChannels: Int = 3, latentsMean: [Float], latentsStd: [Float]) {
+        self.baseDim = baseDim
+        self.zDim = zDim
+        self.dimMult = dimMult
+        self.numResBlocks = numResBlocks
+        self.attnScales = attnScales
+        self.temperalDownsample = temperalDownsample
+        self.inputChannels = inputChannels
+        self.latentsMean = latentsMean
+        self.latentsStd = latentsStd
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        baseDim = try c.decodeIfPresent(Int.self, forKey: .baseDim) ?? 96
+        zDim = try c.decodeIfPresent(Int.self, forKey: .zDim) ?? 16
+        dimMult = try c.decodeIfPresent([Int].self, forKey: .dimMult) ?? [1, 2, 4, 4]
+        numResBlocks = try c.decodeIfPresent(Int.self, forKey: .numResBlocks) ?? 2
+        attnScales = try c.decodeIfPresent([Double].self, forKey: .attnScales) ?? []
+        temperalDownsample = try c.decodeIfPresent([Bool].self, forKey: .temperalDownsample) ?? [false, true, true]
+        inputChannels = try c.decodeIfPresent(Int.self, forKey: .inputChannels) ?? 3
+        latentsMean = try c.decode([Float].self, forKey: .latentsMean)
+        latentsStd = try c.decode([Float].self, forKey: .latentsStd)
+    }
+
+    /// Decodes and validates `config.json` bytes; `file` names the source in errors.
+    public static func load(_ data: Data, file: String) throws -> VAEConfig {
+        let cfg: VAEConfig
+        do {
+            cfg = try JSONDecoder().decode(VAEConfig.self, from: data)
+        } catch {
+            throw QwenImageError.config(file: file, message: "not a valid AutoencoderKLQwenImage config: \(error)")
+        }
+        try cfg.validate(file: file)
+        return cfg
+    }
+
+    public func validate(file: String) throws {
+        func bad(_ m: String) -> QwenImageError { .config(file: file, message: m) }
+        guard baseDim >= 1 else { throw bad("base_dim must be >= 1, found \(baseDim)") }
+        guard zDim >= 1 else { throw bad("z_dim must be >= 1, found \(zDim)") }
+        guard !dimMult.isEmpty, dimMult.allSatisfy({ $0 >= 1 }) else {
+            throw bad("dim_mult must be a non-empty list of positive integers, found \(dimMult)")
+        }
+        guard numResBlocks >= 1 else { throw bad("num_res_blocks must be >= 1, found \(numResBlocks)") }
+        guard attnScales.isEmpty else {
+            throw bad("attn_scales must be empty (attention outside the mid block is not supported), found \(attnScales)")
+        }
+        guard temperalDownsample.count == dimMult.count - 1 else {
+            throw bad("temperal_downsample must have \(dimMult.count - 1) entries (one per downsampling), found \(temperalDownsample.count)")
+        }
+        guard inputChannels >= 1 && inputChannels <= 4 else {
+            throw bad("input_channels must be 1...4, found \(inputChannels)")
+        }
+        guard latentsMean.count == zDim, latentsStd.count == zDim else {
+            throw bad("latents_mean / latents_std must have z_dim = \(zDim) entries, found \(latentsMean.count) / \(latentsStd.count)")
+        }
+        guard latentsStd.allSatisfy({ $0 != 0 && $0.isFinite }) else { throw bad("latents_std must be finite and non-zero") }
+        // Every channel count halves exactly in the upsamplers.
+        for m in dimMult where (baseDim * m) % 2 != 0 {
+            throw bad("base_dim * dim_mult must be even, found \(baseDim) * \(m)")
+        }
+    }
+
+    /// Spatial factor between pixels and latents (8 for the real model).
+    public var spatialCompression: Int { 1 << (dimMult.count - 1) }
+    /// Temporal factor between frames after the first and latent frames after the first (4).
+    public var temporalCompression: Int { 1 << temperalDownsample.filter { $0 }.count }
+}

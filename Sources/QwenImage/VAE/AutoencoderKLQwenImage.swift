@@ -1,0 +1,377 @@
+import Foundation
+import Kernels
+import Quant
+
+/// How to split the spatial work.
+public enum VAETiling: Sendable, Equatable {
+    /// One tile per segment (the whole image).
+    case whole
+    /// Tiles of this many image pixels per side (latent-resolution segments use side / 8).
+    case tile(Int)
+    /// The largest tiles whose estimated peak memory fits this many bytes (the whole image when it fits).
+    case maxRAM(Int)
+}
+
+/// What a run did, for summaries and tests.
+public struct VAERunReport: Sendable {
+    /// Per tiled segment: name, tile count, tile rows × cols (segment output units).
+    public var segments: [(name: String, tiles: Int, tileH: Int, tileW: Int)] = []
+    /// Multiply-adds actually computed (halo recomputation included).
+    public var macs: Double = 0
+    /// Estimated peak bytes of the plan (weights, frames, working sets).
+    public var estimatedPeakBytes = 0
+    /// Largest number of pool buffers live at once (tests check it against the estimate).
+    public var peakLiveBuffers = 0
+    public init() {}
+}
+
+/// diffusers' `AutoencoderKLQwenImage` (the Wan 2.1 video VAE fine-tuned for Qwen-Image): encoder,
+/// `quant_conv`, `post_quant_conv`, decoder.
+///
+/// Each network is `segment A → mid-block attention (whole frame, latent resolution) → segment B`; the
+/// segments are chains of convolution stages that run tile by tile with exact halos (VAERegion.swift),
+/// which works because every norm here is per pixel. Stills use the 2-D reduction (only the `t2` slice of
+/// each causal convolution is loaded); clips (`temporal`) stream frame by frame with the 2-frame caches
+/// and the time convolutions.
+public final class AutoencoderKLQwenImage: @unchecked Sendable {
+    public enum Parts: Sendable { case encoder, decoder, both }
+
+    public let config: VAEConfig
+    /// Whether clip weights (t0, t1 slices, time_conv) were loaded.
+    public let temporal: Bool
+    /// Bytes of weights held (for --max-ram planning).
+    public let weightBytes: Int
+
+    private let encoderA: VAESegment?, encoderAttention: MidAttention?, encoderB: VAESegment?
+    private let decoderA: VAESegment?, decoderAttention: MidAttention?, decoderB: VAESegment?
+
+    /// Process overhead assumed by the --max-ram planner besides weights and activations (runtime, code,
+    /// libraries, I/O buffers).
+    public static let baselineBytes = 48 << 20
+
+    public init(config: VAEConfig, source: VAEWeightSource, parts: Parts = .both, temporal: Bool = false) throws {
+        self.config = config
+        self.temporal = temporal
+        let src = CountingSource(source)
+        let base = config.baseDim, z = config.zDim, mult = config.dimMult
+
+        if parts != .decoder {
+            // QwenImageEncoder3d: conv_in, down_blocks (flat list), mid_block, norm_out, conv_out; quant_conv.
+            let dims = [base] + mult.map { base * $0 }
+            var st: [VAEStage] = [ConvStage(norm: nil, conv: try CausalConv3(src, "encoder.conv_in",
+                                                                             cin: config.inputChannels, cout: dims[0], temporal: temporal))]
+            var k = 0
+            for i in 0..<mult.count {
+                var cin = dims[i]
+                let cout = dims[i + 1]
+                for _ in 0..<config.numResBlocks {
+                    st.append(try ResidualStage(src, "encoder.down_blocks.\(k)", cin: cin, cout: cout, temporal: temporal))
+                    k += 1
+                    cin = cout
+                }
+                if i != mult.count - 1 {
+                    st.append(try DownsampleStage(src, "encoder.down_blocks.\(k)", dim: cout,
+                                                  temporalConv: config.temperalDownsample[i] && temporal))
+                    k += 1
+                }
+            }
+            let mid = dims.last!
+            st.append(try ResidualStage(src, "encoder.mid_block.resnets.0", cin: mid, cout: mid, temporal: temporal))
+            encoderA = VAESegment(name: "encoder", stages: st)
+            encoderAttention = try MidAttention(src, "encoder.mid_block.attentions.0", dim: mid)
+            encoderB = VAESegment(name: "encoder head", stages: [
+                try ResidualStage(src, "encoder.mid_block.resnets.1", cin: mid, cout: mid, temporal: temporal),
+                ConvStage(norm: try VAENorm(src, "encoder.norm_out", dim: mid),
+                          conv: try CausalConv3(src, "encoder.conv_out", cin: mid, cout: 2 * z, temporal: temporal)),
+                PointwiseStage(try Conv1(src, "quant_conv", cin: 2 * z, cout: 2 * z)),
+            ])
+        } else {
+            encoderA = nil; encoderAttention = nil; encoderB = nil
+        }
+
+        if parts != .encoder {
+            // post_quant_conv; QwenImageDecoder3d: conv_in, mid_block, up_blocks, norm_out, conv_out.
+            let dims = [base * mult.last!] + mult.reversed().map { base * $0 }
+            let temporalUp = Array(config.temperalDownsample.reversed())
+            let mid = dims[0]
+            decoderA = VAESegment(name: "decoder conv_in", stages: [
+                PointwiseStage(try Conv1(src, "post_quant_conv", cin: z, cout: z)),
+                ConvStage(norm: nil, conv: try CausalConv3(src, "decoder.conv_in", cin: z, cout: mid, temporal: temporal)),
+                try ResidualStage(src, "decoder.mid_block.resnets.0", cin: mid, cout: mid, temporal: temporal),
+            ])
+            decoderAttention = try MidAttention(src, "decoder.mid_block.attentions.0", dim: mid)
+            var st: [VAEStage] = [try ResidualStage(src, "decoder.mid_block.resnets.1", cin: mid, cout: mid, temporal: temporal)]
+            for i in 0..<mult.count {
+                var cin = i > 0 ? dims[i] / 2 : dims[i]
+                let cout = dims[i + 1]
+                for j in 0...config.numResBlocks {
+                    st.append(try ResidualStage(src, "decoder.up_blocks.\(i).resnets.\(j)", cin: cin, cout: cout, temporal: temporal))
+                    cin = cout
+                }
+                if i != mult.count - 1 {
+                    st.append(try UpsampleStage(src, "decoder.up_blocks.\(i).upsamplers.0", dim: cout,
+                                                temporalConv: temporalUp[i], loadTime: temporal))
+                }
+            }
+            st.append(ConvStage(norm: try VAENorm(src, "decoder.norm_out", dim: dims.last!),
+                                conv: try CausalConv3(src, "decoder.conv_out", cin: dims.last!, cout: config.inputChannels,
+                                                      temporal: temporal)))
+            decoderB = VAESegment(name: "decoder", stages: st)
+        } else {
+            decoderA = nil; decoderAttention = nil; decoderB = nil
+        }
+        weightBytes = src.bytes
+    }
+
+    // MARK: - Encode
+
+    /// Encodes frames in [-1, 1] ([T, H, W, input_channels], T = 1 + 4k) to the posterior
+    /// (mean, logvar), each [1 + k, H', W', z_dim] with H' = floor((H − 2)/2) + 1 applied per downsampling.
+    /// `progress(done, total)` is called after every tile.
+    public func encode(_ x: VAEFrames, tiling: VAETiling = .whole, report: UnsafeMutablePointer<VAERunReport>? = nil,
+                       progress: (Int, Int) -> Void = { _, _ in }) throws -> (mean: VAEFrames, logvar: VAEFrames) {
+        guard let encA = encoderA, let attn = encoderAttention, let encB = encoderB else {
+            throw QwenImageError.invalidInput("this VAE was loaded without its encoder")
+        }
+        guard x.channels == config.inputChannels else {
+            throw QwenImageError.invalidInput("VAE encode: expected \(config.inputChannels)-channel frames, found \(x.channels) channels")
+        }
+        let tc = config.temporalCompression
+        guard x.frames >= 1, (x.frames - 1) % tc == 0 else {
+            throw QwenImageError.invalidInput("VAE encode: a clip must have 1 + \(tc)k frames, found \(x.frames) "
+                + "(upstream silently drops the last \((x.frames - 1) % tc); trim the clip)")
+        }
+        guard x.frames == 1 || temporal else {
+            throw QwenImageError.invalidInput("VAE encode: \(x.frames) frames given but the VAE was loaded for still images")
+        }
+        try checkFinite(x, what: "encoder input")
+        let inSize = Size(h: x.height, w: x.width)
+        guard let sizesA = encA.sizes(inSize) else {
+            throw QwenImageError.invalidInput("VAE encode: image \(x.width)×\(x.height) is too small: each side must "
+                + "survive \(config.dimMult.count - 1) halvings n -> floor((n − 2)/2) + 1 with at least 2 pixels before each (minimum \(minimumSide()) pixels)")
+        }
+        let lat = sizesA.last!
+        let tLat = 1 + (x.frames - 1) / tc
+        let mid = encA.cout
+        let frameBytes = 4 * (x.count + tLat * lat.pixels * (mid + 4 * config.zDim))
+        let fixedA = Self.baselineBytes + weightBytes + frameBytes
+        let tilesA = try chooseTiles(encA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
+        let sizesB = encB.sizes(lat)!
+        let tilesB = try chooseTiles(encB, sizes: sizesB, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
+        let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
+        try checkBudget(tiling, attnBytes, lat)
+        let total = tilesA.tiles.count + tilesB.tiles.count
+        var done = 0
+        let tick = { done += 1; progress(done, total) }
+
+        let xs = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: mid)
+        var rep = VAERunReport()
+        rep.segments.append((encA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
+        rep.macs += tilesA.ws.macs * Double(x.frames)
+        rep.peakLiveBuffers = encA.run(input: x, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
+        for t in 0..<tLat { attn.apply(xs.frame(t), pixels: lat.pixels) }
+        rep.macs += Double(tLat) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
+
+        let post = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: 2 * config.zDim)
+        rep.segments.append((encB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
+        rep.macs += tilesB.ws.macs * Double(tLat)
+        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
+                                  encB.run(input: xs, output: post, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
+        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+
+        // DiagonalGaussianDistribution: mean = channels [:z], logvar = channels [z:] clamped to [-30, 20].
+        let z = config.zDim
+        let mean = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: z)
+        let logvar = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: z)
+        for p in 0..<(tLat * lat.pixels) {
+            (mean.data + p * z).update(from: post.data + p * 2 * z, count: z)
+            for c in 0..<z { logvar.data[p * z + c] = min(max(post.data[p * 2 * z + z + c], -30), 20) }
+        }
+        report?.pointee = rep
+        return (mean, logvar)
+    }
+
+    // MARK: - Decode
+
+    /// Decodes latents [T, h, w, z_dim] to frames [1 + 4(T − 1), 8h, 8w, input_channels]; clamps to
+    /// [-1, 1] like `AutoencoderKLQwenImage._decode` unless `clamp` is false (the decoder output).
+    public func decode(_ z: VAEFrames, tiling: VAETiling = .whole, clamp: Bool = true,
+                       report: UnsafeMutablePointer<VAERunReport>? = nil,
+                       progress: (Int, Int) -> Void = { _, _ in }) throws -> VAEFrames {
+        guard let decA = decoderA, let attn = decoderAttention, let decB = decoderB else {
+            throw QwenImageError.invalidInput("this VAE was loaded without its decoder")
+        }
+        guard z.channels == config.zDim else {
+            throw QwenImageError.invalidInput("VAE decode: expected latents with z_dim = \(config.zDim) channels, found \(z.channels)")
+        }
+        guard z.frames >= 1, z.height >= 1, z.width >= 1 else {
+            throw QwenImageError.invalidInput("VAE decode: empty latents [\(z.frames), \(z.height), \(z.width)]")
+        }
+        guard z.frames == 1 || temporal else {
+            throw QwenImageError.invalidInput("VAE decode: \(z.frames) latent frames given but the VAE was loaded for still images")
+        }
+        try checkFinite(z, what: "latents")
+        let lat = Size(h: z.height, w: z.width)
+        let sizesA = decA.sizes(lat)!
+        let mid = decA.cout
+        let sizesB = decB.sizes(lat)!
+        let outSize = sizesB.last!
+        let tOut = 1 + config.temporalCompression * (z.frames - 1)
+        let xs = VAEFrames(frames: z.frames, height: lat.h, width: lat.w, channels: mid)
+        let outFloats = tOut * outSize.pixels * config.inputChannels
+        // The caller typically converts the output once more (file layout): count it twice.
+        // Memory by phase: segment A and the attention hold the latents and the mid-block frames;
+        // segment B adds the output, counted twice (the caller converts it once more for the file).
+        let fixedA = Self.baselineBytes + weightBytes + 4 * (z.count + xs.count)
+        let fixedB = fixedA + 4 * 2 * outFloats
+        var rep = VAERunReport()
+        let tilesA = try chooseTiles(decA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
+        let tilesB = try chooseTiles(decB, sizes: sizesB, tiling: tiling, unit: 1, fixed: fixedB)
+        let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
+        try checkBudget(tiling, attnBytes, lat)
+        let total = tilesA.tiles.count + tilesB.tiles.count
+        var done = 0
+        let tick = { done += 1; progress(done, total) }
+
+        rep.segments.append((decA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
+        rep.macs += tilesA.ws.macs * Double(z.frames)
+        rep.peakLiveBuffers = decA.run(input: z, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
+        for t in 0..<z.frames { attn.apply(xs.frame(t), pixels: lat.pixels) }
+        rep.macs += Double(z.frames) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
+
+        let out = VAEFrames(frames: tOut, height: outSize.h, width: outSize.w, channels: config.inputChannels)
+        rep.segments.append((decB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
+        rep.macs += tilesB.ws.macs * Double(z.frames)
+        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
+                                  decB.run(input: xs, output: out, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
+        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+        if clamp {
+            let v = out.values
+            for i in 0..<v.count { v[i] = min(max(v[i], -1), 1) }
+        }
+        report?.pointee = rep
+        return out
+    }
+
+    // MARK: - Latent normalization (the pipelines' convention)
+
+    /// (mean − latents_mean) / latents_std, per channel, in place.
+    public func normalize(_ x: VAEFrames) {
+        let c = x.channels
+        precondition(c == config.zDim)
+        for p in 0..<(x.count / c) {
+            for ch in 0..<c { x.data[p * c + ch] = (x.data[p * c + ch] - config.latentsMean[ch]) / config.latentsStd[ch] }
+        }
+    }
+
+    /// latents / (1 / latents_std) + latents_mean, per channel, in place (written as the pipelines do).
+    public func denormalize(_ x: VAEFrames) {
+        let c = x.channels
+        precondition(c == config.zDim)
+        let inv = config.latentsStd.map { 1 / $0 }
+        for p in 0..<(x.count / c) {
+            for ch in 0..<c { x.data[p * c + ch] = x.data[p * c + ch] / inv[ch] + config.latentsMean[ch] }
+        }
+    }
+
+    // MARK: - Planning
+
+    /// Smallest image side the encoder accepts.
+    public func minimumSide() -> Int {
+        var n = 1
+        while true {
+            var s = n, ok = true
+            for _ in 0..<(config.dimMult.count - 1) {
+                if s < 2 { ok = false; break }
+                s = (s - 2) / 2 + 1
+            }
+            if ok { return n }
+            n += 1
+        }
+    }
+
+    /// Work (multiply-adds) and segment sizes of a still decode / encode, for reports and benchmarks.
+    struct TileChoice {
+        var tiles: [Region]
+        var tileH: Int, tileW: Int
+        var ws: VAESegment.WorkingSet
+        var bytes: Int
+    }
+
+    private func chooseTiles(_ seg: VAESegment, sizes: [Size], tiling: VAETiling, unit: Int, fixed: Int) throws -> TileChoice {
+        let out = sizes.last!
+        let slots = VAESegment.slots(temporal: temporal)
+        func choice(_ th: Int, _ tw: Int) -> TileChoice {
+            let tiles = VAESegment.grid(out, tileH: th, tileW: tw)
+            let ws = seg.workingSet(tiles: tiles, sizes: sizes, temporal: temporal)
+            return TileChoice(tiles: tiles, tileH: min(th, out.h), tileW: min(tw, out.w), ws: ws, bytes: fixed + ws.bytes(slots: slots))
+        }
+        switch tiling {
+        case .whole:
+            return choice(out.h, out.w)
+        case .tile(let px):
+            guard px >= 1 else { throw QwenImageError.invalidInput("--tile must be at least 1 pixel, got \(px)") }
+            let side = max(1, px / unit)
+            return choice(side, side)
+        case .maxRAM(let budget):
+            let whole = choice(out.h, out.w)
+            if whole.bytes <= budget { return whole }
+            // Split each side into k = 1…16 parts; keep the fitting choice with the least work.
+            let minSide = max(1, 8 / unit)
+            var best: TileChoice?
+            var smallest: TileChoice?
+            for kh in 1...16 {
+                let th = (out.h + kh - 1) / kh
+                if th < minSide && kh > 1 { break }
+                for kw in 1...16 {
+                    let tw = (out.w + kw - 1) / kw
+                    if tw < minSide && kw > 1 { break }
+                    let c = choice(th, tw)
+                    if smallest == nil || c.bytes < smallest!.bytes { smallest = c }
+                    if c.bytes <= budget && (best == nil || c.ws.macs < best!.ws.macs) { best = c }
+                }
+            }
+            if let best { return best }
+            let s = smallest!
+            throw QwenImageError.budget("--max-ram \(ByteSize.format(budget)) is too small for the VAE \(seg.name): even "
+                + "\(s.tileW)×\(s.tileH) tiles need about \(ByteSize.format(s.bytes)) (weights \(ByteSize.format(weightBytes)), "
+                + "frames and fixed overhead \(ByteSize.format(fixed - weightBytes)), tile buffers \(ByteSize.format(s.bytes - fixed))). "
+                + "Raise --max-ram, or use a bf16 / q8 pack to shrink the weights")
+        }
+    }
+
+    private func checkBudget(_ tiling: VAETiling, _ attnBytes: Int, _ lat: Size) throws {
+        if case .maxRAM(let budget) = tiling, attnBytes > budget {
+            throw QwenImageError.budget("--max-ram \(ByteSize.format(budget)) is too small: the mid-block attention over "
+                + "\(lat.w)×\(lat.h) latents needs about \(ByteSize.format(attnBytes)) (weights \(ByteSize.format(weightBytes))). "
+                + "Raise --max-ram, or use a bf16 / q8 pack to shrink the weights")
+        }
+    }
+
+    private func checkFinite(_ x: VAEFrames, what: String) throws {
+        let v = x.values
+        for i in 0..<v.count where !v[i].isFinite {
+            let c = i % x.channels, p = i / x.channels
+            let col = p % x.width, row = (p / x.width) % x.height, f = p / (x.width * x.height)
+            throw QwenImageError.invalidInput("VAE: \(what) contain a non-finite value (\(v[i])) at frame \(f), row \(row), "
+                + "column \(col), channel \(c)")
+        }
+    }
+}
+
+/// Wraps a source and counts the bytes of what it hands out.
+private final class CountingSource: VAEWeightSource {
+    let inner: VAEWeightSource
+    var bytes = 0
+    init(_ inner: VAEWeightSource) { self.inner = inner }
+    func weight(_ name: String, rows: Int, cols: Int) throws -> Weight {
+        let w = try inner.weight(name, rows: rows, cols: cols)
+        bytes += qk_weight_bytes(w.raw.scheme, w.raw.group, w.raw.n, w.raw.k)
+        return w
+    }
+    func vector(_ name: String, count: Int) throws -> [Float] {
+        bytes += 4 * count
+        return try inner.vector(name, count: count)
+    }
+    func release(block: String) { inner.release(block: block) }
+}

@@ -1,0 +1,75 @@
+import Kernels
+import Quant
+
+/// The mid block's QwenImageAttentionBlock: x + proj(attention(to_qkv(norm(x)))), one head of width C over
+/// the H·W positions of one frame (nothing attends across frames). It is the only layer that couples
+/// distant pixels, so it runs on the whole frame at latent resolution, in place, between two tiled
+/// segments. Keys and values are kept ([H·W, 2C]); queries are made and consumed in row chunks, so no
+/// H·W × H·W matrix and no full query buffer exist.
+final class MidAttention: @unchecked Sendable {
+    let dim: Int
+    let gamma: [Float]
+    let wq: Weight, wkv: Weight
+    let bq: [Float], bkv: [Float]
+    let proj: Conv1
+    static let chunkRows = 1024
+
+    init(_ src: VAEWeightSource, _ name: String, dim: Int) throws {
+        self.dim = dim
+        gamma = try src.vector(name + ".norm.gamma", count: dim)
+        let qkv = try src.weight(name + ".to_qkv.weight", rows: 3 * dim, cols: dim)
+        let b = try src.vector(name + ".to_qkv.bias", count: 3 * dim)
+        // Queries from rows [0, C), keys and values from rows [C, 3C) (upstream chunks the 3C outputs in
+        // that order). Split into two f32 matrices: exact for f32 / bf16 / f16 packs.
+        wq = makeWeight(name + ".to_qkv.weight[q]", dequantRows(qkv, from: 0, count: dim), rows: dim, cols: dim)
+        wkv = makeWeight(name + ".to_qkv.weight[kv]", dequantRows(qkv, from: dim, count: 2 * dim), rows: 2 * dim, cols: dim)
+        bq = Array(b[0..<dim])
+        bkv = Array(b[dim..<(3 * dim)])
+        proj = try Conv1(src, name + ".proj", cin: dim, cout: dim)
+    }
+
+    /// Floats of working memory for a frame of `pixels` positions.
+    static func workFloats(pixels: Int, dim: Int) -> Int { pixels * 2 * dim + 4 * min(pixels, chunkRows) * dim }
+
+    /// x: [pixels, C], updated in place.
+    func apply(_ x: UnsafeMutablePointer<Float>, pixels L: Int) {
+        let c = dim
+        let chunk = min(L, Self.chunkRows)
+        let kv = UnsafeMutablePointer<Float>.allocate(capacity: L * 2 * c)
+        let n = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        let q = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        let o = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        defer { kv.deallocate(); n.deallocate(); q.deallocate(); o.deallocate(); p.deallocate() }
+
+        gamma.withUnsafeBufferPointer { g in
+            var r0 = 0
+            while r0 < L {
+                let m = min(chunk, L - r0)
+                qk_l2norm(x + r0 * c, g.baseAddress, nil, Int64(m), Int64(c), n)
+                conv1x1(wkv, n, pixels: m, bias: bkv, kv + r0 * 2 * c)
+                r0 += m
+            }
+            r0 = 0
+            while r0 < L {
+                let m = min(chunk, L - r0)
+                qk_l2norm(x + r0 * c, g.baseAddress, nil, Int64(m), Int64(c), n)
+                conv1x1(wq, n, pixels: m, bias: bq, q)
+                var params = qk_attn_params()
+                params.lq = Int64(m); params.lk = Int64(L); params.hq = 1; params.hkv = 1; params.d = Int64(c)
+                params.q_stride = Int64(c); params.k_stride = Int64(2 * c); params.v_stride = Int64(2 * c)
+                params.o_stride = Int64(c)
+                params.scale = 1 / Float(c).squareRoot()
+                params.causal = 0
+                params.q_offset = 0
+                params.kv_len = Int64(L)
+                params.q_seg = nil
+                params.k_seg = nil
+                qk_attention(&params, q, kv, kv + c, o)
+                conv1x1(proj.w, o, pixels: m, bias: proj.bias, p)
+                addInPlace(x + r0 * c, p, count: m * c)
+                r0 += m
+            }
+        }
+    }
+}
