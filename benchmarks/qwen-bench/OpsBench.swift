@@ -40,7 +40,7 @@ struct OpsBench: ParsableCommand {
         md += "f32 peak: \(peak.describe()). Read bandwidth (by CPU time): "
         md += peak.readByThreads.keys.sorted().map { "\($0) thread(s) \(String(format: "%.1f", peak.readByThreads[$0]!)) GB/s" }.joined(separator: ", ") + ".\n\n"
         md += "Wall-time figures include time other processes held the cores (the machine is shared); \"by CPU\" rates divide the "
-        md += "work by the process CPU time per thread, and the % of the f32 FMA peak compares CPU-time rates on both sides "
+        md += "work by the process CPU time per thread, and the % of the f32 FMA peak (and of the read bandwidth: bytes read + written vs the measured read-only rate) compares CPU-time rates on both sides "
         md += "(as `qwen-bench limits` does).\n\n"
         md += "| group | case | shape | threads | ms (median) | ms (min) | GFLOP/s | GFLOP/s by CPU | % f32 peak | GB/s | GB/s by CPU | % read BW |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for c in cases {
@@ -144,7 +144,7 @@ struct OpsPeak {
             } else if let a = o as? [Any] { a.forEach(walk) }
         }
         walk(obj)
-        if !p.byThreads.isEmpty { p.source = url.path }
+        if !p.byThreads.isEmpty { p.source = url.relativePath }
         return p
     }
     func gflops(threads: Int) -> Double? { byThreads[threads] }
