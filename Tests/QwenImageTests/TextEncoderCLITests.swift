@@ -118,6 +118,23 @@ struct TextEncoderCLITests {
         #expect(r3.status == 1 && r3.stderr.hasPrefix("error: ") && !FileManager.default.fileExists(atPath: out), "\(r3.stderr)")
     }
 
+    @Test("1 and 2 threads give bit-identical embeddings (q4 pack)")
+    func threadInvariance() throws {
+        let packPath = try TF.pack("q4")
+        let prompts = try TF.singlePrompts().map(\.prompt)
+        let file = tempFile("threads.jsonl")
+        let lines = try prompts.map { String(decoding: try JSONSerialization.data(withJSONObject: $0, options: [.fragmentsAllowed]), as: UTF8.self) }
+        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        var outputs: [[Float]] = []
+        for t in ["1", "2"] {
+            let out = tempFile("threads-\(t).safetensors")
+            let r = try run(["encode", "--pack", packPath, "--prompts-file", file, "--out", out, "--threads", t])
+            #expect(r.status == 0, "\(r.stderr)")
+            outputs.append(try SafetensorsFile(path: out).floats("prompt_embeds"))
+        }
+        #expect(outputs[0] == outputs[1])
+    }
+
     @Test("a corrupted layer shard: the checksum error names the tensor, no output")
     func corruptedShard() throws {
         let packPath = try TF.copy(pack: try TF.pack("q8"), name: "corrupt")
