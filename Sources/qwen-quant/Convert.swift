@@ -83,6 +83,8 @@ struct Convert: ParsableCommand {
             let checkpoint = try Checkpoint(path: source, only: opts.components)
             let plan = try ConversionPlan.make(checkpoint: checkpoint, options: opts)
             if dryRun { try printPlan(plan); return }
+            let interrupt = removeTemporaryOnInterrupt(output: URL(fileURLWithPath: output!))
+            defer { interrupt.forEach { $0.cancel() } }
             note("converting \(checkpoint.root.path) -> \(output!) (\(ByteSize.format(plan.totalSourceBytes)) of tensors, "
                  + "\(opts.scheme.rawValue)\(opts.scheme.isQuantized ? " group \(opts.group)" : "")\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
             let summary = try Converter.convert(checkpoint: checkpoint, plan: plan, output: URL(fileURLWithPath: output!),
@@ -147,5 +149,24 @@ struct Convert: ParsableCommand {
             lines.append("    \(pad(rmseText(t.relRMSE), 10)) \(pad(t.scheme + (t.group > 0 ? ":\(t.group)" : ""), 7)) \(t.component)/\(t.name)")
         }
         note(lines.joined(separator: "\n"))
+    }
+}
+
+/// On SIGINT / SIGTERM, removes the temporary folder this process is writing beside `output`
+/// (`.NAME.tmp-PID-*`, see AtomicOutput) and exits 130, so an interrupted conversion leaves nothing.
+func removeTemporaryOnInterrupt(output: URL) -> [DispatchSourceSignal] {
+    let dir = output.standardizedFileURL.deletingLastPathComponent()
+    let prefix = ".\(output.standardizedFileURL.lastPathComponent).tmp-\(getpid())-"
+    return [SIGINT, SIGTERM].map { sig in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+            for n in names where n.hasPrefix(prefix) { try? FileManager.default.removeItem(at: dir.appendingPathComponent(n)) }
+            note("\ninterrupted: removed the partial output")
+            exit(130)
+        }
+        source.resume()
+        return source
     }
 }

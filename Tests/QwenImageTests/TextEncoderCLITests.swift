@@ -98,7 +98,7 @@ struct TextEncoderCLITests {
             (["--prompts-file", badFile], "line 2"),
             (["--prompts-file", badFile + ".missing"], "cannot read"),
             (["--prompt", "a cat", "--max-ram", "2M"], "too small"),
-            (["--prompt", "a cat", "--image", "x.png"], "not implemented"),
+            (["--prompt", "a cat", "--image", "x.png"], "x.png: file not found"),  // the vision path reads the image
             (["--prompt", "a cat", "--max-sequence-length", "2000"], "1024"),
             (["--prompt", "a cat", "--negative-prompt", ""], "--negative-prompt is empty"),
         ]
