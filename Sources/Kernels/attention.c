@@ -1,6 +1,6 @@
 /*
  * attention.c: public qk_attention. Work is split into independent pieces of (query head, block of up
- * to 64 query rows); each piece is one call of the tier twin with hq == hkv == 1 (pointers offset to
+ * to 128 query rows, 64 for window attention); each piece is one call of the tier twin with hq == hkv == 1 (pointers offset to
  * the head, its kv head h / (hq / hkv), and the block's first row). Pieces never share outputs, so the
  * result is the same for any thread count.
  */
@@ -9,13 +9,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#define QK_ATTN_BQ 64
 
 typedef struct {
     const qk_attn_params *p;
     const float *q, *k, *v;
     float *out;
-    int64_t nblocks;
+    int64_t nblocks, bq; /* pieces of bq query rows: 64 for window attention, else QK_ATTN_BQ */
     qk_tier tier;
 } attn_ctx;
 
@@ -24,8 +23,8 @@ typedef struct {
    so consecutive pieces reuse the head's keys and values from L2. */
 static void attn_piece(const attn_ctx *c, int64_t task, int64_t *h, int64_t *i0) {
     const qk_attn_params *p = c->p;
-    if (p->q_seg && p->k_seg) { *h = task % p->hq; *i0 = (task / p->hq) * QK_ATTN_BQ; }
-    else { *h = task / c->nblocks; *i0 = (task % c->nblocks) * QK_ATTN_BQ; }
+    if (p->q_seg && p->k_seg) { *h = task % p->hq; *i0 = (task / p->hq) * c->bq; }
+    else { *h = task / c->nblocks; *i0 = (task % c->nblocks) * c->bq; }
 }
 
 static void prefetch_rows(const float *base, int64_t stride, int64_t rows, int64_t d) {
@@ -43,7 +42,7 @@ static void attn_task(void *ctx, int64_t task, int thread_id) {
            strided by the other heads, which defeats the hardware prefetcher. */
         int64_t nh, ni0;
         attn_piece(c, task + 1, &nh, &ni0);
-        int64_t nr = p->lq - ni0 < QK_ATTN_BQ ? p->lq - ni0 : QK_ATTN_BQ;
+        int64_t nr = p->lq - ni0 < c->bq ? p->lq - ni0 : c->bq;
         prefetch_rows(c->q + ni0 * p->q_stride + nh * p->d, p->q_stride, nr, p->d);
         if (p->q_seg && p->k_seg) { /* window attention: the keys of the same rows, usually */
             int64_t nk = p->lk - ni0 < nr ? p->lk - ni0 : nr;
@@ -53,7 +52,7 @@ static void attn_task(void *ctx, int64_t task, int thread_id) {
     }
     int64_t hk = h / group;
     qk_attn_params sp = *p;
-    sp.lq = p->lq - i0 < QK_ATTN_BQ ? p->lq - i0 : QK_ATTN_BQ;
+    sp.lq = p->lq - i0 < c->bq ? p->lq - i0 : c->bq;
     sp.hq = sp.hkv = 1;
     sp.q_offset = p->q_offset + i0;
     if (p->q_seg && p->k_seg) sp.q_seg = p->q_seg + i0;
@@ -82,6 +81,8 @@ void qk_attention(const qk_attn_params *p, const float *q, const float *k, const
         return;
     }
     attn_ctx c = { .p = p, .q = q, .k = k, .v = v, .out = out, .tier = qk_tier_current() };
-    c.nblocks = (p->lq + QK_ATTN_BQ - 1) / QK_ATTN_BQ;
+    /* 128-row pieces halve the key/value traffic per flop; windows (64 tokens in Qwen2.5-VL) get 64 */
+    c.bq = p->q_seg && p->k_seg ? 64 : QK_ATTN_BQ;
+    c.nblocks = (p->lq + c.bq - 1) / c.bq;
     qk_parallel_for(p->hq * c.nblocks, attn_task, &c);
 }

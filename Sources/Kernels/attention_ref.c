@@ -7,10 +7,10 @@
 #include <string.h>
 
 size_t qk_attention_scratch_bytes(int64_t d) {
-    /* SIMD tiers (attention_simd_body.h), with dp = d rounded up to 16: Qt [dp][64], S^T [68][64],
-       O [64][dp], m, l, alpha [64]. The ref twin uses the first d floats. */
-    int64_t dp = (d + 15) / 16 * 16;
-    return (size_t)(64 * dp + 68 * 64 + 64 * dp + 3 * 64) * sizeof(float) + 256;
+    /* SIMD tiers (attention_simd_body.h), with dp = d rounded up to 16: Qt [dp][BQ], S^T [BK + 4][BQ],
+       O [BQ][dp], m, l, alpha [BQ]. The ref twin uses the first d floats. */
+    int64_t dp = (d + 15) / 16 * 16, bq = QK_ATTN_BQ;
+    return (size_t)(bq * dp + (QK_ATTN_BK + 4) * bq + bq * dp + 3 * bq) * sizeof(float) + 256;
 }
 
 void qk_attention_ref(const qk_attn_params *p, const float *q, const float *k, const float *v, float *out,

@@ -1,10 +1,10 @@
 /*
- * attention_simd_body.h: flash-style attention for one query head and up to 64 query rows, written once
+ * attention_simd_body.h: flash-style attention for one query head and up to BQ = 128 query rows, written once
  * over the vector vocabulary (simd_avx2.h / simd_avx512.h); attention_avx2.c and attention_avx512.c
  * instantiate it.
  *
  * Layout trick: queries live in vector lanes. The block's queries are packed once, transposed and
- * pre-scaled, as Qt[c][i] (i < 64). For each tile of up to 64 keys:
+ * pre-scaled, as Qt[c][i] (i < BQ). For each tile of up to BK = 64 keys:
  *   S^T[j][i] = sum_c K[j][c] * Qt[c][i]     (K rows are read in place and broadcast: no K packing)
  *   running max m[i], P^T = exp(S^T - m), l[i] = l[i] * alpha[i] + sum_j P^T[j][i]   (all lane-wise:
  *   no horizontal reductions)
@@ -17,8 +17,8 @@
 #include <math.h>
 #include <string.h>
 
-#define BQ 64
-#define BK 64
+#define BQ QK_ATTN_BQ
+#define BK QK_ATTN_BK
 #define KG 4 /* keys per S^T register tile */
 #define RG 4 /* query rows per PV register tile */
 #define QK_INLINE static inline __attribute__((always_inline))
@@ -170,7 +170,8 @@ static void att_run(const qk_attn_params *p, const float *q, const float *k, con
     prefetch_rows(k + jlo * p->k_stride, p->k_stride, nk0, d);
     prefetch_rows(v + jlo * p->v_stride, p->v_stride, nk0, d);
     /* Qt[c][i] = q[r0 + i][c] * scale, zero lanes past nr */
-    memset(s->qt, 0, (size_t)(d * BQ) * sizeof(float));
+    if (nqv * VL > nr) /* zero the lanes past nr of the vectors in use */
+        for (int64_t c = 0; c < d; c++) memset(s->qt + c * BQ + nr, 0, (size_t)(nqv * VL - nr) * sizeof(float));
     {
         __m256 sc = _mm256_set1_ps(p->scale);
         int64_t nr8 = nr / 8 * 8, d8 = d / 8 * 8;
@@ -183,8 +184,8 @@ static void att_run(const qk_attn_params *p, const float *q, const float *k, con
             for (int64_t c = i < nr8 ? d8 : 0; c < d; c++) s->qt[c * BQ + i] = qi[c] * p->scale;
         }
     }
-    memset(s->o, 0, (size_t)(BQ * dp) * sizeof(float));
-    for (int64_t i = 0; i < BQ; i++) { s->m[i] = -INFINITY; s->l[i] = 0; }
+    memset(s->o, 0, (size_t)((nr + RG - 1) / RG * RG * dp) * sizeof(float));
+    for (int64_t i = 0; i < nqv * VL; i++) { s->m[i] = -INFINITY; s->l[i] = 0; }
     V lane = viota(), ninf = vset(-INFINITY);
 
     for (int64_t j0 = jlo; j0 < jhi; j0 += BK) {

@@ -58,8 +58,11 @@ struct Encode: ParsableCommand {
     @Option(help: "Edit template: edit or edit-plus [vision path].")
     var mode: EditMode?
 
-    @Option(help: "Pipeline pre-resize of the reference images: auto or none [vision path].")
+    @Option(help: "Pipeline pre-resize of the reference images: auto (Edit: Lanczos to a 1024x1024 area, Edit-Plus: 384x384) or none.")
     var preresize: String?
+
+    @Option(name: .customLong("max-pixels"), help: "Refuse reference images with more pixels than this (default 67108864).")
+    var maxPixels: Int?
 
     @OptionGroup var common: CommonOptions
 
@@ -76,9 +79,10 @@ struct Encode: ParsableCommand {
         if let negativePrompt, negativePrompt.isEmpty {
             throw ValidationError("--negative-prompt is empty (diffusers' convention for \"no negative prompt\" is a single space: --negative-prompt \" \")")
         }
-        if mode != nil || preresize != nil, images.isEmpty {
-            throw ValidationError("--mode and --preresize need at least one --image")
+        if mode != nil || preresize != nil || maxPixels != nil, images.isEmpty {
+            throw ValidationError("--mode, --preresize and --max-pixels need at least one --image")
         }
+        if !images.isEmpty { try validateImageOptions() }
     }
 
     func run() throws {
@@ -103,8 +107,7 @@ struct Encode: ParsableCommand {
         let negatives = negativePrompt.map { [$0] } ?? []
         let tokenized = try encoder.tokenize(prompts + negatives, warn: note)
         let plan = try TextEncoderPlan.choose(
-            config: model.config, layerBytes: model.largestLayerBytes(),
-            embedBytes: model.embeddingBytes(),
+            config: model.config, weights: model.weightFootprint(),
             sequenceLengths: tokenized.map { $0.ids.count },
             budget: maxRam.flatMap(ByteSize.parse), baselineBytes: ProcessStats.currentRSS())
         if !common.json { note("plan: \(plan)") }
@@ -137,12 +140,12 @@ struct Encode: ParsableCommand {
         ] + (common.json ? [("plan", plan.description)] : []), json: common.json)
     }
 
-    /// Edit / Edit-Plus prompts with reference images (the vision path).
+    /// Edit / Edit-Plus prompts with reference images (the vision path, `EditPromptEncoder`).
     private func encodeImagePrompts(_ prompts: [String]) throws {
-        throw ValidationError("--image (Edit / Edit-Plus prompts) is not implemented yet")
+        try encodeEditPrompts(prompts)
     }
 
-    private func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {
+    func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {
         let shape = [e.batch, e.length, e.hidden]
         switch dtype {
         case .f32: try writer.add("\(prefix)prompt_embeds", f32: e.embeds, shape: shape)

@@ -128,10 +128,13 @@ private func segments(_ lengths: [Int], first: Int32 = 0) -> [Int32] {
     }
 
     #if arch(x86_64)
-    /// Each tier's twin on one-head pieces of up to 64 rows (what the dispatcher hands it).
+    /// Each tier's twin on one-head pieces of up to 128 rows (what the dispatcher hands it).
     @Test func tiersMatchNaive() {
-        let scratchCases = Self.cases.filter { $0.hq == 1 && $0.hkv == 1 && $0.lq <= 64 } + [
+        let scratchCases = Self.cases.filter { $0.hq == 1 && $0.hkv == 1 && $0.lq <= 128 } + [
             AttnCase(lq: 64, lk: 129, hq: 1, hkv: 1, d: 63, causal: true, qOffset: 65),
+            AttnCase(lq: 128, lk: 150, hq: 1, hkv: 1, d: 40, causal: true, qOffset: 22),
+            AttnCase(lq: 101, lk: 77, hq: 1, hkv: 1, d: 24, kvLen: 70,
+                     qSeg: segments([30, 71]), kSeg: segments([40, 37])),
             AttnCase(lq: 3, lk: 257, hq: 1, hkv: 1, d: 2, kvLen: 250),
         ]
         typealias Twin = @convention(c) (UnsafePointer<qk_attn_params>?, UnsafePointer<Float>?, UnsafePointer<Float>?,

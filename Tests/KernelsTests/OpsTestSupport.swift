@@ -57,6 +57,10 @@ func relL2(_ a: [Float], _ b: [Double]) -> Double {
 /// Runs `body` with 1 and then 2 threads and returns both results, retrying when another suite changed
 /// the process-wide tier in between (the comparison is only meaningful under one tier).
 func oneAndTwoThreads<T>(_ body: () -> T) -> (T, T) {
+    withKernelState { oneAndTwoThreadsLocked(body) }
+}
+
+private func oneAndTwoThreadsLocked<T>(_ body: () -> T) -> (T, T) {
     let saved = qk_get_threads()
     defer { qk_set_threads(saved) }
     var last: (T, T)? = nil

@@ -261,6 +261,11 @@ func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
         #expect(j.code == 1)
         let obj = try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as! [String: Any]
         #expect(obj["ok"] as? Bool == false)
+        // A carried file that changed is reported against the hash recorded at conversion.
+        try "{}".write(to: pack.appendingPathComponent("tokenizer/vocab.json"), atomically: true, encoding: .utf8)
+        let r2 = try runQwenQuant(["verify", pack.path])
+        #expect(r2.code == 1)
+        #expect(r2.stderr.contains("tokenizer/vocab.json: differs from the source file it was copied from"))
         // A truncated shard is refused when the component opens.
         try d.prefix(d.count - 10).write(to: shardFile)
         let m2 = errorText { _ = try Pack(path: pack.path).component("text_encoder") }

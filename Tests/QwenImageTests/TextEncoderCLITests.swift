@@ -98,7 +98,7 @@ struct TextEncoderCLITests {
             (["--prompts-file", badFile], "line 2"),
             (["--prompts-file", badFile + ".missing"], "cannot read"),
             (["--prompt", "a cat", "--max-ram", "2M"], "too small"),
-            (["--prompt", "a cat", "--image", "x.png"], "not implemented"),
+            (["--prompt", "a cat", "--image", "x.png"], "x.png: file not found"),  // the vision path reads the image
             (["--prompt", "a cat", "--max-sequence-length", "2000"], "1024"),
             (["--prompt", "a cat", "--negative-prompt", ""], "--negative-prompt is empty"),
         ]
@@ -116,6 +116,23 @@ struct TextEncoderCLITests {
         #expect(r2.status == 1 && r2.stderr.contains("output folder does not exist"), "\(r2.stderr)")
         let r3 = try run(["encode", "--pack", tempFile("no-pack"), "--prompt", "a cat", "--out", out])
         #expect(r3.status == 1 && r3.stderr.hasPrefix("error: ") && !FileManager.default.fileExists(atPath: out), "\(r3.stderr)")
+    }
+
+    @Test("1 and 2 threads give bit-identical embeddings (q4 pack)")
+    func threadInvariance() throws {
+        let packPath = try TF.pack("q4")
+        let prompts = try TF.singlePrompts().map(\.prompt)
+        let file = tempFile("threads.jsonl")
+        let lines = try prompts.map { String(decoding: try JSONSerialization.data(withJSONObject: $0, options: [.fragmentsAllowed]), as: UTF8.self) }
+        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        var outputs: [[Float]] = []
+        for t in ["1", "2"] {
+            let out = tempFile("threads-\(t).safetensors")
+            let r = try run(["encode", "--pack", packPath, "--prompts-file", file, "--out", out, "--threads", t])
+            #expect(r.status == 0, "\(r.stderr)")
+            outputs.append(try SafetensorsFile(path: out).floats("prompt_embeds"))
+        }
+        #expect(outputs[0] == outputs[1])
     }
 
     @Test("a corrupted layer shard: the checksum error names the tensor, no output")

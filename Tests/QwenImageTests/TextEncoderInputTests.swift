@@ -129,15 +129,16 @@ struct TextEncoderBadInputTests {
     func budget() throws {
         let packPath = try TF.pack("f32")
         let model = try LanguageModel(pack: try Pack(path: packPath), packPath: packPath)
-        let layer = model.largestLayerBytes()
-        #expect(layer > 0)
-        #expect { try TextEncoderPlan.choose(config: model.config, layerBytes: layer, embedBytes: 200_000,
+        let w = model.weightFootprint()
+        #expect(w.layerBytes > 0 && w.embedBytes >= 3072 * 64 * 4 && w.embedRowBytes == 64 * 4 && !w.compressed)
+        let tiny = TextWeightFootprint(layerBytes: w.layerBytes, embedBytes: 200_000)
+        #expect { try TextEncoderPlan.choose(config: model.config, weights: tiny,
                                              sequenceLengths: [41, 54], budget: 1 << 20, baselineBytes: 8 << 20) }
             throws: { e in
                 guard case QwenImageError.budget(let m) = e else { return false }
                 return m.contains("--max-ram") && m.contains("too small")
             }
-        let roomy = try TextEncoderPlan.choose(config: model.config, layerBytes: layer, embedBytes: 200_000,
+        let roomy = try TextEncoderPlan.choose(config: model.config, weights: tiny,
                                                sequenceLengths: [41, 54], budget: 1 << 30, baselineBytes: 8 << 20)
         #expect(roomy.prefetch && roomy.rowsPerPass == Int.max)
         #expect(roomy.passes([41, 54]) == [[0, 1]])
@@ -146,20 +147,39 @@ struct TextEncoderBadInputTests {
         #expect(p.passes([41, 54, 30, 120, 10, 95]) == [[0, 1], [2], [3], [4], [5]])
         p.rowsPerPass = 1
         #expect(p.passes([5, 6, 7]) == [[0], [1], [2]])
-        // 7B shapes, q8 with groups of 32 (9 bits per weight), 256-token prompt: fits 900 MiB by not
-        // prefetching layer 0 while the 585 MiB embedding table is resident, still prefetching later.
+        // 7B shapes, q8 with groups of 32 (9 bits per weight), 256-token prompt, zstd pack: fits 1.5 GiB by
+        // not prefetching layer 0 while the 585 MiB embedding buffer and its file are resident.
         let big = TextConfig(vocabSize: 152064, hiddenSize: 3584, intermediateSize: 18944, numHiddenLayers: 28,
                              numAttentionHeads: 28, numKeyValueHeads: 4, mropeSection: [16, 24, 24])
         let q8Layer = 233_046_016 * 9 / 8, q8Embed = 152064 * 3584 * 9 / 8
-        let plan = try TextEncoderPlan.choose(config: big, layerBytes: q8Layer, embedBytes: q8Embed,
-                                              sequenceLengths: [256 + 39], budget: 900 << 20, baselineBytes: 60 << 20)
-        #expect(plan.estimatedBytes <= 900 << 20)
+        let zq8 = TextWeightFootprint(layerBytes: q8Layer, embedBytes: q8Embed, embedRowBytes: 3584 * 9 / 8,
+                                      compressed: true, layerFileBytes: q8Layer * 9 / 10, embedFileBytes: q8Embed * 9 / 10)
+        let plan = try TextEncoderPlan.choose(config: big, weights: zq8, sequenceLengths: [256 + 39],
+                                              budget: 1536 << 20, baselineBytes: 60 << 20)
+        #expect(plan.estimatedBytes <= 1536 << 20)
         #expect(plan.prefetch && !plan.prefetchDuringEmbedding && plan.rowsPerPass == Int.max)
-        // 10 prompts of 295 tokens under 1 GiB: a few prompts per pass instead of all at once.
-        let many = try TextEncoderPlan.choose(config: big, layerBytes: q8Layer, embedBytes: q8Embed,
+        // Raw q8 pack: the embedding costs only the rows read. 10 prompts of 295 tokens under 1 GiB: a
+        // few prompts per pass instead of all at once.
+        let rq8 = TextWeightFootprint(layerBytes: q8Layer, embedBytes: q8Embed, embedRowBytes: 3584 * 9 / 8)
+        #expect(rq8.embeddingResident(tokens: 295) < 32 << 20)
+        let single = try TextEncoderPlan.choose(config: big, weights: rq8, sequenceLengths: [295], budget: 1 << 30,
+                                                baselineBytes: 60 << 20)
+        #expect(single.prefetch && single.prefetchDuringEmbedding && single.estimatedBytes < 800 << 20)
+        let many = try TextEncoderPlan.choose(config: big, weights: rq8,
                                               sequenceLengths: Array(repeating: 295, count: 10), budget: 1 << 30,
                                               baselineBytes: 60 << 20)
         #expect(many.estimatedBytes <= 1 << 30 && many.rowsPerPass < 10 * 295 && many.rowsPerPass > 295)
         #expect(many.passes(Array(repeating: 295, count: 10)).count > 1)
+        // zstd: the embedding's decompression buffer stays pooled and holds a layer afterwards.
+        let zw = TextWeightFootprint(layerBytes: q8Layer, embedBytes: q8Embed, compressed: true,
+                                     layerFileBytes: q8Layer / 2, embedFileBytes: q8Embed / 2)
+        let z = TextEncoderPlan.estimate(config: big, weights: zw, sequenceLengths: [295], baselineBytes: 0,
+                                         prefetch: true, prefetchDuringEmbedding: true, mlpChunkRows: 512)
+        #expect(z.weightBytes == q8Embed + q8Layer + q8Layer / 2)
+        #expect(z.embeddingPhaseBytes >= q8Embed + q8Embed / 2 + q8Layer + q8Layer / 2)
+        // The footprint of a real zstd pack comes from its manifest.
+        let zp = try TF.pack("q8", zstd: 3)
+        let zf = try LanguageModel(pack: try Pack(path: zp), packPath: zp).weightFootprint()
+        #expect(zf.compressed && zf.embedFileBytes > 0 && zf.layerFileBytes > 0)
     }
 }

@@ -29,8 +29,11 @@ enum TextEncoderFixtures {
         let url = FileManager.default.temporaryDirectory
             .appendingPathComponent("textlm-tests-\(getpid())-\(UInt32.random(in: 0 ... .max))")
         try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        tempRootPath = url.path
+        atexit { try? FileManager.default.removeItem(atPath: TextEncoderFixtures.tempRootPath) }
         return url
     }()
+    nonisolated(unsafe) private static var tempRootPath = ""
 
     /// A pack of the tiny model in `scheme` ("f32", "bf16", "q8", "q4"), optionally zstd-compressed,
     /// with the given components; converted on first use.

@@ -99,7 +99,7 @@ struct TextEncoderParityTests {
         // (prefetch, tokens per pass, MLP chunk rows): one pass for all three prompts (41 + 54 + 83
         // tokens), one per prompt, and two passes ([p0, p1], [p2]).
         for (prefetch, rows, chunk) in [(false, Int.max, 512), (true, 1, 16), (false, 1, 7), (true, 100, 33)] {
-            let plan = TextEncoderPlan.estimate(config: config, layerBytes: 0, embedBytes: 0,
+            let plan = TextEncoderPlan.estimate(config: config, weights: TextWeightFootprint(layerBytes: 0, embedBytes: 0),
                                                 sequenceLengths: [1], baselineBytes: 0,
                                                 prefetch: prefetch, rowsPerPass: rows, mlpChunkRows: chunk)
             let e = try TF.encode(prompts, pack: try TF.pack("f32"), plan: plan)

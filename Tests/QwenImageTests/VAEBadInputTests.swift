@@ -70,3 +70,15 @@ import Testing
         }
     }
 }
+
+/// The synthetic-checkpoint layout (benchmarks) lists exactly the fixture checkpoint's tensors.
+@Test func vaeHubLayoutMatchesTheFixture() throws {
+    for component in ["vae", "vae_rgba"] {
+        let ck = try VAEFixture.checkpoint(component)
+        let listed = try VAEFixture.config(component).hubTensorShapes()
+        #expect(Set(listed.map(\.name)) == Set(ck.tensorNames), "\(component)")
+        for (name, shape) in listed where ck.contains(name) {
+            #expect(try ck.info(name).shape == shape, "\(component) \(name)")
+        }
+    }
+}

@@ -116,8 +116,8 @@ func pixelValuesFromInputImage(_ name: String) throws {
     #expect(throws: QwenImageError.self) {
         _ = try VisionInput.prepare(images: [tiny], paths: ["tiny.png"], mode: .edit, preresize: false, processor: proc)
     }
-    // The pipelines' first resize brings the small image to a 1024² area, which the processor accepts.
-    let ok = try VisionInput.prepare(images: [tiny], paths: ["tiny.png"], mode: .edit, preresize: true, processor: proc)
+    // The pipelines' first resize brings the small image to a 384² area (Edit-Plus), which the processor accepts.
+    let ok = try VisionInput.prepare(images: [tiny], paths: ["tiny.png"], mode: .editPlus, preresize: true, processor: proc)
     #expect(ok.grids.count == 1 && ok.resized[0].width % 28 == 0)
     let thin = VisionSourceImage(width: 29 * 201, height: 29, channels: 3,
                                  pixels: [UInt8](repeating: 9, count: 29 * 201 * 29 * 3))

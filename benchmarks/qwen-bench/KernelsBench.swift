@@ -147,7 +147,7 @@ struct MatmulBench {
     mutating func run(shape: BenchShape, scheme: BenchScheme, weights: [Float], ms: [Int], threads: [Int]) throws {
         let n = shape.n, k = shape.k
         let bytes = qk_weight_bytes(scheme.scheme, scheme.group, Int64(n), Int64(k))
-        let copies = ms.min()! <= 64 ? max(1, min(64, (rotateBytes + bytes - 1) / bytes)) : 1
+        let copies = ms.min()! <= 64 ? max(1, min(1024, (rotateBytes + bytes - 1) / bytes)) : 1
         var bufs: [UnsafeMutableRawPointer] = []
         defer { bufs.forEach { $0.deallocate() } }
         let first = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)

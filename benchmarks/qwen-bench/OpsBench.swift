@@ -37,11 +37,12 @@ struct OpsBench: ParsableCommand {
         let cases = opsBenchCases(quick: quick).filter { c in only.map { c.group.contains($0) || c.name.contains($0) } ?? true }
         var rows: [[String: Any]] = []
         var md = "# qwen-bench ops\n\nTier `\(String(cString: qk_isa_name()))`, \(quick ? "quick" : "full") shapes, median of \(repeats) runs. "
-        md += "f32 peak: \(peak.describe()).\n\n"
+        md += "f32 peak: \(peak.describe()). Read bandwidth (by CPU time): "
+        md += peak.readByThreads.keys.sorted().map { "\($0) thread(s) \(String(format: "%.1f", peak.readByThreads[$0]!)) GB/s" }.joined(separator: ", ") + ".\n\n"
         md += "Wall-time figures include time other processes held the cores (the machine is shared); \"by CPU\" rates divide the "
-        md += "work by the process CPU time per thread, and the % of the f32 FMA peak compares CPU-time rates on both sides "
+        md += "work by the process CPU time per thread, and the % of the f32 FMA peak (and of the read bandwidth: bytes read + written vs the measured read-only rate) compares CPU-time rates on both sides "
         md += "(as `qwen-bench limits` does).\n\n"
-        md += "| group | case | shape | threads | ms (median) | ms (min) | GFLOP/s | GFLOP/s by CPU | % f32 peak | GB/s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        md += "| group | case | shape | threads | ms (median) | ms (min) | GFLOP/s | GFLOP/s by CPU | % f32 peak | GB/s | GB/s by CPU | % read BW |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for c in cases {
             let run = c.setup()
             defer { run.teardown() }
@@ -54,19 +55,23 @@ struct OpsBench: ParsableCommand {
                 let gflopsCPU = c.flops > 0 ? c.flops / cpuMed / 1e6 : nil
                 let pct = gflopsCPU.flatMap { g in peak.gflops(threads: t).map { 100 * g / $0 } }
                 let gbps = c.bytes > 0 ? c.bytes / med / 1e6 : nil
+                let gbpsCPU = c.bytes > 0 ? c.bytes / cpuMed / 1e6 : nil
+                let pctRead = gbpsCPU.flatMap { g in peak.readGBs(threads: t).map { 100 * g / $0 } }
                 var row: [String: Any] = ["group": c.group, "name": c.name, "shape": c.shape, "threads": t,
                                           "ms": med, "ms_min": best, "cpu_ms_per_thread": cpuMed]
                 if let g = gflops { row["gflops"] = g }
                 if let g = gflopsCPU { row["gflops_cpu"] = g }
                 if let p = pct { row["pct_f32_peak_cpu"] = p }
                 if let b = gbps { row["gbps"] = b }
+                if let b = gbpsCPU { row["gbps_cpu"] = b }
+                if let p = pctRead { row["pct_read_bw_cpu"] = p }
                 rows.append(row)
                 let f = { (v: Double?, d: Int) in v.map { String(format: "%.\(d)f", $0) } ?? "" }
-                md += "| \(c.group) | \(c.name) | \(c.shape) | \(t) | \(f(med, 2)) | \(f(best, 2)) | \(f(gflops, 1)) | \(f(gflopsCPU, 1)) | \(f(pct, 0)) | \(f(gbps, 1)) |\n"
+                md += "| \(c.group) | \(c.name) | \(c.shape) | \(t) | \(f(med, 2)) | \(f(best, 2)) | \(f(gflops, 1)) | \(f(gflopsCPU, 1)) | \(f(pct, 0)) | \(f(gbps, 1)) | \(f(gbpsCPU, 1)) | \(f(pctRead, 0)) |\n"
                 var line = "\(c.group) \(c.name) [\(c.shape)] threads=\(t): \(f(med, 2)) ms"
                 if let g = gflops, let gc = gflopsCPU { line += String(format: ", %.1f GFLOP/s (%.1f by CPU time)", g, gc) }
                 if let p = pct { line += String(format: ", %.0f%% of the f32 peak", p) }
-                if let b = gbps { line += String(format: ", %.1f GB/s", b) }
+                if let b = gbps, let bc = gbpsCPU { line += String(format: ", %.1f GB/s (%.1f by CPU time)", b, bc) }
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
         }
@@ -117,6 +122,7 @@ private func opsProcessCPUSeconds() -> Double {
 /// "cpuMedian", else "median").
 struct OpsPeak {
     var byThreads: [Int: Double] = [:]
+    var readByThreads: [Int: Double] = [:]
     var source = "not measured (run `qwen-bench limits`)"
 
     static func load(from url: URL) -> OpsPeak {
@@ -127,20 +133,22 @@ struct OpsPeak {
                 if let t = (d["threads"] as? NSNumber)?.intValue {
                     for (k, v) in d {
                         let key = k.lowercased()
-                        guard key.contains("gflop"), key.contains("fma") || key.contains("f32") else { continue }
                         var value = (v as? NSNumber)?.doubleValue
                         if let r = v as? [String: Any] { value = (r["cpuMedian"] as? NSNumber ?? r["median"] as? NSNumber)?.doubleValue }
-                        if let n = value { p.byThreads[t] = n }
+                        guard let n = value else { continue }
+                        if key.contains("gflop"), key.contains("fma") || key.contains("f32") { p.byThreads[t] = n }
+                        if key.contains("read"), key.contains("gb") { p.readByThreads[t] = n }
                     }
                 }
                 d.values.forEach(walk)
             } else if let a = o as? [Any] { a.forEach(walk) }
         }
         walk(obj)
-        if !p.byThreads.isEmpty { p.source = url.path }
+        if !p.byThreads.isEmpty { p.source = url.relativePath }
         return p
     }
     func gflops(threads: Int) -> Double? { byThreads[threads] }
+    func readGBs(threads: Int) -> Double? { readByThreads[threads] }
     func describe() -> String {
         byThreads.isEmpty ? source : byThreads.keys.sorted().map { "\($0) thread(s) \(String(format: "%.0f", byThreads[$0]!)) GFLOP/s" }.joined(separator: ", ") + " (by CPU time, \(source))"
     }

@@ -17,6 +17,9 @@
 
 /* Largest head dimension the attention kernels accept (larger d is rejected with zeros + a message). */
 #define QK_ATTN_MAX_D 1024
+/* Attention pieces: up to QK_ATTN_BQ query rows of one head; keys in tiles of QK_ATTN_BK. */
+#define QK_ATTN_BQ 128
+#define QK_ATTN_BK 64
 size_t qk_attention_scratch_bytes(int64_t d);
 
 #define QK_OPS_DECLARE(sfx)                                                                                    \

@@ -13,11 +13,12 @@ public struct PackTensorSlot: Sendable {
     }
 }
 
-/// Writes one shard (docs/FORMAT.md §4). Payloads are produced in place in a shared, writable mapping
-/// of the uncompressed shard file (space reserved up front with posix_fallocate, so a full disk is an
-/// error here and never a SIGBUS later); the caller drops finished pages with `dropPages()` to keep the
-/// resident set small. With zstd, the uncompressed file is a temporary that `finish` compresses frame
-/// by frame into the final file and deletes.
+/// Writes one shard (docs/FORMAT.md §4). Space is reserved up front with posix_fallocate (a full disk
+/// is an error at the start); payload pieces are written with pwrite from the caller's buffers (whole
+/// pages go straight into the page cache, nothing is read back or zero-filled first); a read-only
+/// mapping serves the checksum pass and compression, dropping pages behind it to keep the resident set
+/// small. With zstd, the uncompressed file is a temporary that `finish` compresses frame by frame into
+/// the final file and deletes.
 public final class PackShardWriter: @unchecked Sendable {
     public let name: String
     public let slots: [PackTensorSlot]
@@ -30,6 +31,7 @@ public final class PackShardWriter: @unchecked Sendable {
     private let zstdLevel: Int?
     private let chunkBytes: Int
     private let base: UnsafeMutableRawPointer
+    private let fd: Int32
     private var checksums: [String?]
     private var finished = false
 
@@ -47,39 +49,61 @@ public final class PackShardWriter: @unchecked Sendable {
         fileName = name + "." + PackFormat.shardExtension
         finalPath = folder.appendingPathComponent(fileName).path
         rawPath = zstdLevel == nil ? finalPath : finalPath + ".raw"
-        let fd = open(rawPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        fd = open(rawPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw QuantError.io(path: rawPath, message: "cannot create: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
         let r = posix_fallocate(fd, 0, off_t(fileBytes))
         guard r == 0 else {
-            unlink(rawPath)
+            close(fd); unlink(rawPath)
             throw QuantError.io(path: rawPath, message: "cannot reserve \(ByteSize.format(fileBytes)): \(String(cString: strerror(r)))")
         }
-        guard let p = mmap(nil, fileBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
-            unlink(rawPath)
-            throw QuantError.io(path: rawPath, message: "cannot map for writing: \(String(cString: strerror(errno)))")
+        guard let p = mmap(nil, fileBytes, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            close(fd); unlink(rawPath)
+            throw QuantError.io(path: rawPath, message: "cannot map: \(String(cString: strerror(errno)))")
         }
         base = p
         // §4 header.
-        memset(base, 0, PackFormat.shardHeaderBytes)
-        for (i, b) in PackFormat.shardMagic.enumerated() { base.storeBytes(of: b, toByteOffset: i, as: UInt8.self) }
-        base.storeBytes(of: UInt32(PackFormat.version).littleEndian, toByteOffset: 8, as: UInt32.self)
-        base.storeBytes(of: UInt32(zstdLevel == nil ? 0 : 1).littleEndian, toByteOffset: 12, as: UInt32.self)
-        base.storeBytes(of: UInt64(payloadBytes).littleEndian, toByteOffset: 16, as: UInt64.self)
+        var header = [UInt8](repeating: 0, count: PackFormat.shardHeaderBytes)
+        header.replaceSubrange(0..<8, with: PackFormat.shardMagic)
+        header.withUnsafeMutableBytes { h in
+            h.storeBytes(of: UInt32(PackFormat.version).littleEndian, toByteOffset: 8, as: UInt32.self)
+            h.storeBytes(of: UInt32(zstdLevel == nil ? 0 : 1).littleEndian, toByteOffset: 12, as: UInt32.self)
+            h.storeBytes(of: UInt64(payloadBytes).littleEndian, toByteOffset: 16, as: UInt64.self)
+        }
+        do { try header.withUnsafeBytes { try pwriteAll($0.baseAddress!, $0.count, at: 0) } } catch {
+            munmap(base, fileBytes); close(fd); unlink(rawPath)
+            throw error
+        }
     }
 
     deinit {
         munmap(base, fileBytes)
+        close(fd)
         if !finished { unlink(rawPath) }
+    }
+
+    private func pwriteAll(_ p: UnsafeRawPointer, _ n: Int, at offset: Int) throws {
+        var done = 0
+        while done < n {
+            let w = pwrite(fd, p + done, n - done, off_t(offset + done))
+            if w < 0 {
+                if errno == EINTR { continue }
+                throw QuantError.io(path: rawPath, message: "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += w
+        }
+    }
+
+    /// Writes `count` bytes of slot i's payload starting `at` bytes into it (thread-safe: pwrite).
+    public func write(_ i: Int, at: Int, from p: UnsafeRawPointer, count: Int) throws {
+        precondition(at >= 0 && at + count <= slots[i].bytes, "write outside slot \(slots[i].name)")
+        try pwriteAll(p, count, at: offsets[i] + at)
     }
 
     /// Size of the uncompressed payload area (raw: the whole file; zstd: the decompression buffer).
     public var payloadBytes: Int { zstdLevel == nil ? fileBytes : fileBytes - PackFormat.shardHeaderBytes }
 
-    /// Where slot i's payload is written.
-    public func payload(_ i: Int) -> UnsafeMutableRawPointer { base + offsets[i] }
 
-    /// Drops resident pages of slot i (the data stays in the file / page cache).
+    /// Drops mapped pages of slot i (the data stays in the file / page cache).
     public func dropPages(_ i: Int) { dropPages(from: offsets[i], count: slots[i].bytes) }
 
     private func dropPages(from offset: Int, count: Int) {

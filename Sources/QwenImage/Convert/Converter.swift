@@ -178,10 +178,13 @@ public enum Converter {
     static func convertTensor(_ t: PlannedTensor, file: SafetensorsFile, writer: PackShardWriter, slot: Int, threads: Int,
                               progress: Quant.Progress) throws -> Double {
         let count = t.sourceShape.reduce(1, *)
-        let dst = writer.payload(slot)
         let info = try file.info(t.source)
         if t.layout == .dense {
-            try file.floats(t.source, elements: 0..<count, into: dst.assumingMemoryBound(to: Float.self))
+            var v = [Float](repeating: 0, count: count)
+            try v.withUnsafeMutableBufferPointer { b in
+                try file.floats(t.source, elements: 0..<count, into: b.baseAddress!)
+                try writer.write(slot, at: 0, from: b.baseAddress!, count: count * 4)
+            }
             progress.advance(t.sourceBytes)
             return 0  // f32 holds every f32/bf16/f16 value exactly
         }
@@ -189,20 +192,27 @@ public enum Converter {
         let srcLen = count / max(n, 1)
         let scheme = t.choice.scheme.qk, group = Int32(t.choice.group)
         let align = max(1, Int(qk_weight_row_align(scheme)))
+        // The qk_weight layout stores rows in blocks of `align` rows, block b at b·blockBytes (pack format
+        // v1, Kernels/include/qk_matmul_internal.h), so a row chunk is one contiguous byte range that a
+        // worker packs in its own buffer and writes with pwrite. Checked here, not assumed.
+        let blockBytes = Int(qk_weight_bytes(scheme, group, Int64(align), Int64(k)))
+        guard blockBytes > 0, blockBytes % PackFormat.alignment == 0, t.bytes == (n + align - 1) / align * blockBytes else {
+            throw QwenImageError.tensor(name: t.output.name,
+                message: "the kernel's weight layout is not made of \(align)-row blocks of \(blockBytes) bytes (\(t.bytes) bytes for \(n) rows): this converter needs updating")
+        }
         let chunkRows = min(n, max(align, Self.chunkElements / max(srcLen, 1) / align * align))
         let chunks = (n + chunkRows - 1) / chunkRows
         let workers = min(threads, chunks)
         let state = ChunkState(chunks: chunks)
-        let out = SendablePointer(dst)
         let bytesPerRow = srcLen * info.dtype.byteSize
-        let dropEvery = max(1, (64 << 20) / max(1, chunkRows * k * 2))
+        let chunkBytes = (chunkRows + align - 1) / align * blockBytes
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             let src = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * srcLen)
             let gathered: UnsafeMutablePointer<Float>? = t.output.transform == .identity ? nil
                 : UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * k)
             let row = UnsafeMutablePointer<Float>.allocate(capacity: k)
-            defer { src.deallocate(); gathered?.deallocate(); row.deallocate() }
-            var w = qk_weight(scheme: scheme, group: group, n: Int64(n), k: Int64(k), data: UnsafeRawPointer(out.p))
+            let packed = UnsafeMutableRawPointer.allocate(byteCount: chunkBytes, alignment: PackFormat.alignment)
+            defer { src.deallocate(); gathered?.deallocate(); row.deallocate(); packed.deallocate() }
             while let c = state.next() {
                 let row0 = c * chunkRows, nr = min(chunkRows, n - row0)
                 do {
@@ -219,11 +229,17 @@ public enum Converter {
                     }
                     rows = UnsafePointer(gp)
                 }
-                if qk_weight_pack_rows(scheme, group, Int64(n), Int64(k), Int64(row0), Int64(nr), rows, out.p) != 0 {
+                // The kernel addresses block b at base + b·blockBytes: give it a base such that this
+                // chunk's first block lands at the start of `packed` (only these blocks are touched).
+                let byteStart = row0 / align * blockBytes
+                let byteEnd = min(t.bytes, (row0 + nr + align - 1) / align * blockBytes)
+                let base = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: packed) &- UInt(byteStart))!
+                if qk_weight_pack_rows(scheme, group, Int64(n), Int64(k), Int64(row0), Int64(nr), rows, base) != 0 {
                     state.fail(QwenImageError.tensor(name: t.output.name,
-                        message: "the kernel refused to pack rows \(row0)..<\(row0 + nr) as \(t.choice.scheme.rawValue) group \(group)"))
+                        message: "rows \(row0)..<\(row0 + nr) cannot be stored as \(t.choice.scheme.rawValue): a value is not finite or beyond the f16 range (±65504); choose another scheme for it with --rule"))
                     return
                 }
+                var w = qk_weight(scheme: scheme, group: group, n: Int64(n), k: Int64(k), data: UnsafeRawPointer(base))
                 var err = 0.0, ref = 0.0
                 for r in 0..<nr {
                     qk_weight_dequant_row(&w, Int64(row0 + r), row)
@@ -233,7 +249,10 @@ public enum Converter {
                         err += d * d; ref += a * a
                     }
                 }
-                if state.finish(err: err, ref: ref) % dropEvery == 0 { writer.dropPages(slot) }
+                do { try writer.write(slot, at: byteStart, from: packed, count: byteEnd - byteStart) } catch {
+                    state.fail(error); return
+                }
+                _ = state.finish(err: err, ref: ref)
                 progress.advance(nr * bytesPerRow / t.sourceShare)
             }
         }

@@ -41,17 +41,28 @@ public enum PackVerifier {
     public static func verify(pack: Pack, source: Checkpoint?, progress: Bool? = nil) throws -> Report {
         var results: [TensorResult] = []
         var failures: [String] = []
-        var carried = Set<String>()
+        // Carried files (tokenizer, processor, each config.json) must equal the source files they were
+        // copied from, whose hashes pack.json records.
+        let recorded = Dictionary(pack.manifest.source.files.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
+        func checkCarried(_ component: String, _ name: String) {
+            let path = pack.url.appendingPathComponent(component).appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: path.path) else {
+                failures.append("\(path.path): carried file is missing")
+                return
+            }
+            // A single-component source records bare file names.
+            guard let rec = recorded["\(component)/\(name)"] ?? (recorded.count > 0 && pack.manifest.components.count == 1 ? recorded[name] : nil),
+                  let h = try? SourceHasher.hash(name, path) else { return }
+            if h.xxh64 != rec.xxh64 || h.bytes != rec.bytes {
+                failures.append("\(path.path): differs from the source file it was copied from (expected \(rec.xxh64), \(rec.bytes) bytes; found \(h.xxh64), \(h.bytes) bytes)")
+            }
+        }
         for entry in pack.manifest.components {
             if entry.kind == "files" {
-                for f in entry.files ?? [] {
-                    carried.insert("\(entry.name)/\(f)")
-                    if (try? pack.fileData(component: entry.name, name: f)) == nil {
-                        failures.append("\(pack.path)/\(entry.name)/\(f): carried file is missing")
-                    }
-                }
+                for f in entry.files ?? [] { checkCarried(entry.name, f) }
                 continue
             }
+            checkCarried(entry.name, PackFormat.configFile)
             let comp = try pack.component(entry.name)
             let srcComp = source?.components[entry.name]
             if source != nil && srcComp == nil { failures.append("component \(entry.name): not in the source checkpoint") }

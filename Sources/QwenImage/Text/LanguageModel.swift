@@ -206,18 +206,18 @@ public final class LanguageModel {
         }
     }
 
-    /// Bytes of the whole embedding tensor as stored (resident while it is read: see TextEncoderPlan).
-    public func embeddingBytes() -> Int { component.tensorInfo(Self.embedTensor)?.bytes ?? 0 }
-
-    /// Resident bytes of the largest decoder-layer shard (for --max-ram planning).
-    public func largestLayerBytes() -> Int {
-        var best = 0
-        for n in layerNames {
-            var sum = 0
-            for (name, _) in n.expected(config) { sum += component.tensorInfo(name)?.bytes ?? 0 }
-            best = max(best, sum)
-        }
-        return best
+    /// What the weights cost in memory while used (for --max-ram planning), from the pack manifest.
+    public func weightFootprint() -> TextWeightFootprint {
+        var records: [String: ShardRecord] = [:]
+        for r in component.manifest.shards { records[r.name] = r }
+        let layers = layerNames.compactMap { records[$0.shard] }
+        let embed = records[Self.embedShard]
+        return TextWeightFootprint(layerBytes: layers.map(\.payloadBytes).max() ?? 0,
+                                   embedBytes: embed?.payloadBytes ?? 0,
+                                   embedRowBytes: (component.tensorInfo(Self.embedTensor)?.bytes ?? 0) / max(config.vocabSize, 1),
+                                   compressed: component.isCompressed,
+                                   layerFileBytes: layers.map(\.fileBytes).max() ?? 0,
+                                   embedFileBytes: embed?.fileBytes ?? 0)
     }
 
     // MARK: Embedding

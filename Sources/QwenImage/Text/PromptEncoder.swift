@@ -143,7 +143,7 @@ public final class PromptEncoder {
         }
         let hidden = model.config.hiddenSize
         let cut = template.maxSequenceLength == nil ? Int.max : maxSequenceLength
-        let passes = (plan ?? TextEncoderPlan.estimate(config: model.config, layerBytes: 0, embedBytes: 0,
+        let passes = (plan ?? TextEncoderPlan.estimate(config: model.config, weights: TextWeightFootprint(layerBytes: 0, embedBytes: 0),
                                                       sequenceLengths: [], baselineBytes: 0, prefetch: model.prefetch,
                                                       rowsPerPass: TextEncoderPlan.defaultRowsPerPass,
                                                       mlpChunkRows: model.mlpChunkRows))

@@ -1,16 +1,50 @@
 import Foundation
 import Quant
 
+/// What the weights of a text-encoder pack cost in memory while they are used (from its manifest).
+public struct TextWeightFootprint: Sendable {
+    /// Resident bytes of the largest decoder-layer shard (raw: mapped pages; zstd: its buffer).
+    public var layerBytes: Int
+    /// Bytes of the embedding shard (raw: mapped; zstd: its decompression buffer).
+    public var embedBytes: Int
+    /// Bytes of one embedding row as stored.
+    public var embedRowBytes: Int
+    /// zstd packs: the compressed shard files are mapped while they are decompressed, and the loader
+    /// keeps its two largest free buffers for reuse.
+    public var compressed: Bool
+    public var layerFileBytes: Int
+    public var embedFileBytes: Int
+
+    public init(layerBytes: Int, embedBytes: Int, embedRowBytes: Int = 0, compressed: Bool = false,
+                layerFileBytes: Int = 0, embedFileBytes: Int = 0) {
+        self.layerBytes = layerBytes
+        self.embedBytes = embedBytes
+        self.embedRowBytes = embedRowBytes
+        self.compressed = compressed
+        self.layerFileBytes = compressed ? layerFileBytes : 0
+        self.embedFileBytes = compressed ? embedFileBytes : 0
+    }
+
+    /// Resident bytes while `tokens` rows are read. Raw: the loader hashes the table in 16 MiB windows
+    /// and drops the pages behind it, so only the window and the touched rows (a page each at most
+    /// beyond the row) stay. zstd: the whole buffer plus the mapped compressed file.
+    public func embeddingResident(tokens: Int) -> Int {
+        compressed ? embedBytes + embedFileBytes : min(embedBytes, (16 << 20) + tokens * (embedRowBytes + 4096))
+    }
+}
+
 /// How the text encoder runs under a memory budget (`--max-ram`), and what it expects to use.
 ///
 /// Prompts are grouped into passes of at most `rowsPerPass` tokens (a longer prompt is a pass of its
 /// own); each pass streams the weights once and runs all its prompts through each layer together.
 ///
 /// Two phases peak separately:
-///  * embedding lookup: the whole embedding tensor becomes resident (its checksum is verified on
-///    first use over the whole tensor, and a zstd shard is decompressed whole), plus layer 0 when it is
-///    prefetched meanwhile;
-///  * decoder layers: one layer shard, or two with prefetch, plus the activations of one pass.
+///  * embedding lookup: the rows read (a zstd shard is decompressed whole; see
+///    `TextWeightFootprint.embeddingResident`), plus layer 0 when it is prefetched meanwhile;
+///  * decoder layers: one layer shard, or two with prefetch, plus the activations of one pass. With
+///    a zstd pack the loader keeps its two largest decompression buffers for reuse, so the embedding
+///    table's buffer stays resident and holds one of the layers: the layers cost max(embedding, layer)
+///    + one layer with prefetch, plus the compressed file of the shard being decompressed.
 /// Both add the process baseline (runtime, tokenizer), the kept outputs and some slack. The options
 /// are tried from fastest to leanest and the first that fits is taken.
 public struct TextEncoderPlan: Sendable, CustomStringConvertible {
@@ -60,8 +94,8 @@ public struct TextEncoderPlan: Sendable, CustomStringConvertible {
         return out
     }
 
-    /// Estimate for one option. `embedBytes`: the whole embedding tensor as stored.
-    public static func estimate(config c: TextConfig, layerBytes: Int, embedBytes: Int,
+    /// Estimate for one option.
+    public static func estimate(config c: TextConfig, weights w: TextWeightFootprint,
                                 sequenceLengths: [Int], baselineBytes: Int, prefetch: Bool,
                                 prefetchDuringEmbedding: Bool = false, rowsPerPass: Int = Int.max,
                                 mlpChunkRows: Int) -> TextEncoderPlan {
@@ -78,11 +112,13 @@ public struct TextEncoderPlan: Sendable, CustomStringConvertible {
         // (the embedding rows and their per-prompt copies).
         let kept = 4 * total * c.hiddenSize * f
         let passInputs = 2 * rows * c.hiddenSize * f
-        plan.weightBytes = layerBytes * (prefetch ? 2 : 1)
+        plan.weightBytes = w.compressed
+            ? max(w.embedBytes, w.layerBytes) + (prefetch ? w.layerBytes : 0) + w.layerFileBytes
+            : w.layerBytes * (prefetch ? 2 : 1)
         plan.activationBytes = ForwardState.bytes(config: c, rows: rows, mlpChunkRows: plan.mlpChunkRows) + passInputs + kept
         let layerPhase = baselineBytes + plan.weightBytes + plan.activationBytes + slackBytes
-        plan.embeddingPhaseBytes = baselineBytes + embedBytes + (plan.prefetchDuringEmbedding ? layerBytes : 0)
-            + passInputs + kept + slackBytes
+        plan.embeddingPhaseBytes = baselineBytes + w.embeddingResident(tokens: rows)
+            + (plan.prefetchDuringEmbedding ? w.layerBytes + w.layerFileBytes : 0) + passInputs + kept + slackBytes
         plan.estimatedBytes = max(layerPhase, plan.embeddingPhaseBytes)
         return plan
     }
@@ -90,10 +126,10 @@ public struct TextEncoderPlan: Sendable, CustomStringConvertible {
     /// The fastest option whose estimate fits `budget`; without a budget, the fastest option with
     /// passes of `defaultRowsPerPass` tokens. Throws `QwenImageError.budget` naming the smallest
     /// workable budget when none fits.
-    public static func choose(config c: TextConfig, layerBytes: Int, embedBytes: Int,
+    public static func choose(config c: TextConfig, weights w: TextWeightFootprint,
                               sequenceLengths: [Int], budget: Int?, baselineBytes: Int) throws -> TextEncoderPlan {
         func plan(_ prefetch: Bool, _ overlap: Bool, _ rows: Int, _ chunk: Int) -> TextEncoderPlan {
-            estimate(config: c, layerBytes: layerBytes, embedBytes: embedBytes, sequenceLengths: sequenceLengths,
+            estimate(config: c, weights: w, sequenceLengths: sequenceLengths,
                      baselineBytes: baselineBytes, prefetch: prefetch, prefetchDuringEmbedding: overlap,
                      rowsPerPass: rows, mlpChunkRows: chunk)
         }
@@ -109,10 +145,10 @@ public struct TextEncoderPlan: Sendable, CustomStringConvertible {
         let leanest = plans.min(by: { $0.estimatedBytes < $1.estimatedBytes })!
         throw QwenImageError.budget(
             "--max-ram \(ByteSize.format(budget)) is too small for the text encoder: it needs at least "
-            + "\(ByteSize.format(leanest.estimatedBytes)) (one layer shard \(ByteSize.format(layerBytes)), the embedding "
-            + "table \(ByteSize.format(embedBytes)) while it is read, activations and outputs "
+            + "\(ByteSize.format(leanest.estimatedBytes)) (one layer shard \(ByteSize.format(w.layerBytes)), the embedding "
+            + "table \(ByteSize.format(w.embeddingResident(tokens: sequenceLengths.max() ?? 0)))\(w.compressed ? " (compressed file + buffer)" : "") while it is read, activations and outputs "
             + "\(ByteSize.format(leanest.activationBytes)) for \(sequenceLengths.count) prompt(s) of up to "
             + "\(sequenceLengths.max() ?? 0) tokens, process baseline \(ByteSize.format(baselineBytes))). Raise --max-ram, "
-            + "use a smaller pack scheme (q4 or q8), or encode fewer or shorter prompts per run.")
+            + "use a smaller pack scheme (q4 or q8)\(w.compressed ? " or an uncompressed pack" : ""), or encode fewer or shorter prompts per run.")
     }
 }

@@ -51,19 +51,3 @@ func conv3x3(_ w: Weight, _ x: UnsafePointer<Float>, input: Region, out: Region,
 func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
     for i in 0..<n { y[i] += x[i] }
 }
-
-/// Nearest ×2 of the low-resolution `input` region, restricted to the up-resolution rows `rows` and
-/// columns `cols` (2n coordinates), written dense into `y` [rows.count, cols.count, c].
-func upsampleNearest(_ x: UnsafePointer<Float>, input: Region, rows: Span, cols: Span, channels c: Int,
-                     _ y: UnsafeMutablePointer<Float>) {
-    let inW = input.x.count
-    var dst = y
-    for u in rows.lo..<rows.hi {
-        let sy = u / 2 - input.y.lo
-        let srcRow = x + sy * inW * c
-        for v in cols.lo..<cols.hi {
-            (dst).update(from: srcRow + (v / 2 - input.x.lo) * c, count: c)
-            dst += c
-        }
-    }
-}

@@ -81,10 +81,17 @@ final class DownsampleStage: VAEStage {
 /// passes through as one frame; every later frame goes through the (3, 1, 1) causal convolution
 /// (C -> 2C) whose context holds frames 1… only (upstream's "Rep" start: frame 0 is NOT in it), and its
 /// output becomes two frames, channels [:C] first, [C:] second.
-/// The ×2 image is never materialized: row bands of it are built just before the convolution reads them.
+///
+/// The ×2 image is never built. Output pixel (2i + py, 2j + px) of a 3×3 convolution over a nearest ×2
+/// image reads only low-resolution rows i + {−1, 0} (py = 0: taps {0}, {1, 2}) or i + {0, +1} (py = 1: taps
+/// {0, 1}, {2}), likewise columns; so each of the four output parities is a 2×2 convolution of the low-
+/// resolution input with summed taps (4/9 of the multiply-adds). Zero padding maps exactly: a ×2 row
+/// outside [0, 2n) is a low row outside [0, n).
 final class UpsampleStage: VAEStage {
     let conv: Conv2
     let time: TimeConv?
+    /// The four parity kernels [cout, (a, b, cin)] (a, b = low-resolution row / column offset index), f32.
+    private let parity: [Weight]
     private let cache = FrameCache()
     private var frameIndex = 0
     let dim: Int
@@ -95,7 +102,31 @@ final class UpsampleStage: VAEStage {
         self.dim = dim
         conv = try Conv2(src, name + ".resample.1", cin: dim, cout: dim / 2)
         time = temporalConv && loadTime ? try TimeConv(src, name + ".time_conv", cin: dim, cout: 2 * dim) : nil
+        let w = dequantRows(conv.w, from: 0, count: conv.cout)   // [cout, (ky, kx, cin)]
+        let cin = dim, cout = dim / 2
+        var ws: [Weight] = []
+        for py in 0..<2 {
+            for px in 0..<2 {
+                var v = [Float](repeating: 0, count: cout * 4 * cin)
+                for o in 0..<cout {
+                    for a in 0..<2 { for b in 0..<2 {
+                        for dy in Self.taps[py][a] { for dx in Self.taps[px][b] {
+                            let src = o * 9 * cin + (dy * 3 + dx) * cin
+                            let dst = o * 4 * cin + (a * 2 + b) * cin
+                            for c in 0..<cin { v[dst + c] += w[src + c] }
+                        } }
+                    } }
+                }
+                ws.append(makeWeight(name + ".resample.1.weight[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin))
+            }
+        }
+        parity = ws
     }
+
+    /// taps[parity][offset index]: the 3×3 taps that read low-resolution offset `offset(parity, index)`.
+    static let taps: [[[Int]]] = [[[0], [1, 2]], [[0, 1], [2]]]
+    /// Low-resolution offset of offset index a for parity p: p = 0 reads i − 1, i; p = 1 reads i, i + 1.
+    @inline(__always) static func offset(_ p: Int, _ a: Int) -> Int { p == 0 ? a - 1 : a }
 
     func outSize(_ s: Size) -> Size? { Size(h: 2 * s.h, w: 2 * s.w) }
     func inputRegion(_ out: Region, inSize: Size) -> Region {
@@ -105,16 +136,16 @@ final class UpsampleStage: VAEStage {
         max(input.pixels * 2 * cin, out.pixels * cout)
     }
     func cacheFloats(input: Region, out: Region, inSize: Size) -> Int { time != nil ? 2 * input.pixels * cin : 0 }
-    func macs(input: Region, out: Region, inSize: Size) -> Double { Double(out.pixels) * 9 * Double(cin * cout) }
+    func macs(input: Region, out: Region, inSize: Size) -> Double { Double(out.pixels) * 4 * Double(cin * cout) }
     func reset() { cache.reset(); frameIndex = 0 }
 
-    /// Rows of the ×2 image per band: about 2 M floats of band buffer, at least one row.
-    static func bandRows(cols: Int, channels: Int) -> Int { max(1, (1 << 21) / max(1, cols * channels) - 2) }
+    /// Low-resolution rows per band: about 2 M floats of patches.
+    private func bandRows(_ out: Region) -> Int { max(1, (1 << 21) / max(1, (out.x.count / 2 + 1) * 4 * cin)) }
 
     func bandFloats(out: Region, inSize: Size) -> Int {
-        let cols = out.x.conv3Input(2 * inSize.w).count
-        let rows = min(out.y.count, Self.bandRows(cols: cols, channels: cin)) + 2
-        return rows * cols * cin
+        let rows = min(bandRows(out), out.y.count / 2 + 1)
+        let px = rows * (out.x.count / 2 + 1)
+        return px * (4 * cin + cout)
     }
 
     func forward(_ x: FrameBuffer, input: Region, out: Region, inSize: Size, ctx: StageContext) -> [FrameBuffer] {
@@ -148,23 +179,59 @@ final class UpsampleStage: VAEStage {
         return outs
     }
 
+    /// y[out] = conv3x3(nearest×2(x)) over the output region, one parity and one band of rows at a time:
+    /// gather 2×2 low-resolution patches [pixels, 4·cin], multiply by the parity kernel, scatter.
     private func upConv(_ x: UnsafePointer<Float>, input: Region, out: Region, inSize: Size, ctx: StageContext,
                         _ y: UnsafeMutablePointer<Float>) {
-        let up = Size(h: 2 * inSize.h, w: 2 * inSize.w)
-        let cols = out.x.conv3Input(up.w)
-        let step = min(out.y.count, Self.bandRows(cols: cols.count, channels: cin))
-        let need = (step + 2) * cols.count * cin
+        let need = bandFloats(out: out, inSize: inSize)
         if ctx.band == nil || ctx.band!.capacity < need { ctx.band = FrameBuffer(capacity: need) }
-        let band = ctx.band!
-        var r0 = out.y.lo
-        while r0 < out.y.hi {
-            let r1 = min(r0 + step, out.y.hi)
-            let rows = Span(lo: r0, hi: r1).conv3Input(up.h)
-            upsampleNearest(x, input: input, rows: rows, cols: cols, channels: cin, band.ptr)
-            let bandIn = Region(y: rows, x: cols), bandOut = Region(y: Span(lo: r0, hi: r1), x: out.x)
-            conv3x3(conv.w, band.ptr, input: bandIn, out: bandOut, cin: cin, cout: cout, bias: conv.bias,
-                    accumulate: false, y + (r0 - out.y.lo) * out.x.count * cout)
-            r0 = r1
+        let inW = input.x.count, outW = out.x.count
+        let step = bandRows(out)
+        let c = cin, co = cout
+        for py in 0..<2 {
+            // Low rows i with 2i + py inside the output rows.
+            let i0 = (out.y.lo - py + 1) / 2, i1 = (out.y.hi - 1 - py) / 2 + 1
+            guard i1 > i0 else { continue }
+            for px in 0..<2 {
+                let j0 = (out.x.lo - px + 1) / 2, j1 = (out.x.hi - 1 - px) / 2 + 1
+                guard j1 > j0 else { continue }
+                let nj = j1 - j0
+                let w = parity[py * 2 + px]
+                var b0 = i0
+                while b0 < i1 {
+                    let b1 = min(b0 + step, i1)
+                    let npix = (b1 - b0) * nj
+                    let patch = ctx.band!.ptr, res = ctx.band!.ptr + npix * 4 * c
+                    // Gather: patch[(i, j), (a, b, c)] = x[i + off(py, a), j + off(px, b), c] (zero outside the image).
+                    var q = patch
+                    for i in b0..<b1 {
+                        for j in j0..<j1 {
+                            for a in 0..<2 {
+                                let li = i + Self.offset(py, a)
+                                for b in 0..<2 {
+                                    let lj = j + Self.offset(px, b)
+                                    if li < 0 || li >= inSize.h || lj < 0 || lj >= inSize.w {
+                                        q.update(repeating: 0, count: c)
+                                    } else {
+                                        q.update(from: x + ((li - input.y.lo) * inW + (lj - input.x.lo)) * c, count: c)
+                                    }
+                                    q += c
+                                }
+                            }
+                        }
+                    }
+                    conv1x1(w, patch, pixels: npix, bias: conv.bias, res)
+                    // Scatter to (2i + py, 2j + px).
+                    for i in b0..<b1 {
+                        let row = y + ((2 * i + py - out.y.lo) * outW) * co
+                        let src = res + (i - b0) * nj * co
+                        for j in j0..<j1 {
+                            (row + (2 * j + px - out.x.lo) * co).update(from: src + (j - j0) * co, count: co)
+                        }
+                    }
+                    b0 = b1
+                }
+            }
         }
     }
 }

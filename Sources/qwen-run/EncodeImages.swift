@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import Quant
+import QwenImage
+
+/// `qwen-run encode --image ...`: Edit / Edit-Plus prompt embeddings (the vision path). Kept apart from
+/// Encode.swift, which owns the text-only path and the shared options.
+extension Encode {
+    var editMode: QwenImage.EditMode {
+        mode.flatMap { QwenImage.EditMode(rawValue: $0.rawValue) } ?? ReferenceImages.defaultMode(imageCount: images.count)
+    }
+
+    func validateImageOptions() throws {
+        do { try ReferenceImages.checkCount(images.count, mode: editMode) } catch let e as QwenImageError {
+            throw ValidationError(e.description)
+        }
+        if let p = preresize, p != "auto" && p != "none" {
+            throw ValidationError("--preresize must be auto or none, found '\(p)'")
+        }
+        if let m = maxPixels, m <= 0 { throw ValidationError("--max-pixels must be positive, found \(m)") }
+        if maxSequenceLength != 1024 {
+            throw ValidationError("--max-sequence-length does not apply to Edit prompts (the Edit pipelines do not cut)")
+        }
+    }
+
+    func encodeEditPrompts(_ prompts: [String]) throws {
+        let start = WallClock()
+        let mode = editMode
+        let pack = try Pack(path: self.pack)
+        let encoder = try EditPromptEncoder(pack: pack, packPath: self.pack)
+        let visionProgress = Progress("vision", total: encoder.tower.config.depth)
+        let (imageEmbeds, input) = try ReferenceImages.embed(
+            paths: images, pack: pack, mode: mode, preresize: (preresize ?? "auto") == "auto",
+            maxPixels: maxPixels ?? ImageFile.defaultMaxPixels, tower: encoder.tower,
+            onBlock: { _ in visionProgress.advance() })
+        visionProgress.finish()
+        let visionSeconds = start.elapsed()
+
+        let negatives = negativePrompt.map { [$0] } ?? []
+        let progress = Progress("encode", total: encoder.model.config.numHiddenLayers)
+        encoder.model.onLayerDone = { _ in progress.advance() }
+        let groups = negatives.isEmpty ? [prompts] : [prompts, negatives]
+        let (results, sequences) = try encoder.encode(groups, mode: mode, grids: input.grids, imageEmbeds: imageEmbeds)
+        progress.finish()
+
+        var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt", "mode": mode.rawValue,
+                                                  "positions": "mrope (3-D, transformers 4.x / diffusers PR #14189)"])
+        try add(results[0], prefix: "", to: &writer)
+        if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
+        try writer.write(to: URL(fileURLWithPath: out), force: true)
+
+        let seconds = start.elapsed()
+        printSummary([
+            ("output", out), ("mode", mode.rawValue), ("images", images),
+            ("resized_hw", input.resized.map { [$0.height, $0.width] }),
+            ("image_grid_thw", input.grids.map { [$0.t, $0.h, $0.w] }),
+            ("image_tokens", imageEmbeds.count / encoder.model.config.hiddenSize),
+            ("prompts", prompts.count), ("negative_prompt", negativePrompt != nil),
+            ("shape", [results[0].batch, results[0].length, results[0].hidden]),
+            ("tokens", sequences.reduce(0) { $0 + $1.ids.count }),
+            ("seconds", (seconds * 1000).rounded() / 1000), ("vision_seconds", (visionSeconds * 1000).rounded() / 1000),
+            ("peak_rss_bytes", ProcessStats.peakRSS()), ("peak_rss", ByteSize.format(ProcessStats.peakRSS())),
+        ], json: common.json)
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import Quant
+import Testing
+@testable import QwenImage
+
+/// `qwen-run vae-encode` / `vae-decode` end to end (the binary `swift test` builds beside the test bundle):
+/// outputs match the references; bad input exits non-zero with a clear message and leaves no output.
+@Suite("qwen-run vae-encode / vae-decode", .serialized)
+struct VAECLITests {
+    struct Run { let status: Int32; let stdout: String; let stderr: String }
+
+    static let binary: String = {
+        var url = URL(fileURLWithPath: CommandLine.arguments.first ?? "")
+        for _ in 0 ..< 4 where !FileManager.default.fileExists(atPath: url.appendingPathComponent("qwen-run").path) {
+            url.deleteLastPathComponent()
+        }
+        let candidate = url.appendingPathComponent("qwen-run").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        var root = URL(fileURLWithPath: #filePath)
+        while root.lastPathComponent != "Tests" { root.deleteLastPathComponent() }
+        return root.deletingLastPathComponent().appendingPathComponent(".build/debug/qwen-run").path
+    }()
+
+    static let dir: URL = {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("qwen-vae-cli-\(getpid())")
+        try? FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }()
+
+    func run(_ args: [String]) throws -> Run {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["QWEN_NO_PROGRESS"] = "1"
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out; p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func path(_ name: String) -> String { Self.dir.appendingPathComponent("\(UInt32.random(in: 0 ... .max))-\(name)").path }
+
+    func writeLatents(_ name: String, _ values: [Float], shape: [Int], tensor: String = "latents") throws -> String {
+        var w = SafetensorsWriter()
+        try w.add(tensor, f32: values, shape: shape)
+        let p = path(name)
+        try w.write(to: URL(fileURLWithPath: p))
+        return p
+    }
+
+    /// No file named like the output (or its temporary) is left behind.
+    func noOutput(_ out: String) -> Bool {
+        let base = (out as NSString).lastPathComponent
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: Self.dir.path)) ?? []
+        return !left.contains { $0.contains(base) }
+    }
+
+    @Test func encodeAndDecodeMatchTheReferences() throws {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "qwen-run not built at \(Self.binary)")
+        let pack = try VAEFixture.pack(.f32).path
+        let refs = try VAEFixture.refs("vae")
+        // Encode the oracle's PNG, normalized, tiled.
+        let lat = path("enc0.safetensors")
+        let r = try run(["vae-encode", "--pack", pack, "--image", vaeFixtures.appendingPathComponent("refs/images/vae_enc0.png").path,
+                         "--out", lat, "--normalize", "--tile", "32", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let got = try SafetensorsFile(path: lat)
+        #expect(try got.info("latents").shape == [1, 16, 1, 8, 12])
+        #expect(relL2(try got.floats("latents"), try refs.floats("vae.enc0.latents_normalized")) < Tolerances.vaeF32)
+        let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        #expect(summary?["peak_rss_bytes"] as? Int ?? 0 > 0)
+        // Decode normalized latents with --denormalize to safetensors and PNG.
+        let zn = try writeLatents("zn.safetensors", try refs.floats("vae.dec0.latents_normalized"), shape: [1, 16, 1, 6, 10])
+        let sample = path("sample.safetensors")
+        let d = try run(["vae-decode", "--pack", pack, "--latents", zn, "--out", sample, "--denormalize", "--max-ram", "1G"])
+        #expect(d.status == 0, "\(d.stderr)")
+        #expect(relL2(try SafetensorsFile(path: sample).floats("sample"), try refs.floats("vae.dec0.sample")) < Tolerances.vaeF32)
+        let png = path("dec0.png")
+        let p = try run(["vae-decode", "--pack", pack, "--latents", zn, "--out", png, "--denormalize"])
+        #expect(p.status == 0, "\(p.stderr)")
+        let ours = try ImageFile.read(path: png)
+        let theirs = try ImageFile.read(path: vaeFixtures.appendingPathComponent("refs/images/vae_dec0.png").path)
+        let maxDiff = zip(ours.pixels, theirs.pixels).map { abs(Int($0) - Int($1)) }.max() ?? 255
+        #expect(maxDiff <= 1, "decoded PNG differs from the pipeline's by up to \(maxDiff) grey levels")
+        let p16 = path("dec0-16.png")
+        #expect(try run(["vae-decode", "--pack", pack, "--latents", zn, "--out", p16, "--denormalize", "--png16"]).status == 0)
+    }
+
+    @Test func badInputFailsCleanly() throws {
+        let pack = try VAEFixture.pack(.f32).path
+        let good = Array(repeating: Float(0.1), count: 16 * 4 * 4)
+        func expectFailure(_ args: [String], out: String, mentions: String, _ what: String) throws {
+            let r = try run(args)
+            #expect(r.status != 0, "\(what): exit \(r.status)")
+            #expect(r.stderr.contains(mentions), "\(what): stderr was \(r.stderr)")
+            #expect(noOutput(out), "\(what): left an output behind")
+        }
+        var out = path("x.png")
+        let wrongC = try writeLatents("c15.safetensors", Array(good.prefix(15 * 16)), shape: [1, 15, 1, 4, 4])
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", wrongC, "--out", out], out: out, mentions: "z_dim = 16", "wrong channels")
+        let wrongRank = try writeLatents("r3.safetensors", good, shape: [16, 4, 4])
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", wrongRank, "--out", out], out: out, mentions: "expected shape", "wrong rank")
+        var nan = good
+        nan[7] = .nan
+        let nanFile = try writeLatents("nan.safetensors", nan, shape: [1, 16, 1, 4, 4])
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", nanFile, "--out", out], out: out, mentions: "non-finite", "NaN")
+        var inf = good
+        inf[3] = -.infinity
+        let infFile = try writeLatents("inf.safetensors", inf, shape: [1, 16, 4, 4])
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", infFile, "--out", out], out: out, mentions: "non-finite", "inf")
+        let noLatents = try writeLatents("other.safetensors", good, shape: [1, 16, 1, 4, 4], tensor: "x")
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", noLatents, "--out", out], out: out, mentions: "latents", "missing tensor")
+        let ok = try writeLatents("ok.safetensors", good, shape: [1, 16, 1, 4, 4])
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", ok, "--out", out, "--max-ram", "1M"], out: out,
+                          mentions: "--max-ram", "budget too small")
+        let clip = try writeLatents("clip.safetensors", good + good, shape: [1, 16, 2, 4, 4])
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", clip, "--out", out], out: out, mentions: ".safetensors", "clip to PNG")
+        try expectFailure(["vae-decode", "--pack", pack, "--latents", ok, "--out", out, "--component", "vae_x"], out: out,
+                          mentions: "vae_x", "missing component")
+        // Images: too small (7 px side), too many pixels, not an image.
+        out = path("l.safetensors")
+        var tiny = Image8(width: 7, height: 16, channels: 3, pixels: [UInt8](repeating: 9, count: 7 * 16 * 3))
+        let tinyPNG = path("tiny.png")
+        try ImageFile.writePNG(tiny, to: tinyPNG)
+        try expectFailure(["vae-encode", "--pack", pack, "--image", tinyPNG, "--out", out], out: out, mentions: "too small", "tiny image")
+        tiny = Image8(width: 64, height: 64, channels: 3, pixels: [UInt8](repeating: 9, count: 64 * 64 * 3))
+        let big = path("big.png")
+        try ImageFile.writePNG(tiny, to: big)
+        try expectFailure(["vae-encode", "--pack", pack, "--image", big, "--out", out, "--max-pixels", "1000"], out: out,
+                          mentions: "pixels", "huge image")
+        let notImage = path("not.png")
+        try Data("hello".utf8).write(to: URL(fileURLWithPath: notImage))
+        try expectFailure(["vae-encode", "--pack", pack, "--image", notImage, "--out", out], out: out, mentions: "not.png", "not an image")
+        // Refuses to overwrite without --force.
+        try Data("keep".utf8).write(to: URL(fileURLWithPath: out))
+        let r = try run(["vae-encode", "--pack", pack, "--image", big, "--out", out])
+        #expect(r.status != 0 && r.stderr.contains("--force"))
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == "keep")
+    }
+}
