@@ -413,7 +413,7 @@ struct ReportWriter {
     func vaeSection() -> String {
         var s = ""
         var any = false
-        for name in data.files.keys.sorted() where name == "vae" || name.hasPrefix("vae_") {
+        for name in data.files.keys.sorted() where (name == "vae" || name.hasPrefix("vae_")) && !data.records(name).isEmpty {
             any = true
             s += header(name, "VAE speed (full-size synthetic, `qwen-run vae-encode` / `vae-decode`)" + (name == "vae" ? "" : " — `\(name)`"))
             var rows: [[String]] = []
@@ -432,6 +432,7 @@ struct ReportWriter {
             s += "\n"
         }
         if !any { return "## VAE speed (full-size synthetic)\n\n\(notMeasured); no `results/vae.json` yet.\n\n" }
+        s += "These runs use qwen-run's default memory plan (no `--max-ram`). The VAE helper's own run of the same decodes under `--max-ram 512M` (tiled, exact), with CPU-time numbers, is in [`results/vae.md`](results/vae.md) (`results/vae_tiled_512M.json`).\n\n"
         s += "Targets (issue 6): 1024² and 2048² decodes within 512 MiB peak RSS (tiled); at least 4× faster than PyTorch fp32 untiled (≈ 93 s decode 1024², ≈ 51 s encode 1024², as reported in issue 6).\n\n"
         return s
     }
