@@ -45,7 +45,7 @@ struct ReportWriter {
         }
         if synthAcc.isEmpty {
             s += "## Accuracy: full-size synthetic models (with and without outlier channels)\n\n"
-            s += "Not measured in this run: each full-size quantized conversion (with the packer's scale search) cost tens of CPU-minutes on the shared machine. "
+            s += "Not measured in this run: each full-size quantized conversion took tens of minutes of wall time on the shared machine (q4-g32 in the conversion table), too long for the time available. "
             s += "`qwen-bench synth --outliers` writes the outlier variant and `benchmarks/scripts/run_all.sh` runs both comparisons (`accuracy_synth`, `accuracy_synth_outliers`, against the bf16 pack).\n\n"
         }
         s += weightsSection()
@@ -244,7 +244,7 @@ struct ReportWriter {
         }
         s += F.table(["case", "wall time", "CPU time", "source MB per CPU-s", "peak RSS", "pack size", "bits/weight", "text / vae bits/w", "zstd ratio"], rows)
         s += "\nTarget (issue 2): peak RSS under 1 GiB while converting the 7B text encoder; throughput limited by the disk, not the CPU. "
-        s += "Only the packs the speed runs need were converted at full size: at this machine's shared CPU a quantized full-size conversion (with the packer's scale search) takes tens of CPU-minutes; the sizes of every other case are exact from the plan above.\n\n"
+        s += "Only the packs the speed runs need were converted at full size: on this shared machine a quantized full-size conversion (with the packer's scale search) took tens of minutes of wall time (see q4-g32 above); the sizes of every other case are exact from the plan above.\n\n"
         return s
     }
 
