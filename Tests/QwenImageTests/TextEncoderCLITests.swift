@@ -8,36 +8,11 @@ import Testing
 
 @Suite("qwen-run encode", .serialized)
 struct TextEncoderCLITests {
-    struct Run { let status: Int32; let stdout: String; let stderr: String }
+    typealias Run = QwenRunProcess.Run
 
-    static let binary: String = {
-        // The test bundle lives in the build products folder, beside the executables.
-        var url = URL(fileURLWithPath: CommandLine.arguments.first ?? "")
-        for _ in 0 ..< 4 where !FileManager.default.fileExists(atPath: url.appendingPathComponent("qwen-run").path) {
-            url.deleteLastPathComponent()
-        }
-        let candidate = url.appendingPathComponent("qwen-run").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        // Fall back to the package's debug build folder.
-        var root = URL(fileURLWithPath: #filePath)
-        while root.lastPathComponent != "Tests" { root.deleteLastPathComponent() }
-        return root.deletingLastPathComponent().appendingPathComponent(".build/debug/qwen-run").path
-    }()
+    static let binary = QwenRunProcess.binary
 
-    func run(_ args: [String]) throws -> Run {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["QWEN_NO_PROGRESS"] = "1"
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
+    func run(_ args: [String]) throws -> Run { try QwenRunProcess.run(args) }
 
     func tempFile(_ name: String) -> String { TF.tempRoot.appendingPathComponent("\(UInt32.random(in: 0 ... .max))-\(name)").path }
 
