@@ -432,7 +432,7 @@ struct ReportWriter {
             s += "\n"
         }
         if !any { return "## VAE speed (full-size synthetic)\n\n\(notMeasured); no `results/vae.json` yet.\n\n" }
-        s += "These runs use qwen-run's default memory plan (no `--max-ram`). The VAE helper's own run of the same decodes under `--max-ram 512M` (tiled, exact), with CPU-time numbers, is in [`results/vae.md`](results/vae.md) (`results/vae_tiled_512M.json`).\n\n"
+        s += "Runs whose command has no `--max-ram` use qwen-run's default memory plan (the whole image when it fits). The VAE helper's own run of the same decodes under `--max-ram 512M` (tiled, exact), with CPU-time numbers, is in [`results/vae.md`](results/vae.md) (`results/vae_tiled_512M.json`).\n\n"
         s += "Targets (issue 6): 1024² and 2048² decodes within 512 MiB peak RSS (tiled); at least 4× faster than PyTorch fp32 untiled (≈ 93 s decode 1024², ≈ 51 s encode 1024², as reported in issue 6).\n\n"
         return s
     }
