@@ -1,3 +1,4 @@
+import CImageShim
 import Foundation
 import Quant
 
@@ -111,6 +112,19 @@ public enum ImageFile {
         else if ascii(4..<8) == "ftyp" { guess = " (HEIF/AVIF)" }
         else if head.starts(with: [0x89, 0x50, 0x4E, 0x47]) { guess = " (a damaged PNG signature)" }
         return .other("bytes \(hex)\(guess)")
+    }
+
+    /// Turns a decoder shim's status into the error that names the file (shared by PNG and JPEG).
+    static func checkDecoded(_ status: Int32, format: String, name: String, width: Int, height: Int,
+                             hasPixels: Bool, maxPixels: Int, message: @autoclosure () -> String) throws {
+        switch status {
+        case Int32(QI_OK): break
+        case Int32(QI_TOO_LARGE): throw tooLarge(name, width: width, height: height, maxPixels: maxPixels)
+        default: throw QwenImageError.image(path: name, message: "invalid \(format): \(message())")
+        }
+        guard width > 0, height > 0, hasPixels else {
+            throw QwenImageError.image(path: name, message: "invalid \(format): zero size (\(width) x \(height))")
+        }
     }
 
     static func tooLarge(_ name: String, width: Int, height: Int, maxPixels: Int) -> QwenImageError {

@@ -9,17 +9,10 @@ enum JPEGCodec {
             qi_jpeg_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, Int64(maxPixels), &jpeg)
         }
         defer { qi_free(jpeg.pixels) }
-        switch status {
-        case Int32(QI_OK): break
-        case Int32(QI_TOO_LARGE):
-            throw ImageFile.tooLarge(name, width: Int(jpeg.width), height: Int(jpeg.height), maxPixels: maxPixels)
-        default:
-            throw QwenImageError.image(path: name, message: "invalid JPEG: \(cMessage(&jpeg.message))")
-        }
         let width = Int(jpeg.width), height = Int(jpeg.height), channels = Int(jpeg.channels)
-        guard width > 0, height > 0, let base = jpeg.pixels else {
-            throw QwenImageError.image(path: name, message: "invalid JPEG: zero size (\(width) x \(height))")
-        }
+        try ImageFile.checkDecoded(status, format: "JPEG", name: name, width: width, height: height,
+                                   hasPixels: jpeg.pixels != nil, maxPixels: maxPixels, message: cMessage(&jpeg.message))
+        let base = jpeg.pixels!
         let count = width * height
         let outChannels = keepAlpha ? 4 : 3
         let src = UnsafeBufferPointer(start: base, count: count * channels)

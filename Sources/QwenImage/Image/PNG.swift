@@ -9,17 +9,10 @@ enum PNGCodec {
             qi_png_decode(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, Int64(maxPixels), &png)
         }
         defer { qi_free(png.pixels) }
-        switch status {
-        case Int32(QI_OK): break
-        case Int32(QI_TOO_LARGE):
-            throw ImageFile.tooLarge(name, width: Int(png.width), height: Int(png.height), maxPixels: maxPixels)
-        default:
-            throw QwenImageError.image(path: name, message: "invalid PNG: \(cMessage(&png.message))")
-        }
         let width = Int(png.width), height = Int(png.height), channels = Int(png.channels)
-        guard width > 0, height > 0, let base = png.pixels else {
-            throw QwenImageError.image(path: name, message: "invalid PNG: zero size (\(width) x \(height))")
-        }
+        try ImageFile.checkDecoded(status, format: "PNG", name: name, width: width, height: height,
+                                   hasPixels: png.pixels != nil, maxPixels: maxPixels, message: cMessage(&png.message))
+        let base = png.pixels!
         let count = width * height
         let outChannels = keepAlpha ? 4 : 3
         // PIL's 16 -> 8 bit: gray alone (mode I;16) clips, everything else keeps the high byte.
