@@ -36,7 +36,7 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("group-size"), help: "Quantization group along k: 0 (per output row), 32, 64 or 128.")
     var groupSize: Int = 64
 
-    @Option(help: "Compress shards with zstd at this level (1-19); default: raw, mmap-able shards.")
+    @Option(help: "Compress shards with zstd at this level (1-19; the embedding table stays raw); default: raw, mmap-able shards.")
     var zstd: Int?
 
     @Option(name: .customLong("rule"), help: "REGEX=SCHEME[:GROUP]; repeatable; last match wins.")

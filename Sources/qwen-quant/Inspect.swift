@@ -27,12 +27,17 @@ struct Inspect: ParsableCommand {
         let shape: [Int]; let group, bytes: Int
         let source: String?; let rel_rmse: Double?
     }
+    struct ShardRow: Encodable {
+        let name, compression: String
+        let payload_bytes, file_bytes: Int
+    }
     struct ComponentRow: Encodable {
         let name, kind, compression: String
         let tensors, shards, payload_bytes, file_bytes, weight_elements, weight_bytes: Int
         let bits_per_weight, compression_ratio: Double
         let schemes: [String: Int]
         let dropped: [String]
+        let shard_list: [ShardRow]?
         let tensor_list: [TensorRow]?
         let files: [String]?
     }
@@ -51,7 +56,7 @@ struct Inspect: ParsableCommand {
                     rows.append(ComponentRow(name: entry.name, kind: "files", compression: "none", tensors: 0, shards: 0,
                                              payload_bytes: bytes, file_bytes: bytes, weight_elements: 0, weight_bytes: 0,
                                              bits_per_weight: 0, compression_ratio: 1, schemes: [:], dropped: [],
-                                             tensor_list: nil, files: entry.files))
+                                             shard_list: nil, tensor_list: nil, files: entry.files))
                     continue
                 }
                 let c = try p.component(entry.name)
@@ -59,8 +64,11 @@ struct Inspect: ParsableCommand {
                 var schemes: [String: Int] = [:]
                 var we = 0, wb = 0, payload = 0, fileBytes = 0
                 var list: [TensorRow] = []
+                var shardRows: [ShardRow] = []
                 for s in m.shards {
                     fileBytes += s.fileBytes
+                    shardRows.append(ShardRow(name: s.name, compression: m.compression(of: s), payload_bytes: s.payloadBytes,
+                                              file_bytes: s.fileBytes))
                     for t in s.tensors {
                         let key = t.scheme.rawValue + (t.group > 0 ? ":\(t.group)" : "") + (t.layout == .dense ? " (vector)" : "")
                         schemes[key, default: 0] += 1
@@ -76,7 +84,7 @@ struct Inspect: ParsableCommand {
                     tensors: list.count, shards: m.shards.count, payload_bytes: payload, file_bytes: fileBytes,
                     weight_elements: we, weight_bytes: wb, bits_per_weight: we > 0 ? 8 * Double(wb) / Double(we) : 0,
                     compression_ratio: fileBytes > 0 ? Double(payload) / Double(fileBytes) : 1, schemes: schemes,
-                    dropped: m.dropped, tensor_list: (tensors || json) ? list : nil, files: nil))
+                    dropped: m.dropped, shard_list: shardRows, tensor_list: (tensors || json) ? list : nil, files: nil))
             }
             let report = Report(pack: p.path, format_version: p.manifest.version, created_by: p.manifest.createdBy,
                                 source: p.manifest.source.path, options: p.manifest.options, components: rows,
@@ -94,6 +102,12 @@ struct Inspect: ParsableCommand {
                              + "\(ByteSize.format(r.payload_bytes)) payload, \(ByteSize.format(r.file_bytes)) on disk "
                              + String(format: "(%@, ratio %.2f), %.2f bits/weight", r.compression, r.compression_ratio, r.bits_per_weight))
                 lines.append("      schemes: " + r.schemes.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
+                // Shards stored otherwise than the component's default compression (a zstd pack's raw embedding).
+                let byDefault = try p.component(r.name).manifest.compression
+                for (c, shards) in Dictionary(grouping: r.shard_list ?? [], by: \.compression).sorted(by: { $0.key < $1.key })
+                where c != byDefault {
+                    lines.append("      \(c == "none" ? "raw" : c) shards: \(shards.map(\.name).joined(separator: ", "))")
+                }
                 if !r.dropped.isEmpty { lines.append("      dropped: \(r.dropped.joined(separator: ", "))") }
                 for t in r.tensor_list ?? [] {
                     lines.append("      \(pad(t.name, 58)) \(pad(shapeText(t.shape), 14)) \(pad(t.scheme + (t.group > 0 ? ":\(t.group)" : ""), 7)) "

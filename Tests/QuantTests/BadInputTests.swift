@@ -87,6 +87,11 @@ func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
         #expect(comps.map { $0["name"] as! String } == ["processor", "text_encoder", "tokenizer", "vae", "vae_rgba"])
         let te = comps[1]
         #expect(te["compression"] as? String == "zstd:3")
+        // Per shard: the embedding table raw, the rest zstd.
+        let shards = te["shard_list"] as! [[String: Any]]
+        #expect(shards.filter { $0["compression"] as? String == "none" }.map { $0["name"] as! String } == ["embed"])
+        #expect(shards.filter { $0["compression"] as? String == "zstd" }.count == shards.count - 1)
+        #expect(try runQwenQuant(["inspect", dir.path("p.pack")]).stdout.contains("      raw shards: embed\n"))
         #expect((te["bits_per_weight"] as! Double) > 4 && (te["bits_per_weight"] as! Double) < 32)
         let v = try runQwenQuant(["verify", dir.path("p.pack"), "--source", model, "--json"])
         #expect(v.code == 0, "\(v.stderr)")
@@ -274,16 +279,67 @@ func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
 
     @Test func corruptedCompressedFrameNamesTheTensor() throws {
         let dir = try TempDir()
-        _ = try convertTiny(dir, "z", scheme: .q8, group: 64, zstd: 1, components: ["text_encoder"], chunkBytes: 8192)
+        _ = try convertTiny(dir, "z", scheme: .q8, group: 64, zstd: 1, components: ["text_encoder"], chunkBytes: 4096)
         let pack = dir.url.appendingPathComponent("z")
-        let rec = try Pack(path: pack.path).component("text_encoder").record("model.embed_tokens.weight")!
+        let rec = try Pack(path: pack.path).component("text_encoder").record("model.layers.1.mlp.down_proj.weight")!
         let frame = rec.frames![2]
-        let file = pack.appendingPathComponent("text_encoder/embed.qwshard")
+        let file = pack.appendingPathComponent("text_encoder/layers.1.qwshard")
         var d = try Data(contentsOf: file)
         d[frame[0] + frame[1] / 2] ^= 0x01
         try d.write(to: file)
-        let msg = errorText { _ = try Pack(path: pack.path).component("text_encoder").shard("embed") }
-        #expect(msg?.contains("embed.qwshard: tensor model.embed_tokens.weight: ") == true, "\(msg ?? "")")
+        let msg = errorText { _ = try Pack(path: pack.path).component("text_encoder").shard("layers.1") }
+        #expect(msg?.contains("layers.1.qwshard: tensor model.layers.1.mlp.down_proj.weight: ") == true, "\(msg ?? "")")
+    }
+
+    /// Rewrites a component's manifest.json through `edit`.
+    private func editManifest(_ folder: URL, _ edit: (inout ComponentManifest) -> Void) throws {
+        let url = folder.appendingPathComponent(PackFormat.manifestFile)
+        var m = try JSONDecoder().decode(ComponentManifest.self, from: Data(contentsOf: url))
+        edit(&m)
+        try JSONEncoder.pack.encode(m).write(to: url)
+    }
+
+    @Test func shardRecordCompressionMustMatchTheHeader() throws {
+        let dir = try TempDir()
+        _ = try convertTiny(dir, "z", scheme: .q8, group: 64, zstd: 1, components: ["text_encoder"])
+        let te = dir.url.appendingPathComponent("z/text_encoder")
+        let good = try Data(contentsOf: te.appendingPathComponent(PackFormat.manifestFile))
+        func openError() -> String? { errorText { _ = try Pack(path: dir.path("z")).component("text_encoder") } }
+        func set(_ shard: String, _ compression: String?) throws {
+            try editManifest(te) { m in m.shards[m.shards.firstIndex { $0.name == shard }!].compression = compression }
+        }
+        #expect(openError() == nil)
+        // A record saying raw for a zstd file, and zstd for the raw embedding table.
+        try set("layers.0", "none")
+        var msg = openError()
+        #expect(msg?.contains("text_encoder/layers.0.qwshard: shard header (version 1, compression zstd, payload ") == true
+                && msg?.contains("does not match the manifest record of shard layers.0 (version 1, compression none") == true,
+                "\(msg ?? "")")
+        try good.write(to: te.appendingPathComponent(PackFormat.manifestFile))
+        try set("embed", "zstd")
+        msg = openError()
+        #expect(msg?.contains("text_encoder/embed.qwshard: shard header (version 1, compression none, payload ") == true
+                && msg?.contains("of shard embed (version 1, compression zstd") == true, "\(msg ?? "")")
+        // Without its own key the record takes the component's compression (zstd): wrong for the raw table.
+        try set("embed", nil)
+        #expect(openError()?.contains("embed.qwshard: shard header (version 1, compression none") == true)
+        try set("embed", "lz4")
+        #expect(openError()?.contains("manifest.json: shard embed: unknown compression 'lz4' (expected none or zstd)") == true)
+    }
+
+    @Test func manifestWithoutShardCompressionReadsAsBefore() throws {
+        let dir = try TempDir()
+        _ = try convertTiny(dir, "p", scheme: .q8, group: 64, components: ["text_encoder"])
+        let expected = try Pack(path: dir.path("p")).component("text_encoder").shard("layers.2").vector("model.layers.2.mlp.up_proj.weight")
+        // A pack written before records had the key: every shard takes the component's "none".
+        try editManifest(dir.url.appendingPathComponent("p/text_encoder")) { m in
+            for i in m.shards.indices { m.shards[i].compression = nil }
+        }
+        let text = try String(contentsOf: dir.url.appendingPathComponent("p/text_encoder/manifest.json"), encoding: .utf8)
+        #expect(text.components(separatedBy: "\"compression\"").count == 2)   // the component's key only
+        let c = try Pack(path: dir.path("p")).component("text_encoder")
+        #expect(c.shardNames.allSatisfy { !c.isCompressed($0) })
+        #expect(try c.shard("layers.2").vector("model.layers.2.mlp.up_proj.weight") == expected)
     }
 
     @Test func badPackManifests() throws {

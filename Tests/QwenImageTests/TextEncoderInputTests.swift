@@ -153,7 +153,8 @@ struct TextEncoderBadInputTests {
                              numAttentionHeads: 28, numKeyValueHeads: 4, mropeSection: [16, 24, 24])
         let q8Layer = 233_046_016 * 9 / 8, q8Embed = 152064 * 3584 * 9 / 8
         let zq8 = TextWeightFootprint(layerBytes: q8Layer, embedBytes: q8Embed, embedRowBytes: 3584 * 9 / 8,
-                                      compressed: true, layerFileBytes: q8Layer * 9 / 10, embedFileBytes: q8Embed * 9 / 10)
+                                      layersCompressed: true, embedCompressed: true, layerFileBytes: q8Layer * 9 / 10,
+                                      embedFileBytes: q8Embed * 9 / 10, poolLimitBytes: q8Layer)
         let plan = try TextEncoderPlan.choose(config: big, weights: zq8, sequenceLengths: [256 + 39],
                                               budget: 1536 << 20, baselineBytes: 60 << 20)
         #expect(plan.estimatedBytes <= 1536 << 20)
@@ -170,16 +171,36 @@ struct TextEncoderBadInputTests {
                                               baselineBytes: 60 << 20)
         #expect(many.estimatedBytes <= 1 << 30 && many.rowsPerPass < 10 * 295 && many.rowsPerPass > 295)
         #expect(many.passes(Array(repeating: 295, count: 10)).count > 1)
-        // zstd: the embedding's decompression buffer stays pooled and holds a layer afterwards.
-        let zw = TextWeightFootprint(layerBytes: q8Layer, embedBytes: q8Embed, compressed: true,
-                                     layerFileBytes: q8Layer / 2, embedFileBytes: q8Embed / 2)
+        // A zstd table larger than the pool limit (an old pack's: the largest shard) is freed after
+        // the lookup: the layers cost two layers and one compressed file.
+        let zw = TextWeightFootprint(layerBytes: q8Layer, embedBytes: q8Embed, layersCompressed: true, embedCompressed: true,
+                                     layerFileBytes: q8Layer / 2, embedFileBytes: q8Embed / 2, poolLimitBytes: q8Layer)
         let z = TextEncoderPlan.estimate(config: big, weights: zw, sequenceLengths: [295], baselineBytes: 0,
                                          prefetch: true, prefetchDuringEmbedding: true, mlpChunkRows: 512)
-        #expect(z.weightBytes == q8Embed + q8Layer + q8Layer / 2)
+        #expect(z.weightBytes == 2 * q8Layer + q8Layer / 2)
         #expect(z.embeddingPhaseBytes >= q8Embed + q8Embed / 2 + q8Layer + q8Layer / 2)
+        // A pooled table buffer at least a layer large holds one of the layers; a smaller one sits beside them.
+        var pooled = zw
+        pooled.poolLimitBytes = q8Embed
+        #expect(pooled.layerPhaseBytes(prefetch: true) == q8Embed + q8Layer + q8Layer / 2)
+        #expect(pooled.layerPhaseBytes(prefetch: false) == q8Embed + q8Layer / 2)
+        pooled.embedBytes = q8Layer / 4
+        #expect(pooled.layerPhaseBytes(prefetch: true) == 2 * q8Layer + q8Layer / 4 + q8Layer / 2)
+        // A new zstd pack: raw table (rows only), zstd layers.
+        let mixed = TextWeightFootprint(layerBytes: q8Layer, embedBytes: q8Embed, embedRowBytes: 3584 * 9 / 8,
+                                        layersCompressed: true, layerFileBytes: q8Layer * 9 / 10,
+                                        embedFileBytes: q8Embed, poolLimitBytes: q8Layer)
+        #expect(mixed.embedFileBytes == 0 && mixed.embeddingResident(tokens: 295) == rq8.embeddingResident(tokens: 295))
+        #expect(mixed.layerPhaseBytes(prefetch: true) == 2 * q8Layer + q8Layer * 9 / 10)
+        // The target: a 256-token prompt on a zstd q8 pack plans under 1 GiB (the old layout does not).
+        #expect(try TextEncoderPlan.choose(config: big, weights: mixed, sequenceLengths: [256 + 39], budget: 1 << 30,
+                                           baselineBytes: 60 << 20).estimatedBytes <= 1 << 30)
+        #expect(throws: QwenImageError.self) {
+            try TextEncoderPlan.choose(config: big, weights: zq8, sequenceLengths: [256 + 39], budget: 1 << 30, baselineBytes: 60 << 20)
+        }
         // The footprint of a real zstd pack comes from its manifest.
         let zp = try TF.pack("q8", zstd: 3)
         let zf = try LanguageModel(pack: try Pack(path: zp), packPath: zp).weightFootprint()
-        #expect(zf.compressed && zf.embedFileBytes > 0 && zf.layerFileBytes > 0)
+        #expect(zf.layersCompressed && !zf.embedCompressed && zf.embedFileBytes == 0 && zf.layerFileBytes > 0)
     }
 }

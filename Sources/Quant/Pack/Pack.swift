@@ -113,8 +113,16 @@ public final class PackComponent: @unchecked Sendable {
     public let tensorNames: [String]
     private let index: [String: (shard: Int, record: TensorRecord)]
     private let shardIndex: [String: Int]
+    /// Per shard (manifest order): stored as zstd frames (§4.2) rather than raw (§4.1).
+    private let compressed: [Bool]
     private var verified = Set<String>()
     private var pool: [ShardBuffer] = []
+    /// The largest decompression buffer the pool keeps: the second-largest payload among the
+    /// compressed shards. The shards of a layer stream share their size, so this is a layer; a shard
+    /// larger than every other one (the embedding table of a pack written before the table was
+    /// stored raw: 2.3 decoder layers of the 7B model) is a one-off, and its buffer is freed on
+    /// release instead of staying resident for the rest of the run.
+    public let poolLimitBytes: Int
     private var prefetched: [String: PrefetchSlot] = [:]
     private let lock = NSLock()
 
@@ -146,6 +154,7 @@ public final class PackComponent: @unchecked Sendable {
         var index: [String: (Int, TensorRecord)] = [:]
         var names: [String] = []
         var shardIndex: [String: Int] = [:]
+        var compressed: [Bool] = []
         for (si, s) in m.shards.enumerated() {
             guard Pack.isPlainName(s.file) else { throw QuantError.pack(path: file, message: "shard \(s.name): bad file name '\(s.file)'") }
             guard shardIndex[s.name] == nil else { throw QuantError.pack(path: file, message: "shard \(s.name) listed twice") }
@@ -156,8 +165,17 @@ public final class PackComponent: @unchecked Sendable {
             guard size == s.fileBytes else {
                 throw QuantError.pack(path: shardPath, message: "shard file is \(size) bytes, the manifest says \(s.fileBytes) (truncated or replaced)")
             }
+            let compression = m.compression(of: s)
+            guard compression == "none" || compression == "zstd" else {
+                throw QuantError.pack(path: file, message: "shard \(s.name): unknown compression '\(compression)' (expected none or zstd)")
+            }
+            compressed.append(compression == "zstd")
+            guard let header = FileHandle(forReadingAtPath: shardPath).flatMap({ try? $0.read(upToCount: PackFormat.shardHeaderBytes) }) else {
+                throw QuantError.pack(path: shardPath, message: "cannot read the shard header")
+            }
+            try header.withUnsafeBytes { try Self.checkHeader($0, path: shardPath, record: s, compressed: compressed[si]) }
             for t in s.tensors {
-                try Self.validate(t, shard: s, compressed: m.compression == "zstd", path: shardPath)
+                try Self.validate(t, shard: s, compressed: compressed[si], path: shardPath)
                 guard index[t.name] == nil else { throw QuantError.pack(path: file, message: "tensor \(t.name) listed twice") }
                 index[t.name] = (si, t)
                 names.append(t.name)
@@ -166,7 +184,10 @@ public final class PackComponent: @unchecked Sendable {
         manifest = m
         self.index = index
         self.shardIndex = shardIndex
+        self.compressed = compressed
         tensorNames = names
+        let sizes = zip(m.shards, compressed).filter(\.1).map(\.0.payloadBytes).sorted(by: >)
+        poolLimitBytes = sizes.count > 1 ? sizes[1] : 0
     }
 
     private static func validate(_ t: TensorRecord, shard s: ShardRecord, compressed: Bool, path: String) throws {
@@ -195,7 +216,8 @@ public final class PackComponent: @unchecked Sendable {
         }
     }
 
-    public var isCompressed: Bool { manifest.compression == "zstd" }
+    /// Whether a shard is stored as zstd frames (its record's compression, else the component's).
+    public func isCompressed(_ shard: String) -> Bool { shardIndex[shard].map { compressed[$0] } ?? false }
     public var shardNames: [String] { manifest.shards.map(\.name) }
 
     /// config.json bytes (verbatim from the source).
@@ -238,7 +260,7 @@ public final class PackComponent: @unchecked Sendable {
         DispatchQueue.global(qos: .userInitiated).async {
             slot.result = Result { () throws -> PackShard in
                 let s = try self.load(name)
-                if !self.isCompressed {
+                if s.isMapped {
                     s.adviseWillNeed()
                     for t in s.tensorNames { try s.verifyOnce(t) }
                 }
@@ -255,8 +277,10 @@ public final class PackComponent: @unchecked Sendable {
         let rec = manifest.shards[si]
         let path = folder.appendingPathComponent(rec.file).path
         let mapped = try MappedFile(path: path)
-        try checkHeader(mapped, record: rec)
-        if !isCompressed {
+        // Checked again: the file may have been replaced since the component was opened.
+        try Self.checkHeader(mapped.bytes(0, min(mapped.size, PackFormat.shardHeaderBytes)), path: path, record: rec,
+                             compressed: compressed[si])
+        if !compressed[si] {
             return PackShard(name: name, component: self, record: rec, path: path, storage: mapped,
                              base: UnsafeRawPointer(mapped.base!), mapped: mapped)
         }
@@ -282,22 +306,25 @@ public final class PackComponent: @unchecked Sendable {
                          base: UnsafeRawPointer(buffer.base), mapped: nil)
     }
 
-    private func checkHeader(_ m: MappedFile, record: ShardRecord) throws {
-        guard m.size >= PackFormat.shardHeaderBytes,
-              Array(m.bytes(0, 8)) == PackFormat.shardMagic else {
-            throw QuantError.pack(path: m.path, message: "not a shard file (bad magic)")
+    /// §4.0: the header (at least its first 64 bytes) must agree with the shard's record.
+    private static func checkHeader(_ h: UnsafeRawBufferPointer, path: String, record: ShardRecord, compressed: Bool) throws {
+        guard h.count >= PackFormat.shardHeaderBytes, Array(h[0 ..< 8]) == PackFormat.shardMagic else {
+            throw QuantError.pack(path: path, message: "not a shard file (bad magic)")
         }
-        let h = m.bytes(0, PackFormat.shardHeaderBytes)
         let version = Int(UInt32(littleEndian: h.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
-        let compression = Int(UInt32(littleEndian: h.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        let code = UInt32(littleEndian: h.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
         let payload = Int(UInt64(littleEndian: h.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
-        guard version == PackFormat.version, compression == (isCompressed ? 1 : 0), payload == record.payloadBytes else {
-            throw QuantError.pack(path: m.path,
-                message: "shard header (version \(version), compression \(compression), payload \(payload)) does not match the manifest (version \(PackFormat.version), compression \(isCompressed ? 1 : 0), payload \(record.payloadBytes))")
+        let found = code == 0 ? "none" : code == 1 ? "zstd" : "unknown (\(code))"
+        let expected = compressed ? "zstd" : "none"
+        guard version == PackFormat.version, found == expected, payload == record.payloadBytes else {
+            throw QuantError.pack(path: path,
+                message: "shard header (version \(version), compression \(found), payload \(payload) bytes) does not match "
+                    + "the manifest record of shard \(record.name) (version \(PackFormat.version), compression \(expected), "
+                    + "payload \(record.payloadBytes) bytes)")
         }
     }
 
-    // MARK: - buffer pool (two buffers: one in use, one being prefetched)
+    // MARK: - buffer pool (two buffers: one in use, one being prefetched; none above poolLimitBytes)
 
     private func acquireBuffer(_ bytes: Int) -> ShardBuffer {
         lock.lock(); defer { lock.unlock() }
@@ -309,6 +336,7 @@ public final class PackComponent: @unchecked Sendable {
     }
 
     fileprivate func returnBuffer(_ b: ShardBuffer) {
+        guard b.capacity <= poolLimitBytes else { return }   // a one-off: freed with its last reference
         lock.lock(); defer { lock.unlock() }
         pool.append(b)
         if pool.count > 2 {
@@ -316,6 +344,12 @@ public final class PackComponent: @unchecked Sendable {
             pool.sort { $0.capacity > $1.capacity }
             pool.removeLast(pool.count - 2)
         }
+    }
+
+    /// Capacities of the free buffers the pool holds (tests).
+    var pooledBufferBytes: [Int] {
+        lock.lock(); defer { lock.unlock() }
+        return pool.map(\.capacity)
     }
 
     // MARK: - checksums
@@ -449,6 +483,8 @@ public final class PackShard: @unchecked Sendable {
         }
         return h.digest()
     }
+
+    var isMapped: Bool { mapped != nil }
 
     func adviseWillNeed() { mapped?.advise(0, mapped?.size ?? 0, willNeed: true) }
 

@@ -5,6 +5,7 @@ import Kernels
 //
 //  §2  A pack is a folder: pack.json (PackManifest) + one folder per component.
 //  §3  A model component folder: manifest.json (ComponentManifest), config.json (verbatim), shard files.
+//      A shard record may name its own compression; without it the component's applies.
 //      A files component folder (tokenizer, processor): the source files, verbatim.
 //  §4  A shard file: a 64-byte header (magic "QWPKSHRD", u32 version, u32 compression, u64 payload
 //      bytes, zeros), then either raw payloads at 64-byte aligned offsets (compression 0) or
@@ -124,7 +125,7 @@ public struct PackSourceFile: Codable, Sendable {
 public struct ComponentManifest: Codable, Sendable {
     public var component: String
     public var version: Int
-    /// "none" or "zstd".
+    /// "none" or "zstd": the compression of every shard whose record does not name its own.
     public var compression: String
     public var zstdLevel: Int?
     public var chunkBytes: Int?
@@ -145,6 +146,10 @@ public struct ComponentManifest: Codable, Sendable {
         self.shards = shards
         self.dropped = dropped
     }
+
+    /// §3.2: a shard's own compression, else the component's default (packs written before the
+    /// per-shard key existed).
+    public func compression(of shard: ShardRecord) -> String { shard.compression ?? compression }
 }
 
 /// §4 one shard file.
@@ -155,14 +160,17 @@ public struct ShardRecord: Codable, Sendable {
     public var fileBytes: Int
     /// Size of the uncompressed payload area (raw: the file; zstd: the decompression buffer).
     public var payloadBytes: Int
+    /// "none" or "zstd"; nil: the component's `compression`. Read it with `ComponentManifest.compression(of:)`.
+    public var compression: String?
     public var tensors: [TensorRecord]
 
     enum CodingKeys: String, CodingKey {
-        case name, file, fileBytes = "file_bytes", payloadBytes = "payload_bytes", tensors
+        case name, file, fileBytes = "file_bytes", payloadBytes = "payload_bytes", compression, tensors
     }
 
-    public init(name: String, file: String, fileBytes: Int, payloadBytes: Int, tensors: [TensorRecord]) {
-        self.name = name; self.file = file; self.fileBytes = fileBytes; self.payloadBytes = payloadBytes; self.tensors = tensors
+    public init(name: String, file: String, fileBytes: Int, payloadBytes: Int, compression: String? = nil, tensors: [TensorRecord]) {
+        self.name = name; self.file = file; self.fileBytes = fileBytes; self.payloadBytes = payloadBytes
+        self.compression = compression; self.tensors = tensors
     }
 }
 

@@ -142,12 +142,14 @@ public final class PackShardWriter: @unchecked Sendable {
         }
         guard let level = zstdLevel else {
             finished = true
-            return ShardRecord(name: name, file: fileName, fileBytes: fileBytes, payloadBytes: payloadBytes, tensors: records)
+            return ShardRecord(name: name, file: fileName, fileBytes: fileBytes, payloadBytes: payloadBytes,
+                               compression: "none", tensors: records)
         }
         let written = try compress(level: level, threads: threads, records: &records)
         finished = true
         unlink(rawPath)
-        return ShardRecord(name: name, file: fileName, fileBytes: written, payloadBytes: payloadBytes, tensors: records)
+        return ShardRecord(name: name, file: fileName, fileBytes: written, payloadBytes: payloadBytes,
+                           compression: "zstd", tensors: records)
     }
 
     /// §4.2: independent frames of `chunkBytes` uncompressed bytes, compressed in parallel, written in order.

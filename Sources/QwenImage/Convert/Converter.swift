@@ -141,7 +141,7 @@ public enum Converter {
                 PackTensorSlot(name: $0.output.name, shape: $0.output.shape, scheme: $0.choice.scheme, group: $0.choice.group,
                                layout: $0.layout, bytes: $0.bytes)
             }
-            let writer = try PackShardWriter(folder: folder, name: ps.name, slots: slots, zstdLevel: options.zstdLevel,
+            let writer = try PackShardWriter(folder: folder, name: ps.name, slots: slots, zstdLevel: ps.zstdLevel(options.zstdLevel),
                                              chunkBytes: options.chunkBytes)
             var errors: [Double] = []
             for (i, t) in ps.tensors.enumerated() {

@@ -215,9 +215,11 @@ public final class LanguageModel {
         return TextWeightFootprint(layerBytes: layers.map(\.payloadBytes).max() ?? 0,
                                    embedBytes: embed?.payloadBytes ?? 0,
                                    embedRowBytes: (component.tensorInfo(Self.embedTensor)?.bytes ?? 0) / max(config.vocabSize, 1),
-                                   compressed: component.isCompressed,
+                                   layersCompressed: layers.contains { component.isCompressed($0.name) },
+                                   embedCompressed: component.isCompressed(Self.embedShard),
                                    layerFileBytes: layers.map(\.fileBytes).max() ?? 0,
-                                   embedFileBytes: embed?.fileBytes ?? 0)
+                                   embedFileBytes: embed?.fileBytes ?? 0,
+                                   poolLimitBytes: component.poolLimitBytes)
     }
 
     // MARK: Embedding

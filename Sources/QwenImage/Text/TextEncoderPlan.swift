@@ -2,6 +2,8 @@ import Foundation
 import Quant
 
 /// What the weights of a text-encoder pack cost in memory while they are used (from its manifest).
+/// Each shard is raw or zstd on its own (FORMAT.md §3.2): packs written since the embedding table
+/// is kept raw have zstd layers and a raw table; older zstd packs compress the table too.
 public struct TextWeightFootprint: Sendable {
     /// Resident bytes of the largest decoder-layer shard (raw: mapped pages; zstd: its buffer).
     public var layerBytes: Int
@@ -9,28 +11,48 @@ public struct TextWeightFootprint: Sendable {
     public var embedBytes: Int
     /// Bytes of one embedding row as stored.
     public var embedRowBytes: Int
-    /// zstd packs: the compressed shard files are mapped while they are decompressed, and the loader
-    /// keeps its two largest free buffers for reuse.
-    public var compressed: Bool
+    /// zstd shards: the compressed file is mapped while it is decompressed into a buffer.
+    public var layersCompressed: Bool
+    public var embedCompressed: Bool
     public var layerFileBytes: Int
     public var embedFileBytes: Int
+    /// The largest decompression buffer the loader keeps for reuse (`PackComponent.poolLimitBytes`).
+    public var poolLimitBytes: Int
 
-    public init(layerBytes: Int, embedBytes: Int, embedRowBytes: Int = 0, compressed: Bool = false,
-                layerFileBytes: Int = 0, embedFileBytes: Int = 0) {
+    public init(layerBytes: Int, embedBytes: Int, embedRowBytes: Int = 0, layersCompressed: Bool = false,
+                embedCompressed: Bool = false, layerFileBytes: Int = 0, embedFileBytes: Int = 0, poolLimitBytes: Int = 0) {
         self.layerBytes = layerBytes
         self.embedBytes = embedBytes
         self.embedRowBytes = embedRowBytes
-        self.compressed = compressed
-        self.layerFileBytes = compressed ? layerFileBytes : 0
-        self.embedFileBytes = compressed ? embedFileBytes : 0
+        self.layersCompressed = layersCompressed
+        self.embedCompressed = embedCompressed
+        self.layerFileBytes = layersCompressed ? layerFileBytes : 0
+        self.embedFileBytes = embedCompressed ? embedFileBytes : 0
+        self.poolLimitBytes = poolLimitBytes
     }
 
     /// Resident bytes while `tokens` rows are read. Raw: the loader hashes the table in 16 MiB windows
     /// and drops the pages behind it, so only the window and the touched rows (a page each at most
     /// beyond the row) stay. zstd: the whole buffer plus the mapped compressed file.
     public func embeddingResident(tokens: Int) -> Int {
-        compressed ? embedBytes + embedFileBytes : min(embedBytes, (16 << 20) + tokens * (embedRowBytes + 4096))
+        embedCompressed ? embedBytes + embedFileBytes : min(embedBytes, (16 << 20) + tokens * (embedRowBytes + 4096))
     }
+
+    /// The embedding's decompression buffer when the loader pools it after the lookup (zstd table no
+    /// larger than the pool limit); 0 when it is freed or the table is raw.
+    public var pooledEmbedBytes: Int { embedCompressed && embedBytes <= poolLimitBytes ? embedBytes : 0 }
+
+    /// Resident weight bytes while the decoder layers run: one layer, or two with prefetch, plus the
+    /// compressed file of the shard being decompressed. A pooled embedding buffer at least a layer
+    /// large is reused for one of the layers; a smaller one stays beside them until evicted.
+    public func layerPhaseBytes(prefetch: Bool) -> Int {
+        let layers = layerBytes * (prefetch ? 2 : 1)
+        let pooled = pooledEmbedBytes
+        return (pooled >= layerBytes ? layers - layerBytes + pooled : layers + pooled) + layerFileBytes
+    }
+
+    /// Any shard the text encoder reads is compressed.
+    public var compressed: Bool { layersCompressed || embedCompressed }
 }
 
 /// How the text encoder runs under a memory budget (`--max-ram`), and what it expects to use.
@@ -39,12 +61,11 @@ public struct TextWeightFootprint: Sendable {
 /// own); each pass streams the weights once and runs all its prompts through each layer together.
 ///
 /// Two phases peak separately:
-///  * embedding lookup: the rows read (a zstd shard is decompressed whole; see
+///  * embedding lookup: the rows read (a zstd table is decompressed whole; see
 ///    `TextWeightFootprint.embeddingResident`), plus layer 0 when it is prefetched meanwhile;
-///  * decoder layers: one layer shard, or two with prefetch, plus the activations of one pass. With
-///    a zstd pack the loader keeps its two largest decompression buffers for reuse, so the embedding
-///    table's buffer stays resident and holds one of the layers: the layers cost max(embedding, layer)
-///    + one layer with prefetch, plus the compressed file of the shard being decompressed.
+///  * decoder layers: one layer shard, or two with prefetch, plus the activations of one pass (see
+///    `TextWeightFootprint.layerPhaseBytes`: a zstd table's buffer is freed after the lookup unless
+///    the loader pools it).
 /// Both add the process baseline (runtime, tokenizer), the kept outputs and some slack. The options
 /// are tried from fastest to leanest and the first that fits is taken.
 public struct TextEncoderPlan: Sendable, CustomStringConvertible {
@@ -112,9 +133,7 @@ public struct TextEncoderPlan: Sendable, CustomStringConvertible {
         // (the embedding rows and their per-prompt copies).
         let kept = 4 * total * c.hiddenSize * f
         let passInputs = 2 * rows * c.hiddenSize * f
-        plan.weightBytes = w.compressed
-            ? max(w.embedBytes, w.layerBytes) + (prefetch ? w.layerBytes : 0) + w.layerFileBytes
-            : w.layerBytes * (prefetch ? 2 : 1)
+        plan.weightBytes = w.layerPhaseBytes(prefetch: prefetch)
         plan.activationBytes = ForwardState.bytes(config: c, rows: rows, mlpChunkRows: plan.mlpChunkRows) + passInputs + kept
         let layerPhase = baselineBytes + plan.weightBytes + plan.activationBytes + slackBytes
         plan.embeddingPhaseBytes = baselineBytes + w.embeddingResident(tokens: rows)
@@ -146,7 +165,7 @@ public struct TextEncoderPlan: Sendable, CustomStringConvertible {
         throw QwenImageError.budget(
             "--max-ram \(ByteSize.format(budget)) is too small for the text encoder: it needs at least "
             + "\(ByteSize.format(leanest.estimatedBytes)) (one layer shard \(ByteSize.format(w.layerBytes)), the embedding "
-            + "table \(ByteSize.format(w.embeddingResident(tokens: sequenceLengths.max() ?? 0)))\(w.compressed ? " (compressed file + buffer)" : "") while it is read, activations and outputs "
+            + "table \(ByteSize.format(w.embeddingResident(tokens: sequenceLengths.max() ?? 0)))\(w.embedCompressed ? " (compressed file + buffer)" : "") while it is read, activations and outputs "
             + "\(ByteSize.format(leanest.activationBytes)) for \(sequenceLengths.count) prompt(s) of up to "
             + "\(sequenceLengths.max() ?? 0) tokens, process baseline \(ByteSize.format(baselineBytes))). Raise --max-ram, "
             + "use a smaller pack scheme (q4 or q8)\(w.compressed ? " or an uncompressed pack" : ""), or encode fewer or shorter prompts per run.")
