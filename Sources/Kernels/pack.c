@@ -103,6 +103,7 @@ void qk_set_weight_scale_search(int on) { g_scale_search = on ? 1 : 0; }
    every machine and instruction set; the compiler maps the lanes onto whatever vectors it has. */
 typedef float qk_f16v __attribute__((vector_size(64)));
 static float group_sq_error(const float *v, int64_t len, float d, float qmin, float qmax) {
+#pragma clang fp contract(off)   /* no fused multiply-adds: the same picks with or without FMA */
     const float magic = 12582912.0f, id = 1.0f / d;
     const qk_f16v lo = (qk_f16v){0} + qmin, hi = (qk_f16v){0} + qmax;
     qk_f16v acc = {0};
@@ -129,6 +130,7 @@ static float group_sq_error(const float *v, int64_t len, float d, float qmin, fl
 
 /* Quantizes v[len] (zero padded beyond by the caller) to q in [qmin, qmax]; returns d. */
 static float quant_group(const float *v, int64_t len, int qmin, int qmax, int8_t *q) {
+#pragma clang fp contract(off)
     float amax = 0, smax = 0;
     for (int64_t i = 0; i < len; i++) {
         float a = fabsf(v[i]);
