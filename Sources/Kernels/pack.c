@@ -97,8 +97,40 @@ static int f32_to_f16_rne(float f, uint16_t *out) {
 static int g_scale_search = 1;
 void qk_set_weight_scale_search(int on) { g_scale_search = on ? 1 : 0; }
 
-/* Quantizes v[len] (len <= 128, zero padded beyond by the caller) to q in [qmin, qmax]; returns d. */
+/* Squared error of quantizing v[len] with step d, codes clamped to [qmin, qmax]. Rounding is to
+   nearest even through the 1.5 * 2^23 trick (exact for |v / d| < 2^22; here |v / d| <= qmax / 0.72).
+   Sixteen float lanes summed in a fixed order, so the result (and the scale it picks) is the same on
+   every machine and instruction set; the compiler maps the lanes onto whatever vectors it has. */
+typedef float qk_f16v __attribute__((vector_size(64)));
+static float group_sq_error(const float *v, int64_t len, float d, float qmin, float qmax) {
+#pragma clang fp contract(off)   /* no fused multiply-adds: the same picks with or without FMA */
+    const float magic = 12582912.0f, id = 1.0f / d;
+    const qk_f16v lo = (qk_f16v){0} + qmin, hi = (qk_f16v){0} + qmax;
+    qk_f16v acc = {0};
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        qk_f16v x, r;
+        memcpy(&x, v + i, sizeof x);
+        r = (x * id + magic) - magic;
+        r = __builtin_elementwise_max(__builtin_elementwise_min(r, hi), lo);
+        qk_f16v e = x - r * d;
+        acc += e * e;
+    }
+    float tail = 0;
+    for (; i < len; i++) {
+        float r = (v[i] * id + magic) - magic;
+        r = r > qmax ? qmax : r < qmin ? qmin : r;
+        float e = v[i] - r * d;
+        tail += e * e;
+    }
+    float sum = 0;
+    for (int l = 0; l < 16; l++) sum += acc[l];
+    return sum + tail;
+}
+
+/* Quantizes v[len] (zero padded beyond by the caller) to q in [qmin, qmax]; returns d. */
 static float quant_group(const float *v, int64_t len, int qmin, int qmax, int8_t *q) {
+#pragma clang fp contract(off)
     float amax = 0, smax = 0;
     for (int64_t i = 0; i < len; i++) {
         float a = fabsf(v[i]);
@@ -108,30 +140,21 @@ static float quant_group(const float *v, int64_t len, int qmin, int qmax, int8_t
     float best_d = amax / (float)qmax;
     if (g_scale_search) {
         /* candidates: amax/(qmax*f) for f in a clipping grid, and (asymmetric range) the one that
-           maps the signed extreme onto qmin exactly. Least squared error wins. */
+           maps the signed extreme onto qmin exactly. Least squared error wins (first on ties). */
         static const float grid[] = { 1.0f, 0.96f, 0.92f, 0.88f, 0.84f, 0.80f, 0.76f, 0.72f };
         float cands[10]; int nc = 0;
         for (int i = 0; i < 8; i++) cands[nc++] = amax / ((float)qmax * grid[i]);
         if (-qmin > qmax && smax < 0) cands[nc++] = smax / (float)qmin;
-        double best_err = INFINITY;
+        float best_err = INFINITY;
         for (int c = 0; c < nc; c++) {
-            float d = cands[c], id = 1.0f / d;
-            double err = 0;
-            for (int64_t i = 0; i < len; i++) {
-                float r = nearbyintf(v[i] * id);
-                if (r > qmax) r = (float)qmax;
-                if (r < qmin) r = (float)qmin;
-                double e = (double)v[i] - (double)(r * d);
-                err += e * e;
-            }
-            if (err < best_err) { best_err = err; best_d = d; }
+            float err = group_sq_error(v, len, cands[c], (float)qmin, (float)qmax);
+            if (err < best_err) { best_err = err; best_d = cands[c]; }
         }
     }
     float id = 1.0f / best_d;
     for (int64_t i = 0; i < len; i++) {
-        float r = nearbyintf(v[i] * id);
-        if (r > qmax) r = (float)qmax;
-        if (r < qmin) r = (float)qmin;
+        float r = (v[i] * id + 12582912.0f) - 12582912.0f;   /* nearest even, as in group_sq_error */
+        r = r > qmax ? (float)qmax : r < qmin ? (float)qmin : r;
         q[i] = (int8_t)r;
     }
     return best_d;

@@ -64,13 +64,11 @@ struct Accuracy: ParsableCommand {
         let base = try SchemeCase.parse(baseline)
         list.removeAll { $0 == base }
         list.insert(base, at: 0)
-        let comps = components.split(separator: ",").map(String.init)
         let fm = FileManager.default
         try? fm.removeItem(atPath: work)
         try fm.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let inputs = try AccuracyInputs(refs: refs, work: work)
-        let runner = try ComponentRunner(threads: threads)
-        var baseOut: [String: [Float]] = [:]
+        var probe = try AccuracyProbe(components: components, baseline: base, refs: refs, compareWithRefs: !noRefs,
+                                      work: work, threads: threads)
         var records: [[String: Any]] = []
         for sc in list {
             let pack = URL(fileURLWithPath: work).appendingPathComponent("pack-" + sc.name).path
@@ -79,30 +77,58 @@ struct Accuracy: ParsableCommand {
                                      (convertComponents.map { ["--components", $0] } ?? []))
             if conv.status != 0 {
                 let why = lastLine(conv.stderr)
-                for c in comps { records.append(["case": sc.name, "component": c, "status": "convert failed: \(why)"]) }
+                for c in probe.components { records.append(["case": sc.name, "component": c, "status": "convert failed: \(why)"]) }
                 note("\(sc.name): convert failed: \(why)")
                 continue
             }
-            let packBytes = folderBytes(URL(fileURLWithPath: pack))
-            for c in comps {
-                var rec: [String: Any] = ["case": sc.name, "component": c, "scheme": sc.scheme,
-                                          "group": sc.group ?? -1, "zstd": sc.zstd ?? 0,
-                                          "nominal_bits": sc.nominalBits, "pack_bytes": packBytes]
-                let out = try runner.run(component: c, pack: pack, inputs: inputs, tag: sc.name)
-                rec["status"] = out.status
-                if let r = out.child { rec["seconds"] = r.seconds; rec["peak_rss_bytes"] = r.peakRSS }
-                guard let values = out.values else { records.append(rec); note("\(sc.name) \(c): \(out.status)"); continue }
-                if sc == base { baseOut[c] = values }
-                if let b = baseOut[c] { addMetrics(&rec, values, b, component: c, suffix: "vs_\(base.name)", dim: out.dim) }
-                if !noRefs, let ref = out.reference { addMetrics(&rec, values, ref, component: c, suffix: "vs_ref", dim: out.dim) }
-                records.append(rec)
-                note("\(sc.name) \(c): " + rec.filter { $0.key.contains("_vs_") }.sorted { $0.key < $1.key }
-                    .map { "\($0.key)=\(fmt($0.value))" }.joined(separator: " "))
-            }
+            records += try probe.measure(sc, pack: pack)
             try? fm.removeItem(atPath: pack)
             try ResultsFile.write(name, records: records, extra: ["model": model, "baseline": base.name])
         }
         try ResultsFile.write(name, records: records, extra: ["model": model, "baseline": base.name])
+    }
+}
+
+/// Runs the accuracy components on one converted pack and compares them with the baseline case (which
+/// must be measured first) and, when `refs` is given, with the PyTorch references. Shared by
+/// `qwen-bench accuracy` and `qwen-bench convert --accuracy`.
+struct AccuracyProbe {
+    let components: [String]
+    let baseline: SchemeCase
+    let compareWithRefs: Bool
+    let inputs: AccuracyInputs
+    let runner: ComponentRunner
+    private var baseOut: [String: [Float]] = [:]
+
+    /// `refs`: the oracle folder the inputs are read from (Tests/Fixtures/refs).
+    init(components: String, baseline: SchemeCase, refs: String, compareWithRefs: Bool, work: String, threads: Int) throws {
+        self.components = components.split(separator: ",").map(String.init)
+        self.baseline = baseline
+        self.compareWithRefs = compareWithRefs
+        inputs = try AccuracyInputs(refs: refs, work: work)
+        runner = try ComponentRunner(threads: threads)
+    }
+
+    /// One record per component (the results-file format of `accuracy_*`).
+    mutating func measure(_ sc: SchemeCase, pack: String) throws -> [[String: Any]] {
+        let packBytes = folderBytes(URL(fileURLWithPath: pack))
+        var records: [[String: Any]] = []
+        for c in components {
+            var rec: [String: Any] = ["case": sc.name, "component": c, "scheme": sc.scheme,
+                                      "group": sc.group ?? -1, "zstd": sc.zstd ?? 0,
+                                      "nominal_bits": sc.nominalBits, "pack_bytes": packBytes]
+            let out = try runner.run(component: c, pack: pack, inputs: inputs, tag: sc.name)
+            rec["status"] = out.status
+            if let r = out.child { rec["seconds"] = r.seconds; rec["peak_rss_bytes"] = r.peakRSS }
+            guard let values = out.values else { records.append(rec); note("\(sc.name) \(c): \(out.status)"); continue }
+            if sc == baseline { baseOut[c] = values }
+            if let b = baseOut[c] { addMetrics(&rec, values, b, component: c, suffix: "vs_\(baseline.name)", dim: out.dim) }
+            if compareWithRefs, let ref = out.reference { addMetrics(&rec, values, ref, component: c, suffix: "vs_ref", dim: out.dim) }
+            records.append(rec)
+            note("\(sc.name) \(c): " + rec.filter { $0.key.contains("_vs_") }.sorted { $0.key < $1.key }
+                .map { "\($0.key)=\(fmt($0.value))" }.joined(separator: " "))
+        }
+        return records
     }
 
     private func addMetrics(_ rec: inout [String: Any], _ a: [Float], _ ref: [Float], component: String, suffix: String, dim: Int) {

@@ -118,7 +118,12 @@ enum Paths {
     static var repo: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
-    static var results: URL { repo.appendingPathComponent("benchmarks/results") }
+    /// benchmarks/results, or $QWEN_BENCH_RESULTS (the quick mode of run_all.sh records elsewhere so it
+    /// never overwrites the full run's numbers).
+    static var results: URL {
+        if let d = ProcessInfo.processInfo.environment["QWEN_BENCH_RESULTS"], !d.isEmpty { return URL(fileURLWithPath: d) }
+        return repo.appendingPathComponent("benchmarks/results")
+    }
     static var fixtures: URL { repo.appendingPathComponent("Tests/Fixtures") }
 
     /// A sibling executable of this one (qwen-quant, qwen-run), built in the same configuration.

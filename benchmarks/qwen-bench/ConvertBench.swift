@@ -128,6 +128,7 @@ struct ConvertBench: ParsableCommand {
           qwen-bench convert --src /work/bench-data/synth --work /work/bench-data/packs
           qwen-bench convert --src /work/bench-data/synth --work /work/bench-data/packs --quick
           qwen-bench convert --src /work/bench-data/synth --work /work/bench-data/packs --cases q4-g32,q4-g32-zstd3
+          qwen-bench convert --src /work/bench-data/synth --work /work/bench-data/packs --accuracy text,vae-encode,vae-decode
         """)
 
     @Option(name: .long, help: "Full-size checkpoint (diffusers layout), e.g. from `qwen-bench synth`.")
@@ -143,7 +144,7 @@ struct ConvertBench: ParsableCommand {
     var quick = false
 
     @Option(name: .long, help: "Cases whose packs are kept for the speed benchmarks.")
-    var keep = "bf16,q8-pc,q4-g32,q4-g32-zstd3,f32"
+    var keep = "bf16,q8-pc,q8-pc-zstd3,q4-g32,q4-g32-zstd3"
 
     @Option(name: .long, help: "Components to convert (default: all, incl. tokenizer and processor).")
     var components: String?
@@ -157,16 +158,43 @@ struct ConvertBench: ParsableCommand {
     @Option(name: .long, help: "Results file name under benchmarks/results.")
     var resultName = "convert"
 
+    @Option(name: .long, help: "After converting each case, measure these components' error against --baseline on the oracle's inputs (text, vision, edit, vae-encode, vae-decode); the baseline case is converted first. Saves converting the full-size model twice.")
+    var accuracy: String?
+
+    @Option(name: .long, help: "Baseline case of --accuracy (bf16 for synthetic bf16 checkpoints: the same weights as f32).")
+    var baseline = "bf16"
+
+    @Option(name: .long, help: "Which cases --accuracy runs on (default: every raw case; zstd packs are lossless).")
+    var accuracyCases: String?
+
+    @Option(name: .long, help: "Results file name of --accuracy under benchmarks/results.")
+    var accuracyName = "accuracy_synth"
+
     @Flag(name: .long, help: "Only plan every case (`qwen-quant convert --dry-run --json`): payload bytes and bits per weight per component, written to results/convert_sizes.json. Takes seconds.")
     var sizesOnly = false
 
     func run() throws {
         if sizesOnly { return try planSizes() }
-        let list: [SchemeCase]
+        var list: [SchemeCase]
         if let c = cases { list = try c.split(separator: ",").map { try SchemeCase.parse(String($0)) } }
         else if quick { list = try SchemeCase.quick.map(SchemeCase.parse) }
         else { list = SchemeCase.all(zstdLevel: zstdLevel) }
         let keepSet = Set(try keep.split(separator: ",").map { try SchemeCase.parse(String($0)).name })
+        var probe: AccuracyProbe?
+        var accuracySet: Set<SchemeCase> = []
+        var accuracyRecords: [[String: Any]] = []
+        if let a = accuracy {
+            let base = try SchemeCase.parse(baseline)
+            list.removeAll { $0 == base }
+            list.insert(base, at: 0)
+            accuracySet = Set(try accuracyCases.map { try $0.split(separator: ",").map { try SchemeCase.parse(String($0)) } }
+                              ?? list.filter { $0.zstd == nil })
+            accuracySet.insert(base)
+            let dir = URL(fileURLWithPath: work).appendingPathComponent("accuracy-io").path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            probe = try AccuracyProbe(components: a, baseline: base, refs: Paths.fixtures.appendingPathComponent("refs").path,
+                                      compareWithRefs: false, work: dir, threads: threads)
+        }
         let comps = (components ?? "text_encoder,vae").split(separator: ",").map(String.init)
             .filter { $0 == "text_encoder" || $0.hasPrefix("vae") }
         let srcURL = URL(fileURLWithPath: src)
@@ -232,6 +260,12 @@ struct ConvertBench: ParsableCommand {
             byCase[sc.name] = rec
             note(String(format: "%@: %.1f s, peak RSS %@, %@ (%.2f bits/weight)", sc.name, r.seconds,
                         ByteSize.format(r.peakRSS), ByteSize.format(total), Double(total) * 8 / Double(allParams)))
+            if var p = probe, accuracySet.contains(sc) {
+                accuracyRecords += try p.measure(sc, pack: pack.path)
+                probe = p
+                try ResultsFile.write(accuracyName, records: accuracyRecords,
+                                      extra: ["model": src, "baseline": p.baseline.name, "converted_by": "qwen-bench convert --accuracy"])
+            }
             if !keepSet.contains(sc.name) { try? FileManager.default.removeItem(at: pack) }
             try save(byCase)
         }

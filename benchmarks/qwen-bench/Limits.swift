@@ -26,7 +26,7 @@ struct Limits: ParsableCommand {
     @Option(help: "Thread counts to measure, comma separated.")
     var threads: String = "1,2"
     @Option(help: "Output folder.")
-    var outDir: String = "benchmarks/results"
+    var outDir: String = Paths.results.path
     @Flag(help: "Print the JSON summary on stdout.")
     var json = false
 

