@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of issue 7 and regenerates benchmarks/RESULTS.md.
 #
-#   benchmarks/scripts/run_all.sh            # the full run (about 45 minutes on a 2-core box)
+#   benchmarks/scripts/run_all.sh            # the full run (under an hour on a 2-core box; the last run's time is in RESULTS.md)
 #   benchmarks/scripts/run_all.sh --quick    # a few minutes; records into $DATA/results-quick and
 #                                            # writes $DATA/RESULTS-quick.md (never the committed report)
 #
@@ -68,9 +68,9 @@ if [[ -n "$QUICK" ]]; then
   $B vision --packs "$DATA/packs" --cases q4-g32 --quick
   $B vae --src "$DATA/synth" --packs "$DATA/packs" --cases q8-pc --quick --extra="--max-ram 512M --force"
 else
-  $B text --packs "$DATA/packs" --cases q4-g32,q4-g32-zstd3,q8-pc,q8-pc-zstd3 --tokens 64,256,1024 --repeat 3
+  $B text --packs "$DATA/packs" --cases q4-g32,q4-g32-zstd3,q8-pc,q8-pc-zstd3 --tokens 64,256,1024 --repeat 2
   $B text --packs "$DATA/packs" --cases bf16 --tokens 256 --repeat 1 --name text_bf16
-  $B vision --packs "$DATA/packs" --cases q4-g32,q8-pc --repeat 3
+  $B vision --packs "$DATA/packs" --cases q4-g32,q8-pc --repeat 2
   $B vae --src "$DATA/synth" --packs "$DATA/packs" --cases f32,q8-pc --repeat 1 --extra="--max-ram 512M --force"
 fi
 

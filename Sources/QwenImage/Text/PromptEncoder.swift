@@ -91,7 +91,9 @@ public final class PromptEncoder {
                 hint: "Convert the checkpoint with its tokenizer (qwen-quant convert SRC -o PACK --components text_encoder,tokenizer,...).")
         }
         return try Qwen2Tokenizer.load(source: packPath + "/tokenizer") { name in
-            try? pack.fileData(component: "tokenizer", name: name)
+            // An absent file selects the fallback (vocab.json + merges.txt); any other failure is reported.
+            guard FileManager.default.fileExists(atPath: packPath + "/tokenizer/" + name) else { return nil }
+            return try pack.fileData(component: "tokenizer", name: name)
         }
     }
 
