@@ -25,7 +25,14 @@ if [[ -n "$QUICK" ]]; then
 fi
 SPEED_PACKS="bf16,q8-pc,q8-pc-zstd3,q4-g32,q4-g32-zstd3"
 start=$(date +%s)
-step() { echo "== $(( ($(date +%s) - start) / 60 )) min: $*" >&2; }
+STEPS=""
+last=$start
+step() {   # logs the step and records how long the previous one took (results/run_all.json)
+  local now; now=$(date +%s)
+  [[ -n "${cur:-}" ]] && STEPS+="${STEPS:+,}{\"step\": \"$cur\", \"seconds\": $((now - last))}"
+  cur="$*"; last=$now
+  echo "== $(( (now - start) / 60 )) min: $*" >&2
+}
 
 # 1. The full-size synthetic checkpoint (real shapes, random bf16 weights; written once, ~5 min).
 [[ -d "$DATA/synth" ]] || $B synth --config-dir "$CONFIGS" --out "$DATA/synth"
@@ -85,6 +92,9 @@ if [[ -z "$QUICK" ]]; then
     --components text --convert-components text_encoder --name accuracy_synth_outliers --work "$DATA/acc-synth-outliers"
 fi
 
-step report
-$B report "${REPORT[@]}"
 step done
+RES="${QWEN_BENCH_RESULTS:-benchmarks/results}"
+mkdir -p "$RES"
+printf '{"bench": "run_all", "date": "%s", "command": "benchmarks/scripts/run_all.sh %s", "total_seconds": %d, "records": [%s]}\n' \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$QUICK" $(( $(date +%s) - start )) "$STEPS" > "$RES/run_all.json"
+$B report "${REPORT[@]}"
