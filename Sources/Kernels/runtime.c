@@ -3,6 +3,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define QK_MAX_THREADS 256
 
@@ -55,4 +58,12 @@ void *qk_tls_scratch(int slot, size_t bytes) {
     }
     if (slot < 0 || slot >= QK_TLS_SLOTS) abort();
     return grow(&b[slot], bytes);
+}
+
+void qk_return_large_blocks_to_system(size_t bytes) {
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, (int)(bytes > (size_t)(32 << 20) ? (32 << 20) : bytes));
+#else
+    (void)bytes;
+#endif
 }

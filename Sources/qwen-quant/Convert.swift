@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import Quant
 import QwenImage
 
@@ -63,6 +64,7 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
+        qk_return_large_blocks_to_system(256 << 10)
         // A file-size limit (ulimit -f) then fails writes with EFBIG, reported like a full disk.
         signal(SIGXFSZ, SIG_IGN)
         try runReportingErrors {

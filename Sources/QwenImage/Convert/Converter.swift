@@ -256,6 +256,9 @@ public enum Converter {
                 progress.advance(nr * bytesPerRow / t.sourceShare)
             }
         }
+        // Each worker drops its chunk's source pages, but fault-around can map a few pages of a
+        // neighbouring chunk after that chunk was dropped; drop the whole tensor once more.
+        file.mapped.advise(info.offset, count * info.dtype.byteSize, willNeed: false)
         if let e = state.error { throw e }
         return state.ref > 0 ? (state.err / state.ref).squareRoot() : (state.err > 0 ? .infinity : 0)
     }
