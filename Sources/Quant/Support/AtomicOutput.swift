@@ -23,9 +23,12 @@ public struct AtomicOutput {
         self.temporary = dir.appendingPathComponent(tmpName)
     }
 
-    /// Atomically replaces `target` with `temporary`.
+    /// Atomically replaces `target` with `temporary`. The temporary's data (every file, for a folder)
+    /// is flushed to disk first and the parent folder after the rename, so a power cut leaves either
+    /// the old output or the complete new one.
     public func commit() throws {
         let fm = FileManager.default
+        try AtomicOutput.sync(temporary)
         if fm.fileExists(atPath: target.path) {
             // Move the old output aside first so a failed rename cannot lose both.
             let old = target.deletingLastPathComponent()
@@ -42,6 +45,22 @@ public struct AtomicOutput {
                 throw AtomicOutputError.rename(temporary.path, target.path, String(cString: strerror(errno)))
             }
         }
+        try AtomicOutput.sync(target.deletingLastPathComponent(), recursive: false)
+    }
+
+    /// fsync of a file, or of a folder and (recursively) everything in it.
+    static func sync(_ url: URL, recursive: Bool = true) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else { return }
+        if isDir.boolValue && recursive {
+            for name in try FileManager.default.contentsOfDirectory(atPath: url.path) {
+                try sync(url.appendingPathComponent(name))
+            }
+        }
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw AtomicOutputError.sync(url.path, String(cString: strerror(errno))) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw AtomicOutputError.sync(url.path, String(cString: strerror(errno))) }
     }
 
     /// Removes whatever was written under the temporary name.
@@ -64,12 +83,14 @@ public enum AtomicOutputError: Error, CustomStringConvertible {
     case exists(String)
     case noParent(String)
     case rename(String, String, String)
+    case sync(String, String)
 
     public var description: String {
         switch self {
         case .exists(let p): return "\(p): already exists (use --force to replace it)"
         case .noParent(let p): return "\(p): output folder does not exist (create it first)"
         case .rename(let a, let b, let e): return "could not rename \(a) to \(b): \(e)"
+        case .sync(let p, let e): return "\(p): could not flush to disk (fsync): \(e)"
         }
     }
 }
