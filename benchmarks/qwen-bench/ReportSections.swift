@@ -19,10 +19,10 @@ struct ReportWriter {
 
         **Machine:** \(machineLine()). Threads: 2 (`--threads 2`) unless a table says otherwise.
 
-        **Noise:** until about 14:00 on the day of these runs the two vCPUs were shared with up to eight other
-        sessions building and testing; wall times are medians of repeated child-process runs (the repeat count is
-        in each table) and can be noticeably slower than on an idle machine. Peak RSS (the child's own
-        `ru_maxrss`, via `wait4`) is not affected by the sharing.
+        **Noise:** the machine is a 2-vCPU virtual machine whose host is shared, so wall times wobble by
+        10-20% from run to run; they are medians of repeated child-process runs (the repeat count is in each
+        table). Peak RSS is the child's own `ru_maxrss` (via `wait4`) and does not depend on the noise.
+        \(runLine())
 
         **Weights:** no real Qwen weights can be downloaded here. Speed and memory use full-size *synthetic*
         checkpoints (`qwen-bench synth`: random bf16 weights with the real tensor names and shapes); accuracy
@@ -42,6 +42,7 @@ struct ReportWriter {
         let synthAcc = data.files.keys.sorted().filter { $0.hasPrefix("accuracy_synth") }
         for name in synthAcc {
             s += accuracySection(name, title: "Accuracy: full-size synthetic model (`\(name)`)")
+            s += synthNote(name)
         }
         if synthAcc.isEmpty {
             s += "## Accuracy: full-size synthetic models (with and without outlier channels)\n\n"
@@ -54,6 +55,12 @@ struct ReportWriter {
         s += vaeSection()
         s += reportedSection()
         return s
+    }
+
+    /// When and how long the last `run_all.sh` took (results/run_all.json), if recorded.
+    func runLine() -> String {
+        guard let f = data.files["run_all"], let total = f["total_seconds"] as? Int else { return "" }
+        return "The numbers below come from one `\(f["command"] as? String ?? "run_all.sh")` run that ended \(f["date"] as? String ?? "") and took \(total / 60) min \(total % 60) s in all (steps in \"How to reproduce\")."
     }
 
     func machineLine() -> String {
@@ -99,9 +106,22 @@ struct ReportWriter {
                 if !parts.isEmpty { lines.append("- **\(comp)**, relative L2 error against the f32 pack (tiny model): " + parts.joined(separator: ", ") + ".") }
             }
         }
+        for (file, what) in [("accuracy_synth", "full-size synthetic"), ("accuracy_synth_outliers", "full-size synthetic with outlier channels")] {
+            let recs = data.records(file).filter { $0["status"] as? String == "ok" }
+            let base = data.files[file]?["baseline"] as? String ?? "bf16"
+            for comp in ["text", "vae-decode"] {
+                let parts = ["q8-pc", "q8-g32", "q4-g32", "q4-g128"].compactMap { c -> String? in
+                    guard let r = recs.first(where: { $0["case"] as? String == c && $0["component"] as? String == comp }),
+                          let e = r["rel_l2_vs_\(base)"] else { return nil }
+                    if comp == "vae-decode" { return "\(c) \(F.num(r["psnr_db_vs_\(base)"], 1)) dB" }
+                    return "\(c) \(F.sci(e)) (worst cos \(F.cos(r["cos_worst_vs_\(base)"])))"
+                }
+                if !parts.isEmpty { lines.append("- **\(comp)**, \(what), against the \(base) pack (28 layers): " + parts.joined(separator: ", ") + ".") }
+            }
+        }
         let conv = data.records("convert")
         if !conv.isEmpty {
-            let parts = ["bf16", "q8-pc", "q4-g32", "q4-g32-zstd3"].compactMap { c -> String? in
+            let parts = ["bf16", "q8-pc", "q8-pc-zstd3", "q4-g32", "q4-g32-zstd3", "q4-g128"].compactMap { c -> String? in
                 guard let r = conv.first(where: { $0["case"] as? String == c }), r["pack_bytes"] != nil else { return nil }
                 return "\(c) \(size(c)) (\(F.num(r["bits_per_weight"])) bits/weight)"
             }
@@ -174,7 +194,7 @@ struct ReportWriter {
 
     func commandsSection() -> String {
         var s = "## How to reproduce\n\n```sh\nswift build -c release\n"
-        s += "benchmarks/scripts/run_all.sh            # everything (well under an hour), or --quick (a few minutes)\n"
+        s += "benchmarks/scripts/run_all.sh            # everything (under an hour), or --quick (a few minutes)\n"
         s += "```\n\nThe script runs, in order (each step records its own JSON in `benchmarks/results/`):\n\n```sh\n"
         let order = ["synth", "limits", "convert_sizes", "convert", "accuracy_tiny", "weights", "text", "vision", "vae"]
         let names = order.filter { data.has($0) } + data.files.keys.sorted().filter { !order.contains($0) }
@@ -182,6 +202,11 @@ struct ReportWriter {
             if let c = data.files[n]?["command"] as? String, c.hasPrefix("qwen-bench") { s += c + "\n" }
         }
         s += "qwen-bench report\n```\n\n"
+        if let f = data.files["run_all"], let total = f["total_seconds"] as? Int {
+            let steps = data.records("run_all").map { r in [r["step"] as? String ?? "?", F.secs(Double(r["seconds"] as? Int ?? 0))] }
+            s += "Duration of the last full run (`\(f["command"] as? String ?? "")`, ended \(f["date"] as? String ?? "")): **\(total / 60) min \(total % 60) s**.\n\n"
+            s += F.table(["step", "time"], steps) + "\n"
+        }
         return s
     }
 
@@ -196,7 +221,7 @@ struct ReportWriter {
             return "\(F.num(d["cpuMedian"], 1)) (wall \(F.num(d["median"], 1)))"
         }
         let rows = rs.map { r in ["\(r["threads"] ?? "?")", v(r, "readGBs"), v(r, "fmaGFLOPs"), v(r, "int8GOPs")] }
-        s += "CPU-time rates (work ÷ (process CPU seconds ÷ threads)), with the wall-clock median in parentheses: on the shared machine the wall rates are far lower. The kernels' own table is in [`results/kernels.md`](results/kernels.md).\n\n"
+        s += "CPU-time rates (work ÷ (process CPU seconds ÷ threads)), with the wall-clock median in parentheses. The kernels' own table is in [`results/kernels.md`](results/kernels.md) (`qwen-bench kernels`, recorded earlier on the same machine while other sessions shared it: its percentages are CPU-time rates for that reason).\n\n"
         s += F.table(["threads", "read GB/s", "f32 FMA GFLOP/s", "int8 dot GOP/s"], rows) + "\n"
         return s
     }
@@ -244,7 +269,8 @@ struct ReportWriter {
         }
         s += F.table(["case", "wall time", "CPU time", "source MB per CPU-s", "peak RSS", "pack size", "bits/weight", "text / vae bits/w", "zstd ratio"], rows)
         s += "\nTarget (issue 2): peak RSS under 1 GiB while converting the 7B text encoder; throughput limited by the disk, not the CPU. "
-        s += "Only the packs the speed runs need were converted at full size: on this shared machine a quantized full-size conversion (with the packer's scale search) took tens of minutes of wall time (see q4-g32 above); the sizes of every other case are exact from the plan above.\n\n"
+        s += "zstd packs keep the text encoder's embedding table raw (it is read one row per token), so their ratio counts the layers only; the ratio is raw pack ÷ zstd pack of the same scheme. "
+        s += "Random weights carry no structure beyond their value distribution, so these ratios are a floor estimate for trained checkpoints.\n\n"
         return s
     }
 
@@ -300,6 +326,21 @@ struct ReportWriter {
             s += F.table(header, table) + "\n"
         }
         return s
+    }
+
+    /// What each full-size synthetic accuracy run is, and how to read it.
+    func synthNote(_ name: String) -> String {
+        guard data.has(name) else { return "" }
+        switch name {
+        case "accuracy_synth":
+            return "The full-size synthetic checkpoint (28 decoder layers, real shapes, random bf16 weights), converted once per scheme by `qwen-bench convert --accuracy` and measured before the pack is deleted; the inputs are the oracle's (the three text-to-image prompts batched; the VAE's test image and latents). The bf16 pack is the baseline: it holds the checkpoint's own values, and the f32 pack gives identical outputs (its row is 0). **Read the quantized text rows with the depth table below:** a random 28-layer network amplifies a small perturbation layer after layer, so the same q8/q4 weights give 2% / 25% relative error on the 3-layer tiny model, more on the 4-layer cut and most here. Trained networks are far less chaotic (int4 and int8 language models are in wide use), but no trained Qwen weights can be measured on this machine.\n\n"
+        case "accuracy_synth_depth4":
+            return "The same synthetic text encoder cut to its first 4 decoder layers (`qwen-bench synth --text-layers 4`: real shapes, same weights for those layers). Together with the 28-layer table above and the 3-layer tiny model it shows how the error grows with depth on random weights.\n\n"
+        case "accuracy_synth_outliers":
+            return "The synthetic text encoder with outlier channels (`qwen-bench synth --outliers`): four hidden channels of the embedding table and of every input and post-attention norm weight scaled by 100-1000×, so every projection sees them, as real Qwen2.5 hidden states have. The integer kernels quantize activations per token in blocks of 32, so an outlier only coarsens its own block; the worst per-token cosine shows the tokens it hurts most.\n\n"
+        default:
+            return ""
+        }
     }
 
     // MARK: - Weights
@@ -432,7 +473,7 @@ struct ReportWriter {
             s += "\n"
         }
         if !any { return "## VAE speed (full-size synthetic)\n\n\(notMeasured); no `results/vae.json` yet.\n\n" }
-        s += "Runs whose command has no `--max-ram` use qwen-run's default memory plan (the whole image when it fits). The VAE helper's own run of the same decodes under `--max-ram 512M` (tiled, exact), with CPU-time numbers, is in [`results/vae.md`](results/vae.md) (`results/vae_tiled_512M.json`).\n\n"
+        s += "Runs whose command has no `--max-ram` use qwen-run's default memory plan (the whole image when it fits); `--max-ram 512M` makes the runner tile (exactly). An earlier, CPU-time-based table by the VAE's author is in [`results/vae.md`](results/vae.md).\n\n"
         s += "Targets (issue 6): 1024² and 2048² decodes within 512 MiB peak RSS (tiled); at least 4× faster than PyTorch fp32 untiled (≈ 93 s decode 1024², ≈ 51 s encode 1024², as reported in issue 6).\n\n"
         return s
     }

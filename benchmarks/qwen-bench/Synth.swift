@@ -32,6 +32,9 @@ struct Synth: ParsableCommand {
     @Flag(name: .long, help: "Give the activations a few outlier channels (100-1000x).")
     var outliers = false
 
+    @Option(name: .long, help: "Keep only the first N decoder layers of the text encoder (real shapes, shallower model; config.json is rewritten to match). For measuring how quantization error grows with depth.")
+    var textLayers: Int?
+
     @Option(name: .long, help: "Seed of the random weights.")
     var seed: UInt64 = 20_260_527
 
@@ -64,10 +67,15 @@ struct Synth: ParsableCommand {
         let start = Date()
         var plans: [(String, [SynthTensor], URL)] = []
         if comps.contains("text_encoder") {
-            let url = cfgDir.appendingPathComponent("text_encoder/config.json")
-            let cfg = try readJSON(url)
+            var url = cfgDir.appendingPathComponent("text_encoder/config.json")
+            var cfg = try readJSON(url)
+            if let n = textLayers {
+                cfg = try Synth.withTextLayers(cfg, n)
+                url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("qwen-bench-synth-config-\(getpid()).json")
+                try JSONSerialization.data(withJSONObject: cfg, options: [.prettyPrinted, .sortedKeys]).write(to: url)
+            }
             let tensors = try SynthSpec.textEncoder(config: cfg, outliers: outliers)
-            try checkRealCounts(text: tensors, config: cfg)
+            if textLayers == nil { try checkRealCounts(text: tensors, config: cfg) }
             plans.append(("text_encoder", tensors, url))
         }
         if comps.contains("vae") {
@@ -112,6 +120,23 @@ struct Synth: ParsableCommand {
                                                    "wall_s": secs, "peak_rss_bytes": ProcessStats.peakRSS(),
                                                    "bytes": written, "threads": threads, "status": "ok"]])
         FileHandle.standardError.write("wrote \(target.path) in \(String(format: "%.1f", secs)) s (peak RSS \(ByteSize.format(ProcessStats.peakRSS())))\n".data(using: .utf8)!)
+    }
+
+    /// The config with `n` decoder layers: num_hidden_layers, layer_types and max_window_layers, at the
+    /// top level and in text_config.
+    static func withTextLayers(_ config: [String: Any], _ n: Int) throws -> [String: Any] {
+        func cut(_ d: [String: Any]) throws -> [String: Any] {
+            var d = d
+            guard let layers = d["num_hidden_layers"] as? Int else { return d }
+            guard n >= 1 && n <= layers else { throw ValidationError("--text-layers: expected 1...\(layers), found \(n)") }
+            d["num_hidden_layers"] = n
+            if let t = d["layer_types"] as? [Any] { d["layer_types"] = Array(t.prefix(n)) }
+            if let w = d["max_window_layers"] as? Int { d["max_window_layers"] = min(w, n) }
+            return d
+        }
+        var c = try cut(config)
+        if let tc = config["text_config"] as? [String: Any] { c["text_config"] = try cut(tc) }
+        return c
     }
 
     private func checkRealCounts(text: [SynthTensor], config: [String: Any]) throws {

@@ -90,6 +90,13 @@ if [[ -z "$QUICK" ]]; then
     $B synth --config-dir "$CONFIGS" --out "$DATA/synth-outliers" --components text_encoder --outliers
   $B accuracy --model "$DATA/synth-outliers" --baseline bf16 --no-refs --cases bf16,q8-pc,q8-g32,q4-g32,q4-g128 \
     --components text --convert-components text_encoder --name accuracy_synth_outliers --work "$DATA/acc-synth-outliers"
+
+  # 9. The same text encoder cut to 4 of its 28 layers: how the error grows with depth.
+  step depth
+  [[ -d "$DATA/synth-depth4" ]] || \
+    $B synth --config-dir "$CONFIGS" --out "$DATA/synth-depth4" --components text_encoder --text-layers 4
+  $B accuracy --model "$DATA/synth-depth4" --baseline bf16 --no-refs --cases bf16,q8-pc,q8-g32,q4-g32,q4-g128 \
+    --components text --convert-components text_encoder --name accuracy_synth_depth4 --work "$DATA/acc-synth-depth4"
 fi
 
 step done
