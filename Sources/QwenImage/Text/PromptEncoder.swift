@@ -92,7 +92,8 @@ public final class PromptEncoder {
         }
         return try Qwen2Tokenizer.load(source: packPath + "/tokenizer") { name in
             // An absent file selects the fallback (vocab.json + merges.txt); any other failure is reported.
-            guard FileManager.default.fileExists(atPath: packPath + "/tokenizer/" + name) else { return nil }
+            let file = pack.url.appendingPathComponent("tokenizer").appendingPathComponent(name).path
+            guard FileManager.default.fileExists(atPath: file) else { return nil }
             return try pack.fileData(component: "tokenizer", name: name)
         }
     }
