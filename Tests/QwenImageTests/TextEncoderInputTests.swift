@@ -92,6 +92,9 @@ struct TextEncoderBadInputTests {
     func promptsFile() throws {
         let ok = Data("\"a cat\"\n\n\"\\u4e00 dog\"\r\n".utf8)
         #expect(try PromptsFile.parse(ok, path: "p.jsonl") == ["a cat", "\u{4e00} dog"])
+        // A U+FEFF that starts a prompt is part of it (escaped or literal), as in Python's json.loads.
+        let bom = Data("\"\\ufeffa cat\"\n\"\u{FEFF}b\"\n".utf8)
+        #expect(try PromptsFile.parse(bom, path: "p.jsonl") == ["\u{FEFF}a cat", "\u{FEFF}b"])
         var bad = Data("\"a cat\"\n\"a ".utf8); bad.append(0xFF); bad.append(contentsOf: Array("\"\n".utf8))
         #expect { try PromptsFile.parse(bad, path: "p.jsonl") } throws: { e in
             "\(e)".contains("p.jsonl") && "\(e)".contains("line 2") && "\(e)".contains("UTF-8")

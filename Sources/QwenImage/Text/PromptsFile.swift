@@ -19,8 +19,13 @@ public enum PromptsFile {
                 throw QwenImageError.invalidInput("\(path): line \(lineNumber) is not valid UTF-8")
             }
             if line.allSatisfy(\.isWhitespace) { continue }
-            let value = try? JSONSerialization.jsonObject(with: Data(slice), options: [.fragmentsAllowed])
-            guard let prompt = value as? String else {
+            // JSONScanner, not JSONSerialization: the latter drops a U+FEFF that starts a string.
+            let value: String? = slice.withUnsafeBufferPointer { buf in
+                var scanner = JSONScanner(buf, file: path)
+                guard scanner.peek() == UInt8(ascii: "\""), let s = try? scanner.string(), (try? scanner.end()) != nil else { return nil }
+                return s
+            }
+            guard let prompt = value else {
                 let shown = line.count > 60 ? String(line.prefix(60)) + "…" : line
                 throw QwenImageError.invalidInput("\(path): line \(lineNumber): expected a JSON string such as \"a red fox in the snow\", found \(shown)")
             }
