@@ -102,6 +102,14 @@ void qk_set_weight_scale_search(int on) { g_scale_search = on ? 1 : 0; }
    Sixteen float lanes summed in a fixed order, so the result (and the scale it picks) is the same on
    every machine and instruction set; the compiler maps the lanes onto whatever vectors it has. */
 typedef float qk_f16v __attribute__((vector_size(64)));
+
+/* The code of x at inverse step id, rounded to nearest even and clamped (the scalar twin of the lanes below). */
+static inline float quant_code(float x, float id, float qmin, float qmax) {
+#pragma clang fp contract(off)
+    float r = (x * id + 12582912.0f) - 12582912.0f;
+    return r > qmax ? qmax : r < qmin ? qmin : r;
+}
+
 static float group_sq_error(const float *v, int64_t len, float d, float qmin, float qmax) {
 #pragma clang fp contract(off)   /* no fused multiply-adds: the same picks with or without FMA */
     const float magic = 12582912.0f, id = 1.0f / d;
@@ -118,9 +126,7 @@ static float group_sq_error(const float *v, int64_t len, float d, float qmin, fl
     }
     float tail = 0;
     for (; i < len; i++) {
-        float r = (v[i] * id + magic) - magic;
-        r = r > qmax ? qmax : r < qmin ? qmin : r;
-        float e = v[i] - r * d;
+        float e = v[i] - quant_code(v[i], id, qmin, qmax) * d;
         tail += e * e;
     }
     float sum = 0;
@@ -152,11 +158,7 @@ static float quant_group(const float *v, int64_t len, int qmin, int qmax, int8_t
         }
     }
     float id = 1.0f / best_d;
-    for (int64_t i = 0; i < len; i++) {
-        float r = (v[i] * id + 12582912.0f) - 12582912.0f;   /* nearest even, as in group_sq_error */
-        r = r > qmax ? (float)qmax : r < qmin ? (float)qmin : r;
-        q[i] = (int8_t)r;
-    }
+    for (int64_t i = 0; i < len; i++) q[i] = (int8_t)quant_code(v[i], id, (float)qmin, (float)qmax);
     return best_d;
 }
 

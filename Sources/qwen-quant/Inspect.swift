@@ -103,7 +103,7 @@ struct Inspect: ParsableCommand {
                              + String(format: "(%@, ratio %.2f), %.2f bits/weight", r.compression, r.compression_ratio, r.bits_per_weight))
                 lines.append("      schemes: " + r.schemes.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
                 // Shards stored otherwise than the component's default compression (a zstd pack's raw embedding).
-                let byDefault = try p.component(r.name).manifest.compression
+                let byDefault = r.compression.prefix { $0 != ":" }   // "zstd:3" -> "zstd"
                 for (c, shards) in Dictionary(grouping: r.shard_list ?? [], by: \.compression).sorted(by: { $0.key < $1.key })
                 where c != byDefault {
                     lines.append("      \(c == "none" ? "raw" : c) shards: \(shards.map(\.name).joined(separator: ", "))")

@@ -50,6 +50,10 @@ public final class Pack: @unchecked Sendable {
     public var components: [String] { manifest.components.map(\.name).sorted() }
 
     public func hasComponent(_ name: String) -> Bool { manifest.components.contains { $0.name == name } }
+    /// Whether a files component (tokenizer, processor) carries `name`, per pack.json.
+    public func hasFile(component: String, name: String) -> Bool {
+        manifest.components.first { $0.name == component }?.files?.contains(name) ?? false
+    }
 
     /// A model component (manifest + shards). Opened once and cached.
     public func component(_ name: String) throws -> PackComponent {

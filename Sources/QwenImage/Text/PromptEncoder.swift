@@ -92,9 +92,7 @@ public final class PromptEncoder {
         }
         return try Qwen2Tokenizer.load(source: packPath + "/tokenizer") { name in
             // An absent file selects the fallback (vocab.json + merges.txt); any other failure is reported.
-            let file = pack.url.appendingPathComponent("tokenizer").appendingPathComponent(name).path
-            guard FileManager.default.fileExists(atPath: file) else { return nil }
-            return try pack.fileData(component: "tokenizer", name: name)
+            pack.hasFile(component: "tokenizer", name: name) ? try pack.fileData(component: "tokenizer", name: name) : nil
         }
     }
 
