@@ -30,11 +30,13 @@ let package = Package(
         .target(name: "Kernels", path: "Sources/Kernels",
                 cSettings: [.define("_GNU_SOURCE")],
                 linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread", .when(platforms: [.linux]))]),
+        // C: a SIGBUS handler that names the mapped input file another program truncated (no I/O otherwise).
+        .target(name: "CMapGuard", path: "Sources/CMapGuard"),
         // C: libpng / libjpeg calls behind setjmp (both report errors by longjmp, which Swift cannot catch).
         .target(name: "CImageShim", dependencies: ["CPNG", "CJPEG"], path: "Sources/CImageShim",
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
         // Formats: safetensors, the pack format, mmap, zstd, checksums; Swift wrappers of the kernels.
-        .target(name: "Quant", dependencies: ["Kernels", "CZstd"], path: "Sources/Quant"),
+        .target(name: "Quant", dependencies: ["Kernels", "CZstd", "CMapGuard"], path: "Sources/Quant"),
         // Models, tokenizer, image I/O and preprocessing, checkpoint name table, converter.
         .target(name: "QwenImage", dependencies: ["Quant", "Kernels", "CPNG", "CJPEG", "CImageShim"], path: "Sources/QwenImage"),
 

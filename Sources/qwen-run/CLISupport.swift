@@ -37,3 +37,29 @@ func printSummary(_ fields: [(String, Any)], json: Bool) {
         for (k, v) in fields { note("  \(k): \(v)") }
     }
 }
+
+/// Checks an output path before any work, the same way for every command: the extension, no existing
+/// file unless --force (the file is then replaced atomically), an existing writable folder, and no
+/// overlap with an input (writing inside the pack, or over the latents being read, is refused).
+func checkOutput(_ path: String, force: Bool, extensions: [String], inputs: [String]) throws {
+    let ext = (path as NSString).pathExtension.lowercased()
+    guard extensions.contains(ext) else {
+        throw ValidationError("--out \(path): expected a .\(extensions.joined(separator: " or ."))" + " file")
+    }
+    if FileManager.default.fileExists(atPath: path) && !force {
+        throw ValidationError("--out \(path) already exists (use --force to replace it)")
+    }
+    let dir = (path as NSString).deletingLastPathComponent
+    var isDir: ObjCBool = false
+    if !dir.isEmpty && !(FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue) {
+        throw ValidationError("--out \(path): folder \(dir) does not exist (create it first)")
+    }
+    if !FileManager.default.isWritableFile(atPath: dir.isEmpty ? "." : dir) {
+        throw ValidationError("--out \(path): folder \(dir.isEmpty ? "." : dir) is not writable")
+    }
+    do {
+        try AtomicOutput.checkDisjoint(output: URL(fileURLWithPath: path), inputs: inputs.map { URL(fileURLWithPath: $0) })
+    } catch let e as QuantError {
+        throw ValidationError("--out: \(e.description)")
+    }
+}

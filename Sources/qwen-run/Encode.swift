@@ -42,6 +42,9 @@ struct Encode: ParsableCommand {
     @Option(help: "Output .safetensors file (written atomically).")
     var out: String
 
+    @Flag(name: .long, help: "Replace an existing output file.")
+    var force = false
+
     @Option(help: "Output dtype of the embeddings: f32 or bf16 (masks are int64).")
     var dtype: OutputDType = .f32
 
@@ -95,7 +98,7 @@ struct Encode: ParsableCommand {
     private func encode() throws {
         try common.apply()
         let start = WallClock()
-        try checkOutputFolder()
+        try checkOutput(out, force: force, extensions: ["safetensors"], inputs: [pack] + images + (promptsFile.map { [$0] } ?? []))
         let prompts = try readPrompts()
         if !images.isEmpty { return try encodeImagePrompts(prompts) }
 
@@ -124,7 +127,7 @@ struct Encode: ParsableCommand {
         var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt"])
         try add(results[0], prefix: "", to: &writer)
         if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
-        try writer.write(to: URL(fileURLWithPath: out), force: true)
+        try writer.write(to: URL(fileURLWithPath: out), force: force)
 
         let seconds = start.elapsed()
         let tokens = tokenized.reduce(0) { $0 + $1.ids.count }
@@ -157,26 +160,16 @@ struct Encode: ParsableCommand {
     private func readPrompts() throws -> [String] {
         if let prompt {
             guard !prompt.isEmpty else { throw QwenImageError.invalidInput("--prompt is empty") }
+            guard prompt.utf8.count <= PromptsFile.maxPromptBytes else {
+                throw QwenImageError.invalidInput("--prompt is \(prompt.utf8.count) bytes long; at most \(PromptsFile.maxPromptBytes) are accepted")
+            }
             return [prompt]
         }
         let path = promptsFile!
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw QwenImageError.io(path: path, message: "cannot read the prompts file: \(error.localizedDescription)")
+        guard let data = try FileBytes.read(path, limit: PromptsFile.maxFileBytes) else {
+            throw QwenImageError.io(path: path, message: "the prompts file does not exist")
         }
         return try PromptsFile.parse(data, path: path)
-    }
-
-    /// Fails before any work when the output cannot be written where asked.
-    private func checkOutputFolder() throws {
-        let dir = URL(fileURLWithPath: out).deletingLastPathComponent().path
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw QwenImageError.io(path: dir, message: "the output folder does not exist (create it first)")
-        }
-        guard FileManager.default.isWritableFile(atPath: dir) else {
-            throw QwenImageError.io(path: dir, message: "the output folder is not writable")
-        }
     }
 
     private func rounded(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }

@@ -47,7 +47,7 @@ extension Encode {
                                                   "positions": "mrope (3-D, transformers 4.x / diffusers PR #14189)"])
         try add(results[0], prefix: "", to: &writer)
         if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
-        try writer.write(to: URL(fileURLWithPath: out), force: true)
+        try writer.write(to: URL(fileURLWithPath: out), force: force)
 
         let seconds = start.elapsed()
         printSummary([

@@ -42,7 +42,7 @@ struct VAEDecode: ParsableCommand {
     func run() throws {
         try common.apply()
         let tiling = try vae.tiling()
-        try checkOutput(out, force: vae.force, extensions: ["png", "safetensors"])
+        try checkOutput(out, force: vae.force, extensions: ["png", "safetensors"], inputs: [vae.pack, latents])
         let asPNG = (out as NSString).pathExtension.lowercased() == "png"
         if png16 && !asPNG { throw ValidationError("--png16 needs a .png output") }
         do {
@@ -78,6 +78,10 @@ struct VAEDecode: ParsableCommand {
                 throw QwenImageError.tensor(name: "latents", message: "in \(latents): \(w)×\(h) latents decode to more than 16384 pixels per side; refused")
             }
             let z = VAEFrames(cthw: try file.floats("latents"), channels: c, frames: t, height: h, width: w)
+            let badLatents = z.nonFiniteCount
+            guard badLatents == 0 else {
+                throw QwenImageError.tensor(name: "latents", message: "in \(latents): \(badLatents) of \(z.count) values are NaN or infinite; expected finite latents")
+            }
             let model = try AutoencoderKLQwenImage(config: config, source: src, parts: .decoder, temporal: t > 1)
             if denormalize { model.denormalize(z) }
             let progress = TileProgress("vae-decode")
@@ -86,6 +90,11 @@ struct VAEDecode: ParsableCommand {
             let x = try model.decode(z, tiling: tiling, report: &report) { progress.update($0, $1) }
             progress.finish()
             let seconds = Date().timeIntervalSince(computeStart)
+            let badPixels = x.nonFiniteCount
+            guard badPixels == 0 else {
+                throw QwenImageError.invalidInput("\(latents): the decoder produced \(badPixels) NaN or infinite values out of \(x.count): "
+                    + "the latents are far outside the range the VAE was trained on (were they normalized twice, or is --denormalize wrong?); nothing was written")
+            }
             if asPNG {
                 if png16 {
                     try ImageFile.writePNG16(width: x.width, height: x.height, channels: x.channels, samples: x.samples16(frame: 0), to: out)

@@ -42,22 +42,6 @@ struct VAEOptions: ParsableArguments {
     }
 }
 
-/// Refuses to overwrite an output without --force, and a missing output folder, before any work.
-func checkOutput(_ path: String, force: Bool, extensions: [String]) throws {
-    let ext = (path as NSString).pathExtension.lowercased()
-    guard extensions.contains(ext) else {
-        throw ValidationError("--out \(path): expected a .\(extensions.joined(separator: " or ."))" + " file")
-    }
-    if FileManager.default.fileExists(atPath: path) && !force {
-        throw ValidationError("--out \(path) already exists (use --force to replace it)")
-    }
-    let dir = (path as NSString).deletingLastPathComponent
-    var isDir: ObjCBool = false
-    if !dir.isEmpty && !(FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue) {
-        throw ValidationError("--out \(path): folder \(dir) does not exist")
-    }
-}
-
 /// A progress bar created on the first tile (when the total is known).
 final class TileProgress {
     private var bar: Quant.Progress?
@@ -119,7 +103,7 @@ struct VAEEncode: ParsableCommand {
     func run() throws {
         try common.apply()
         let tiling = try vae.tiling()
-        try checkOutput(out, force: vae.force, extensions: ["safetensors"])
+        try checkOutput(out, force: vae.force, extensions: ["safetensors"], inputs: [vae.pack, image])
         do {
             let start = Date()
             let src = try vae.source()

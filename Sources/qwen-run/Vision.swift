@@ -75,12 +75,16 @@ struct Vision: ParsableCommand {
     @Option(name: .long, help: "Output safetensors file (written atomically).")
     var out: String
 
+    @Flag(name: .long, help: "Replace an existing output file.")
+    var force = false
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws { try images.validateImages(required: true) }
 
     func run() throws {
         try common.apply()
+        try checkOutput(out, force: force, extensions: ["safetensors"], inputs: [pack] + images.image)
         do {
             let start = DispatchTime.now()
             let p = try Pack(path: pack)
@@ -96,7 +100,7 @@ struct Vision: ParsableCommand {
             try w.add("image_embeds", f32: embeds, shape: [tokens, tower.config.outHiddenSize])
             try w.add("image_grid_thw", int64: input.grids.flatMap { [Int64($0.t), Int64($0.h), Int64($0.w)] },
                       shape: [input.grids.count, 3])
-            try w.write(toPath: out)
+            try w.write(toPath: out, force: force)
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
             printSummary([
                 ("out", out),

@@ -22,7 +22,7 @@ public final class Pack: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
             throw QuantError.pack(path: url.path, message: "not a pack folder (does not exist or is not a folder)")
         }
-        guard let data = FileManager.default.contents(atPath: file) else {
+        guard let data = try FileBytes.read(file) else {
             throw QuantError.pack(path: file, message: "missing: not a pack (convert a checkpoint with `qwen-quant convert`)")
         }
         let m: PackManifest
@@ -77,7 +77,7 @@ public final class Pack: @unchecked Sendable {
         }
         guard Pack.isPlainName(name) else { throw QuantError.invalidArgument("bad file name '\(name)'") }
         let p = url.appendingPathComponent(component).appendingPathComponent(name).path
-        guard let d = FileManager.default.contents(atPath: p) else {
+        guard let d = try FileBytes.read(p) else {
             throw QuantError.pack(path: p, message: "missing file \(name) in component \(component)")
         }
         return d
@@ -142,7 +142,7 @@ public final class PackComponent: @unchecked Sendable {
         self.name = name
         self.folder = folder
         let file = folder.appendingPathComponent(PackFormat.manifestFile).path
-        guard let data = FileManager.default.contents(atPath: file) else {
+        guard let data = try FileBytes.read(file) else {
             throw QuantError.pack(path: file, message: "missing component manifest")
         }
         let m: ComponentManifest
@@ -174,10 +174,10 @@ public final class PackComponent: @unchecked Sendable {
                 throw QuantError.pack(path: file, message: "shard \(s.name): unknown compression '\(compression)' (expected none or zstd)")
             }
             compressed.append(compression == "zstd")
-            guard let header = FileHandle(forReadingAtPath: shardPath).flatMap({ try? $0.read(upToCount: PackFormat.shardHeaderBytes) }) else {
-                throw QuantError.pack(path: shardPath, message: "cannot read the shard header")
-            }
-            try header.withUnsafeBytes { try Self.checkHeader($0, path: shardPath, record: s, compressed: compressed[si]) }
+            try Self.checkPayloadBytes(s, compressed: compression == "zstd", path: shardPath)
+            let shardFile = try MappedFile(path: shardPath)
+            try Self.checkHeader(shardFile.bytes(0, min(shardFile.size, PackFormat.shardHeaderBytes)), path: shardPath, record: s,
+                                 compressed: compressed[si])
             for t in s.tensors {
                 try Self.validate(t, shard: s, compressed: compressed[si], path: shardPath)
                 guard index[t.name] == nil else { throw QuantError.pack(path: file, message: "tensor \(t.name) listed twice") }
@@ -194,6 +194,25 @@ public final class PackComponent: @unchecked Sendable {
         poolLimitBytes = sizes.count > 1 ? sizes[1] : 0
     }
 
+    /// The payload size decides an allocation (zstd shards are decompressed into a buffer of that
+    /// size), so it is bounded by what the shard's tensors can need: a raw shard's payload is the file,
+    /// a compressed one's is at most its tensors plus their alignment padding.
+    private static func checkPayloadBytes(_ s: ShardRecord, compressed: Bool, path: String) throws {
+        var limit = compressed ? PackFormat.alignment : s.fileBytes
+        if compressed {
+            for t in s.tensors {
+                let (a, o1) = limit.addingReportingOverflow(t.bytes)
+                let (b, o2) = a.addingReportingOverflow(PackFormat.alignment)
+                guard t.bytes >= 0, !o1, !o2 else { limit = -1; break }
+                limit = b
+            }
+        }
+        guard s.payloadBytes >= 0, s.fileBytes >= PackFormat.shardHeaderBytes, limit >= 0, s.payloadBytes <= limit else {
+            throw QuantError.pack(path: path,
+                message: "shard \(s.name): payload of \(s.payloadBytes) bytes does not fit its tensors and file (at most \(max(limit, 0)) bytes expected)")
+        }
+    }
+
     private static func validate(_ t: TensorRecord, shard s: ShardRecord, compressed: Bool, path: String) throws {
         func bad(_ msg: String) -> QuantError { .pack(path: path, message: "tensor \(t.name): \(msg)") }
         guard let expected = packPayloadBytes(layout: t.layout, scheme: t.scheme, group: t.group, shape: t.shape) else {
@@ -202,20 +221,27 @@ public final class PackComponent: @unchecked Sendable {
         guard expected == t.bytes else { throw bad("payload is \(t.bytes) bytes, expected \(expected) for \(t.scheme.rawValue) \(t.shape) group \(t.group)") }
         guard t.offset >= 0, t.offset % PackFormat.alignment == 0 else { throw bad("offset \(t.offset) is not 64-byte aligned") }
         guard XXH64.parse(t.checksum) != nil else { throw bad("bad checksum '\(t.checksum)'") }
+        // Every sum below is checked: the values come from a file (offset + bytes near Int.max traps).
+        let (end, endOverflow) = t.offset.addingReportingOverflow(t.bytes)
         if compressed {
-            guard t.offset + t.bytes <= s.payloadBytes else { throw bad("[\(t.offset), \(t.offset + t.bytes)) outside the shard buffer of \(s.payloadBytes) bytes") }
+            guard !endOverflow, end <= s.payloadBytes else {
+                throw bad("[\(t.offset), \(t.offset) + \(t.bytes)) outside the shard buffer of \(s.payloadBytes) bytes")
+            }
             guard let frames = t.frames, frames.allSatisfy({ $0.count == 3 }) else { throw bad("compressed shard without frame list") }
             var sum = 0
             for f in frames {
-                guard f[0] >= PackFormat.shardHeaderBytes, f[1] > 0, f[0] + f[1] <= s.fileBytes, f[2] > 0 else {
-                    throw bad("frame \(f) outside the shard file (\(s.fileBytes) bytes)")
+                let (frameEnd, o) = f[0].addingReportingOverflow(f[1])
+                guard f[0] >= PackFormat.shardHeaderBytes, f[1] > 0, !o, frameEnd <= s.fileBytes, f[2] > 0, f[2] <= t.bytes else {
+                    throw bad("frame \(f) outside the shard file (\(s.fileBytes) bytes) or larger than the tensor")
                 }
-                sum += f[2]
+                let (next, so) = sum.addingReportingOverflow(f[2])
+                guard !so, next <= t.bytes else { throw bad("frames hold more than the tensor's \(t.bytes) bytes") }
+                sum = next
             }
             guard sum == t.bytes else { throw bad("frames hold \(sum) bytes, expected \(t.bytes)") }
         } else {
-            guard t.offset >= PackFormat.shardHeaderBytes, t.offset + t.bytes <= s.fileBytes else {
-                throw bad("[\(t.offset), \(t.offset + t.bytes)) outside the shard file (\(s.fileBytes) bytes)")
+            guard t.offset >= PackFormat.shardHeaderBytes, !endOverflow, end <= s.fileBytes else {
+                throw bad("[\(t.offset), \(t.offset) + \(t.bytes)) outside the shard file (\(s.fileBytes) bytes)")
             }
         }
     }
@@ -227,7 +253,7 @@ public final class PackComponent: @unchecked Sendable {
     /// config.json bytes (verbatim from the source).
     public func configData() throws -> Data {
         let p = folder.appendingPathComponent(PackFormat.configFile).path
-        guard let d = FileManager.default.contents(atPath: p) else { throw QuantError.pack(path: p, message: "missing config.json") }
+        guard let d = try FileBytes.read(p) else { throw QuantError.pack(path: p, message: "missing config.json") }
         return d
     }
 
@@ -317,7 +343,8 @@ public final class PackComponent: @unchecked Sendable {
         }
         let version = Int(UInt32(littleEndian: h.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
         let code = UInt32(littleEndian: h.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
-        let payload = Int(UInt64(littleEndian: h.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+        // Int(exactly:): a crafted u64 above Int.max must be a mismatch, not a trap.
+        let payload = Int(exactly: UInt64(littleEndian: h.loadUnaligned(fromByteOffset: 16, as: UInt64.self))) ?? -1
         let found = code == 0 ? "none" : code == 1 ? "zstd" : "unknown (\(code))"
         let expected = compressed ? "zstd" : "none"
         guard version == PackFormat.version, found == expected, payload == record.payloadBytes else {

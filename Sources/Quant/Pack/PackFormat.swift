@@ -209,6 +209,8 @@ public struct TensorRecord: Codable, Sendable {
         self.source = source; self.sourceShape = sourceShape; self.sourceDtype = sourceDtype; self.relRMSE = relRMSE
     }
 
+    /// The product of the dimensions; the loader checked (`packPayloadBytes`) that it neither
+    /// overflows nor has a negative factor.
     public var elementCount: Int { shape.reduce(1, *) }
 }
 
@@ -223,16 +225,28 @@ public struct PackTensorInfo: Sendable {
     public let bytes: Int
 }
 
-/// Expected payload size of a record, or nil when the (scheme, group, shape) is not supported.
+/// Expected payload size of a record, or nil when the (scheme, group, shape) is not supported or
+/// does not fit: every dimension must be positive and every product representable (the values come
+/// from a manifest that may be corrupted or crafted).
 public func packPayloadBytes(layout: PackLayout, scheme: PackScheme, group: Int, shape: [Int]) -> Int? {
+    guard shape.allSatisfy({ $0 > 0 }), let group32 = Int32(exactly: group) else { return nil }
     switch layout {
     case .dense:
         guard scheme == .f32, group == 0 else { return nil }
-        return shape.reduce(1, *) * 4
+        var bytes = 4
+        for d in shape {
+            let (m, o) = bytes.multipliedReportingOverflow(by: d)
+            if o { return nil }
+            bytes = m
+        }
+        return bytes
     case .qkWeight:
-        guard shape.count == 2, shape[0] > 0, shape[1] > 0 else { return nil }
-        let b = qk_weight_bytes(scheme.qk, Int32(group), Int64(shape[0]), Int64(shape[1]))
-        return b == 0 ? nil : Int(b)
+        // qk_weight_bytes computes in size_t: keep n and k small enough that its products cannot wrap
+        // (2^40 elements is far beyond any real matrix and leaves 2^23 of headroom per element).
+        guard shape.count == 2, shape[0].multipliedReportingOverflow(by: shape[1]).partialValue < (1 << 40),
+              !shape[0].multipliedReportingOverflow(by: shape[1]).overflow else { return nil }
+        let b = qk_weight_bytes(scheme.qk, group32, Int64(shape[0]), Int64(shape[1]))
+        return b == 0 ? nil : Int(exactly: b)
     }
 }
 

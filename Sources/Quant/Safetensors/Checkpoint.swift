@@ -68,10 +68,17 @@ public final class CheckpointComponent: @unchecked Sendable {
     }
 
     static func readIndex(_ path: String) throws -> [String: String] {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = try FileBytes.read(path) else {
             throw QuantError.index(file: path, message: "cannot read the index")
         }
-        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        // The strict reader: a tensor listed twice in weight_map is an error, not "last one wins".
+        let parsed = try data.withUnsafeBytes { raw -> Any in
+            var s = JSONScanner(raw.bindMemory(to: UInt8.self), file: path, makeError: { QuantError.index(file: path, message: $0) })
+            let v = try s.value()
+            try s.end()
+            return v
+        }
+        guard let obj = parsed as? [String: Any] else {
             throw QuantError.index(file: path, message: "not a JSON object")
         }
         guard let wm = obj["weight_map"] as? [String: Any] else {
@@ -91,7 +98,7 @@ public final class CheckpointComponent: @unchecked Sendable {
     /// config.json of this component (nil when absent).
     public var configURL: URL { folder.appendingPathComponent("config.json") }
     public func configData() throws -> Data {
-        guard let d = FileManager.default.contents(atPath: configURL.path) else {
+        guard let d = try FileBytes.read(configURL.path) else {
             throw QuantError.layout(path: configURL.path, message: "missing config.json for component \(name)")
         }
         return d
@@ -206,7 +213,7 @@ public final class Checkpoint: @unchecked Sendable {
     static func componentName(folder: URL) -> String {
         let base = folder.lastPathComponent
         if base == "text_encoder" || base.hasPrefix("vae") { return base }
-        if let d = FileManager.default.contents(atPath: folder.appendingPathComponent("config.json").path),
+        if let d = try? FileBytes.read(folder.appendingPathComponent("config.json").path),
            let obj = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] {
             if let cls = obj["_class_name"] as? String, cls.hasPrefix("Autoencoder") { return "vae" }
             if let mt = obj["model_type"] as? String, mt.hasPrefix("qwen2") { return "text_encoder" }

@@ -65,10 +65,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         dataStart = 8 + n
         let dataSize = mapped.size - dataStart
-        let headerData = Data(mapped.bytes(8, n))
+        // The project's strict reader, not JSONSerialization: a key given twice is an error (it would
+        // silently keep the last one), and nesting is bounded.
         let json: Any
-        do { json = try JSONSerialization.jsonObject(with: headerData) } catch {
-            throw QuantError.safetensors(file: file, tensor: nil, message: "header is not valid JSON")
+        do {
+            var scanner = JSONScanner(mapped.bytes(8, n).bindMemory(to: UInt8.self), file: file,
+                                      makeError: { QuantError.safetensors(file: file, tensor: nil, message: "header is \($0)") })
+            json = try scanner.value()
+            try scanner.end()
         }
         guard let dict = json as? [String: Any] else {
             throw QuantError.safetensors(file: file, tensor: nil, message: "header is not a JSON object")
@@ -91,12 +95,15 @@ public final class SafetensorsFile: @unchecked Sendable {
             infos.append(try Self.parseEntry(name: name, value: value, file: file, dataSize: dataSize, dataStart: dataStart))
         }
         infos.sort { ($0.offset, $0.byteCount, $0.name) < ($1.offset, $1.byteCount, $1.name) }
-        for i in infos.indices.dropFirst() where infos[i].byteCount > 0 {
-            let prev = infos[i - 1]
-            if infos[i].offset < prev.offset + prev.byteCount {
-                throw QuantError.safetensors(file: file, tensor: infos[i].name,
-                    message: "data [\(infos[i].offset - dataStart), \(infos[i].offset - dataStart + infos[i].byteCount)) overlaps tensor \(prev.name) [\(prev.offset - dataStart), \(prev.offset - dataStart + prev.byteCount))")
+        // Each non-empty tensor must start at or after the end of every earlier one: compare with the
+        // furthest-reaching earlier tensor, not just the previous one (which may be zero-byte).
+        var reach: SafetensorsTensorInfo?
+        for t in infos where t.byteCount > 0 {
+            if let prev = reach, t.offset < prev.offset + prev.byteCount {
+                throw QuantError.safetensors(file: file, tensor: t.name,
+                    message: "data [\(t.offset - dataStart), \(t.offset - dataStart + t.byteCount)) overlaps tensor \(prev.name) [\(prev.offset - dataStart), \(prev.offset - dataStart + prev.byteCount))")
             }
+            if reach.map({ t.offset + t.byteCount > $0.offset + $0.byteCount }) ?? true { reach = t }
         }
         metadata = meta
         tensorNames = infos.map(\.name)

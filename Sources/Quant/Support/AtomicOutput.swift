@@ -19,8 +19,32 @@ public struct AtomicOutput {
         guard fm.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
             throw AtomicOutputError.noParent(dir.path)
         }
+        AtomicOutput.removeLeftovers(of: self.target)
         let tmpName = ".\(self.target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         self.temporary = dir.appendingPathComponent(tmpName)
+    }
+
+    /// Removes what a killed earlier run left beside `target`: `.NAME.tmp-PID-RAND` (an unfinished
+    /// output) and `.NAME.old-PID` (the previous output, moved aside during a replace) of processes
+    /// that no longer exist. A live process's temporaries are left alone. If `target` is missing while
+    /// a dead process's `.old` copy exists, the replace was interrupted between its two renames: the
+    /// old output is put back instead of being deleted.
+    public static func removeLeftovers(of target: URL) {
+        let fm = FileManager.default
+        let dir = target.deletingLastPathComponent()
+        let base = "." + target.lastPathComponent
+        guard let names = try? fm.contentsOfDirectory(atPath: dir.path) else { return }
+        for name in names where name.hasPrefix(base + ".tmp-") || name.hasPrefix(base + ".old-") {
+            let rest = name.dropFirst(base.count + 5)
+            guard let pid = Int32(rest.split(separator: "-", omittingEmptySubsequences: false).first ?? ""), pid > 0,
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let url = dir.appendingPathComponent(name)
+            if name.hasPrefix(base + ".old-") && !fm.fileExists(atPath: target.path) {
+                try? fm.moveItem(at: url, to: target)
+            } else {
+                try? fm.removeItem(at: url)
+            }
+        }
     }
 
     /// Atomically replaces `target` with `temporary`. The temporary's data (every file, for a folder)
@@ -61,6 +85,40 @@ public struct AtomicOutput {
         guard fd >= 0 else { throw AtomicOutputError.sync(url.path, String(cString: strerror(errno))) }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw AtomicOutputError.sync(url.path, String(cString: strerror(errno))) }
+    }
+
+    /// Refuses an output that is, contains, or lies inside one of the inputs (symbolic links resolved):
+    /// `convert SRC -o SRC --force` would otherwise delete the checkpoint it reads, and
+    /// `-o SRC/vae --force` would replace a source component.
+    public static func checkDisjoint(output: URL, inputs: [URL]) throws {
+        let out = resolved(output)
+        for input in inputs {
+            let inp = resolved(input)
+            func within(_ a: [String], _ b: [String]) -> Bool { a.count >= b.count && Array(a.prefix(b.count)) == b }
+            let o = out.pathComponents, i = inp.pathComponents
+            let relation = o == i ? "is" : within(i, o) ? "contains" : within(o, i) ? "lies inside" : nil
+            if let relation {
+                throw QuantError.output("output \(output.path) \(relation) the input \(input.path)\(relation == "is" ? "" : " (\(inp.path))"): "
+                    + "writing there could destroy the input; choose an output outside it")
+            }
+        }
+    }
+
+    /// The real path of `url`: its longest existing prefix through realpath, then the rest as given.
+    private static func resolved(_ url: URL) -> URL {
+        var existing = url.standardizedFileURL
+        var rest: [String] = []
+        while true {
+            if let p = realpath(existing.path, nil) {
+                var r = URL(fileURLWithPath: String(cString: p))
+                free(p)
+                for c in rest { r.appendPathComponent(c) }
+                return r.standardizedFileURL
+            }
+            guard existing.pathComponents.count > 1 else { return url.standardizedFileURL }
+            rest.insert(existing.lastPathComponent, at: 0)
+            existing.deleteLastPathComponent()
+        }
     }
 
     /// Removes whatever was written under the temporary name.

@@ -5,7 +5,7 @@ public enum ByteSize {
         var digits = s
         var unit = ""
         while let last = digits.last, last.isLetter { unit = String(last) + unit; digits.removeLast() }
-        guard let value = Double(digits.trimmingCharacters(in: .whitespaces)), value >= 0 else { return nil }
+        guard let value = Double(digits.trimmingCharacters(in: .whitespaces)), value.isFinite, value >= 0 else { return nil }
         let mult: Double
         switch unit {
         case "", "b": mult = 1
@@ -15,7 +15,10 @@ public enum ByteSize {
         case "t", "tb", "tib": mult = 1024 * 1024 * 1024 * 1024
         default: return nil
         }
-        return Int(value * mult)
+        // Int(exactly:) is not enough: Int(Double) traps above Int.max (e.g. "1e30").
+        let bytes = (value * mult).rounded(.down)
+        guard bytes < Double(Int.max) else { return nil }
+        return Int(bytes)
     }
 
     public static func format(_ bytes: Int) -> String {

@@ -1,3 +1,4 @@
+import CMapGuard
 import Foundation
 
 /// A whole file mapped read-only into memory. The mapping lives as long as the object.
@@ -9,24 +10,25 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO named like a shard or checkpoint must not block open() forever.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw QuantError.io(path: path, message: "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            throw QuantError.io(path: path, message: "cannot stat: \(String(cString: strerror(errno)))")
-        }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw QuantError.io(path: path, message: "not a regular file") }
-        size = Int(st.st_size)
+        size = try FileBytes.regularFileSize(fd, path: path)
         if size == 0 { base = nil; return }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else {
             throw QuantError.io(path: path, message: "cannot map \(size) bytes: \(String(cString: strerror(errno)))")
         }
         base = UnsafeRawPointer(p)
+        guardSlot = qmg_register(p, size, path)
     }
 
+    /// Slot of this mapping in the SIGBUS guard (a truncated file ends the run with a message naming it).
+    private var guardSlot: Int32 = -1
+
     deinit {
+        qmg_unregister(guardSlot)
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }
 

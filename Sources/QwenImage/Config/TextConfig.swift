@@ -165,6 +165,11 @@ public struct TextConfig: Codable, Sendable, Equatable {
         where v <= 0 {
             throw fail("\(name) must be positive, found \(v)")
         }
+        try ConfigLimits.check([("vocab_size", vocabSize, ConfigLimits.vocabulary), ("hidden_size", hiddenSize, ConfigLimits.width),
+                                ("intermediate_size", intermediateSize, ConfigLimits.mlpWidth),
+                                ("num_hidden_layers", numHiddenLayers, ConfigLimits.layers),
+                                ("num_attention_heads", numAttentionHeads, ConfigLimits.heads),
+                                ("num_key_value_heads", numKeyValueHeads, ConfigLimits.heads)], fail: fail)
         guard hiddenSize % numAttentionHeads == 0 else {
             throw fail("hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
         }

@@ -125,6 +125,11 @@ public struct VisionConfig: Codable, Sendable, Equatable {
         guard depth > 0, hiddenSize > 0, numHeads > 0, intermediateSize > 0, outHiddenSize > 0 else {
             throw bad("depth, hidden_size, num_heads, intermediate_size and out_hidden_size must be positive")
         }
+        try ConfigLimits.check([("depth", depth, ConfigLimits.layers), ("hidden_size", hiddenSize, ConfigLimits.width),
+                                ("num_heads", numHeads, ConfigLimits.heads), ("intermediate_size", intermediateSize, ConfigLimits.mlpWidth),
+                                ("out_hidden_size", outHiddenSize, ConfigLimits.width), ("patch_size", patchSize, ConfigLimits.patch),
+                                ("spatial_merge_size", spatialMergeSize, 64), ("temporal_patch_size", temporalPatchSize, 64),
+                                ("window_size", windowSize, ConfigLimits.width)], fail: bad)
         guard hiddenSize % numHeads == 0, headDim % 4 == 0 else {
             throw bad("hidden_size \(hiddenSize) / num_heads \(numHeads) must give a head_dim divisible by 4 (2-D rope)")
         }

@@ -71,6 +71,7 @@ public enum Converter {
     public static func convert(checkpoint: Checkpoint, plan: ConversionPlan, output: URL, options: ConvertOptions,
                                toolVersion: String = "qwen-quant") throws -> ConversionSummary {
         let started = Date()
+        try AtomicOutput.checkDisjoint(output: output, inputs: [checkpoint.root])
         let out: AtomicOutput
         do { out = try AtomicOutput(target: output, force: options.force) } catch let e as AtomicOutputError {
             throw QuantError.output(e.description)
@@ -183,6 +184,12 @@ public enum Converter {
             var v = [Float](repeating: 0, count: count)
             try v.withUnsafeMutableBufferPointer { b in
                 try file.floats(t.source, elements: 0..<count, into: b.baseAddress!)
+                // The same rule as for matrices (whose packer refuses them): a NaN or infinite bias or
+                // norm weight would silently poison every output.
+                if let i = b.firstIndex(where: { !$0.isFinite }) {
+                    throw QwenImageError.tensor(name: t.output.name,
+                        message: "element \(i) of \(t.source) is \(b[i]); expected finite values (the checkpoint is corrupted)")
+                }
                 try writer.write(slot, at: 0, from: b.baseAddress!, count: count * 4)
             }
             progress.advance(t.sourceBytes)

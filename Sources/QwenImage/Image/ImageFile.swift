@@ -43,6 +43,8 @@ public enum ImageFile {
     /// Reads a PNG or JPEG file as RGB (3 channels), or RGBA (4) with `keepAlpha`.
     /// With `applyEXIFOrientation`, the image is turned upright as diffusers' `load_image` does
     /// (`ImageOps.exif_transpose`); without, it is as stored, like `Image.open`.
+    /// Files above `maxFileBytes` (512 MiB: far above any PNG/JPEG within the pixel limit) are refused unread.
+    public static let maxFileBytes = 512 << 20
     public static func read(path: String, keepAlpha: Bool = false, maxPixels: Int = defaultMaxPixels,
                             applyEXIFOrientation: Bool = false) throws -> Image8 {
         var isDir: ObjCBool = false
@@ -51,8 +53,11 @@ public enum ImageFile {
         }
         if isDir.boolValue { throw QwenImageError.image(path: path, message: "is a folder, expected a PNG or JPEG file") }
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) } catch {
-            throw QwenImageError.image(path: path, message: "cannot read: \(error.localizedDescription)")
+        do {
+            guard let d = try FileBytes.read(path, limit: maxFileBytes) else { throw QwenImageError.image(path: path, message: "file not found") }
+            data = d
+        } catch let error as QuantError {
+            throw QwenImageError.image(path: path, message: "cannot read: \(error.description)")
         }
         let image = try decode(data, name: path, keepAlpha: keepAlpha, maxPixels: maxPixels)
         guard applyEXIFOrientation, let orientation = exifOrientation(data) else { return image }

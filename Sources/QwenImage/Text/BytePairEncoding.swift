@@ -30,6 +30,14 @@ final class BytePairEncoding: @unchecked Sendable {
         guard v.table.count > 0 else {
             throw QwenImageError.config(file: source, message: "the vocabulary is empty")
         }
+        // The id table is sized by the largest id, which comes from the file: bound it by the token
+        // count so one crafted id near Int32.max cannot ask for gigabytes (real vocabularies are dense).
+        let tokenCount = v.table.count + v.otherTokens.count
+        guard v.maxID < 2 * tokenCount + 65_536 else {
+            throw QwenImageError.config(file: source,
+                message: "token id \(v.maxID) is far beyond the \(tokenCount) tokens of the vocabulary; "
+                    + "expected ids below \(2 * tokenCount + 65_536) (the file is corrupted)")
+        }
         var entries = [Int32](repeating: -1, count: v.maxID + 1)
         for e in 0..<v.table.count {
             let id = Int(v.table.values[e])

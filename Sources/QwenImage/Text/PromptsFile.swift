@@ -1,7 +1,14 @@
 import Foundation
+import Quant
 
 /// `--prompts-file`: JSON Lines, one JSON string (a prompt) per line. Blank lines are skipped.
 public enum PromptsFile {
+    /// Largest prompts file read (about 4 million prompts of 256 characters).
+    public static let maxFileBytes = 1 << 30
+    /// Longest prompt accepted, in UTF-8 bytes: the pipelines truncate at 1,024 tokens (a few KB of text);
+    /// a multi-megabyte "prompt" is a wrong file, not a prompt.
+    public static let maxPromptBytes = 1 << 20
+
     /// Parses the file's bytes; `path` names it in errors, which also give the 1-based line number.
     public static func parse(_ data: Data, path: String) throws -> [String] {
         var prompts: [String] = []
@@ -19,6 +26,9 @@ public enum PromptsFile {
                 throw QwenImageError.invalidInput("\(path): line \(lineNumber) is not valid UTF-8")
             }
             if line.allSatisfy(\.isWhitespace) { continue }
+            guard slice.count <= maxPromptBytes else {
+                throw QwenImageError.invalidInput("\(path): line \(lineNumber) is \(slice.count) bytes long; a prompt may have at most \(maxPromptBytes) bytes")
+            }
             // JSONScanner, not JSONSerialization: the latter drops a U+FEFF that starts a string.
             let value: String? = slice.withUnsafeBufferPointer { buf in
                 var scanner = JSONScanner(buf, file: path)

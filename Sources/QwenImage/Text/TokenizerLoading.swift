@@ -47,9 +47,8 @@ extension Qwen2Tokenizer {
         }
         return try load(source: directory) { name in
             let path = (directory as NSString).appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: path) else { return nil }
-            do { return try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-                throw QwenImageError.io(path: path, message: "cannot read: \(error.localizedDescription)")
+            do { return try FileBytes.read(path) } catch let error as QuantError {
+                throw QwenImageError.io(path: path, message: "cannot read: \(error.description)")
             }
         }
     }

@@ -17,8 +17,7 @@ extension VAEFrames {
         let src = frame(t)
         var px = [UInt8](repeating: 0, count: frameFloats)
         for i in 0..<frameFloats {
-            let v = min(max(src[i] / 2 + 0.5, 0), 1)
-            px[i] = UInt8((v * 255).rounded(.toNearestOrEven))
+            px[i] = UInt8((Self.unit(src[i]) * 255).rounded(.toNearestOrEven))
         }
         return Image8(width: width, height: height, channels: channels, pixels: px)
     }
@@ -28,9 +27,21 @@ extension VAEFrames {
         let src = frame(t)
         var out = [UInt16](repeating: 0, count: frameFloats)
         for i in 0..<frameFloats {
-            let v = min(max(src[i] / 2 + 0.5, 0), 1)
-            out[i] = UInt16((v * 65535).rounded(.toNearestOrEven))
+            out[i] = UInt16((Self.unit(src[i]) * 65535).rounded(.toNearestOrEven))
         }
         return out
+    }
+
+    /// `clamp(x / 2 + 0.5, 0, 1)`; NaN maps to 0 (callers that must not hide one check `nonFiniteCount` first).
+    @inline(__always) static func unit(_ x: Float) -> Float {
+        let v = x / 2 + 0.5
+        return v.isNaN ? 0 : min(max(v, 0), 1)
+    }
+
+    /// How many values are NaN or infinite (a decode of out-of-range latents can overflow).
+    public var nonFiniteCount: Int {
+        var n = 0
+        for i in 0..<count where !data[i].isFinite { n += 1 }
+        return n
     }
 }

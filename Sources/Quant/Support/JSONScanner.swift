@@ -1,41 +1,52 @@
 import Foundation
 
-/// A small strict JSON reader over UTF-8 bytes, for tokenizer files. Foundation's JSONSerialization
-/// takes about a second on Qwen2's 7 MB `tokenizer.json` (and drops a U+FEFF that starts a string),
-/// and most of that file is one object of 151,643 tokens and one array of 151,387 merges: this reader
-/// streams those two straight into the BPE tables (`members`, `elements`, `stringBytes`) and builds
-/// ordinary values (`value()`: String, Int, Double, Bool, NSNull, [Any], [String: Any]) for the rest.
-struct JSONScanner {
-    let bytes: UnsafeBufferPointer<UInt8>
-    let file: String
-    var pos = 0
+/// A small strict JSON reader over UTF-8 bytes, for tokenizer files and safetensors headers.
+/// Foundation's JSONSerialization takes about a second on Qwen2's 7 MB `tokenizer.json` (and drops a
+/// U+FEFF that starts a string), and most of that file is one object of 151,643 tokens and one array
+/// of 151,387 merges: this reader streams those two straight into the BPE tables (`members`,
+/// `elements`, `stringBytes`) and builds ordinary values (`value()`: String, Int, Double, Bool,
+/// NSNull, [Any], [String: Any]) for the rest.
+///
+/// Untrusted input: nesting is limited to `maxDepth` (no stack overflow on `[[[[...`), and an object
+/// with the same key twice is an error (JSONSerialization keeps the last one silently).
+package struct JSONScanner {
+    /// Deepest nesting `value()` accepts; real files nest a few levels.
+    package static let maxDepth = 128
 
-    init(_ bytes: UnsafeBufferPointer<UInt8>, file: String) {
+    package let bytes: UnsafeBufferPointer<UInt8>
+    package let file: String
+    package var pos = 0
+    private var depth = 0
+    private let makeError: (String) -> Error
+
+    /// `makeError` turns a message ("not valid JSON: ... at line L (byte B)") into the caller's error.
+    package init(_ bytes: UnsafeBufferPointer<UInt8>, file: String, makeError: @escaping (String) -> Error) {
         self.bytes = bytes
         self.file = file
+        self.makeError = makeError
         if bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF { pos = 3 }   // BOM
     }
 
-    func fail(_ what: String) -> QwenImageError {
+    package func fail(_ what: String) -> Error {
         // Report a line number: the files are big, offsets alone are hard to use.
         var line = 1
         for i in 0..<min(pos, bytes.count) where bytes[i] == 0x0A { line += 1 }
-        return .config(file: file, message: "not valid JSON: \(what) at line \(line) (byte \(pos))")
+        return makeError("not valid JSON: \(what) at line \(line) (byte \(pos))")
     }
 
-    @inline(__always) mutating func skipSpace() {
+    @inline(__always) package mutating func skipSpace() {
         while pos < bytes.count {
             let c = bytes[pos]
             if c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { pos += 1 } else { break }
         }
     }
 
-    @inline(__always) mutating func peek() -> UInt8? {
+    @inline(__always) package mutating func peek() -> UInt8? {
         skipSpace()
         return pos < bytes.count ? bytes[pos] : nil
     }
 
-    mutating func expect(_ c: UInt8) throws {
+    package mutating func expect(_ c: UInt8) throws {
         guard peek() == c else {
             throw fail("expected '\(Character(Unicode.Scalar(c)))'" + (pos < bytes.count ? "" : ", found the end"))
         }
@@ -43,12 +54,12 @@ struct JSONScanner {
     }
 
     /// Requires that only whitespace follows.
-    mutating func end() throws {
+    package mutating func end() throws {
         if peek() != nil { throw fail("unexpected data after the top-level value") }
     }
 
     /// Calls `body` for each member of an object with the key's UTF-8 bytes; `body` must consume the value.
-    mutating func members(_ body: (inout JSONScanner, UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+    package mutating func members(_ body: (inout JSONScanner, UnsafeBufferPointer<UInt8>) throws -> Void) throws {
         try expect(UInt8(ascii: "{"))
         if peek() == UInt8(ascii: "}") { pos += 1; return }
         var key: [UInt8] = []
@@ -66,7 +77,7 @@ struct JSONScanner {
     }
 
     /// Calls `body` for each element of an array; `body` must consume the element.
-    mutating func elements(_ body: (inout JSONScanner) throws -> Void) throws {
+    package mutating func elements(_ body: (inout JSONScanner) throws -> Void) throws {
         try expect(UInt8(ascii: "["))
         if peek() == UInt8(ascii: "]") { pos += 1; return }
         while true {
@@ -79,7 +90,7 @@ struct JSONScanner {
     }
 
     /// Appends the unescaped UTF-8 bytes of a string value to `out`.
-    mutating func stringBytes(into out: inout [UInt8]) throws {
+    package mutating func stringBytes(into out: inout [UInt8]) throws {
         try expect(UInt8(ascii: "\""))
         while true {
             guard pos < bytes.count else { throw fail("unterminated string") }
@@ -137,7 +148,7 @@ struct JSONScanner {
         return v
     }
 
-    mutating func string() throws -> String {
+    package mutating func string() throws -> String {
         var out: [UInt8] = []
         try stringBytes(into: &out)
         guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
@@ -145,7 +156,7 @@ struct JSONScanner {
     }
 
     /// A number; Int when it has no fraction or exponent and fits, else Double.
-    mutating func number() throws -> Any {
+    package mutating func number() throws -> Any {
         skipSpace()
         let start = pos
         var integral = true
@@ -164,7 +175,7 @@ struct JSONScanner {
     }
 
     /// A non-negative integer that fits in Int32 (token ids).
-    mutating func tokenID() throws -> Int {
+    package mutating func tokenID() throws -> Int {
         skipSpace()
         var v = 0
         let start = pos
@@ -180,19 +191,24 @@ struct JSONScanner {
     }
 
     /// Any value, as Foundation-style objects.
-    mutating func value() throws -> Any {
+    package mutating func value() throws -> Any {
         guard let c = peek() else { throw fail("unexpected end of data") }
         switch c {
         case UInt8(ascii: "{"):
+            try enter()
             var dict: [String: Any] = [:]
             try members { s, key in
                 guard let k = String(validating: key, as: UTF8.self) else { throw s.fail("key is not valid UTF-8") }
+                guard dict[k] == nil else { throw s.fail("key \"\(k)\" appears twice in one object") }
                 dict[k] = try s.value()
             }
+            depth -= 1
             return dict
         case UInt8(ascii: "["):
+            try enter()
             var array: [Any] = []
             try elements { s in array.append(try s.value()) }
+            depth -= 1
             return array
         case UInt8(ascii: "\""): return try string()
         case UInt8(ascii: "t"): try literal("true"); return true
@@ -200,6 +216,11 @@ struct JSONScanner {
         case UInt8(ascii: "n"): try literal("null"); return NSNull()
         default: return try number()
         }
+    }
+
+    private mutating func enter() throws {
+        guard depth < Self.maxDepth else { throw fail("nested deeper than \(Self.maxDepth) levels") }
+        depth += 1
     }
 
     private mutating func literal(_ word: StaticString) throws {
