@@ -50,6 +50,9 @@ let package = Package(
             "Quant", "QwenImage", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "benchmarks/qwen-bench"),
 
+        // Fuzz harnesses over QwenImage.ParserHarness (Tests/fuzz/run.sh); a corpus replayer in normal builds.
+        .executableTarget(name: "qwen-fuzz", dependencies: ["QwenImage"], path: "Tests/fuzz/qwen-fuzz"),
+
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Quant"], path: "Tests/KernelsTests"),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "QwenImage"], path: "Tests/QuantTests"),
         .testTarget(name: "QwenImageTests", dependencies: ["QwenImage", "Quant"], path: "Tests/QwenImageTests"),

@@ -167,7 +167,7 @@ struct Encode: ParsableCommand {
         }
         let path = promptsFile!
         guard let data = try FileBytes.read(path, limit: PromptsFile.maxFileBytes) else {
-            throw QwenImageError.io(path: path, message: "the prompts file does not exist")
+            throw QwenImageError.io(path: path, message: "cannot read the prompts file: it does not exist")
         }
         return try PromptsFile.parse(data, path: path)
     }

@@ -12,7 +12,7 @@ struct VAEOptions: ParsableArguments {
     @Option(name: .long, help: "The VAE component: vae (RGB) or vae_rgba (RGBA, Qwen-Image-Layered).")
     var component = "vae"
 
-    @Option(name: .long, help: "Memory budget for the whole run, e.g. 512M or 1.5G: tiles are as large as fit (the whole image when it fits).")
+    @Option(name: .long, help: "Memory budget for the whole run, e.g. 512M or 1.5G: tiles are as large as fit (the whole image when it fits). Default: half of the machine's (or cgroup's) memory, at most 4G.")
     var maxRAM: String?
 
     @Option(name: .long, help: "Force square tiles of this many image pixels per side (exact: the result does not depend on it).")
@@ -33,7 +33,8 @@ struct VAEOptions: ParsableArguments {
             }
             return .maxRAM(bytes)
         }
-        return .whole
+        // No cap given: one that fits this machine (the whole image when it fits; tiling is exact).
+        return .maxRAM(ProcessStats.defaultBudget())
     }
 
     func source() throws -> PackVAESource {

@@ -174,10 +174,10 @@ public final class PackComponent: @unchecked Sendable {
                 throw QuantError.pack(path: file, message: "shard \(s.name): unknown compression '\(compression)' (expected none or zstd)")
             }
             compressed.append(compression == "zstd")
-            try Self.checkPayloadBytes(s, compressed: compression == "zstd", path: shardPath)
             let shardFile = try MappedFile(path: shardPath)
             try Self.checkHeader(shardFile.bytes(0, min(shardFile.size, PackFormat.shardHeaderBytes)), path: shardPath, record: s,
                                  compressed: compressed[si])
+            try Self.checkPayloadBytes(s, compressed: compressed[si], path: shardPath)
             for t in s.tensors {
                 try Self.validate(t, shard: s, compressed: compressed[si], path: shardPath)
                 guard index[t.name] == nil else { throw QuantError.pack(path: file, message: "tensor \(t.name) listed twice") }

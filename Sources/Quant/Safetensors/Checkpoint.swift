@@ -67,7 +67,7 @@ public final class CheckpointComponent: @unchecked Sendable {
         self.tensorNames = names
     }
 
-    static func readIndex(_ path: String) throws -> [String: String] {
+    public static func readIndex(_ path: String) throws -> [String: String] {
         guard let data = try FileBytes.read(path) else {
             throw QuantError.index(file: path, message: "cannot read the index")
         }
