@@ -118,4 +118,45 @@ struct VAECLITests {
         #expect(r.status != 0 && r.stderr.contains("--force"))
         #expect(try String(contentsOfFile: out, encoding: .utf8) == "keep")
     }
+
+    /// Shards truncated by another program while `vae-decode` has them mapped: SIGBUS becomes an error
+    /// naming the file (exit 1, no output), never a silent crash. Every decoder shard is cut at once, so
+    /// the one in use faults on its next read; the run is repeated with another delay when the decode
+    /// finished first or had not mapped a shard yet (then the size check at open refuses it).
+    @Test func aShardTruncatedWhileMappedIsReportedByName() throws {
+        let src = try VAEFixture.pack(.f32).path
+        let latents = try writeLatents("big.safetensors", (0 ..< 16 * 64 * 64).map { Float(($0 * 7919) % 200) / 100 - 1 },
+                                       shape: [1, 16, 1, 64, 64])
+        var delay = 0.3
+        for attempt in 1 ... 6 {
+            let pack = path("trunc\(attempt).pack")
+            try FileManager.default.copyItem(atPath: src, toPath: pack)
+            defer { try? FileManager.default.removeItem(atPath: pack) }
+            let shards = try FileManager.default.contentsOfDirectory(atPath: pack + "/vae")
+                .filter { $0.hasPrefix("decoder.") && $0.hasSuffix(".qwshard") }.map { pack + "/vae/" + $0 }
+            let out = path("trunc.png")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Self.binary)
+            p.arguments = ["vae-decode", "--pack", pack, "--latents", latents, "--out", out, "--max-ram", "80M", "--threads", "1"]
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            Thread.sleep(forTimeInterval: delay)
+            for s in shards { #expect(truncate(s, 4096) == 0) }
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationReason == .exit, "killed by signal \(p.terminationStatus): \(stderr)")
+            if stderr.contains("truncated or replaced while it was being read") {
+                #expect(p.terminationStatus == 1)
+                #expect(stderr.contains("/vae/decoder.") && stderr.contains(".qwshard"), "\(stderr)")
+                #expect(!FileManager.default.fileExists(atPath: out))
+                return
+            }
+            // Too late (the decode finished) or too early (refused at open by the size check): try again.
+            #expect(p.terminationStatus == 0 || stderr.contains(".qwshard"), "\(stderr)")
+            delay = p.terminationStatus == 0 ? delay / 2 : delay * 1.5
+        }
+        Issue.record("the truncation never landed while a shard was mapped in 6 attempts")
+    }
 }

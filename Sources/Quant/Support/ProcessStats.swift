@@ -17,24 +17,32 @@ public enum ProcessStats {
                 if parts.count >= 2, let kb = Int(parts[1]) { limit = kb * 1024 }
             }
         }
-        // "0::/PATH" names this process's cgroup v2; its memory.max is "max" or a byte count.
-        if let cg = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
-           let line = cg.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) {
-            let rel = String(line.dropFirst(3))
-            if let m = try? String(contentsOfFile: "/sys/fs/cgroup" + rel + "/memory.max", encoding: .utf8),
-               let bytes = Int(m.trimmingCharacters(in: .whitespacesAndNewlines)), bytes > 0 {
-                limit = limit > 0 ? min(limit, bytes) : bytes
+        // cgroup v2: "0::/PATH" and PATH/memory.max ("max" or bytes); v1: "N:memory:/PATH" and
+        // memory/PATH/memory.limit_in_bytes (a huge number when unlimited).
+        if let cg = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) {
+            for line in cg.split(separator: "\n") {
+                let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+                guard parts.count == 3 else { continue }
+                let file: String
+                if parts[1].isEmpty && parts[0] == "0" { file = "/sys/fs/cgroup\(parts[2])/memory.max" }
+                else if parts[1].split(separator: ",").contains("memory") { file = "/sys/fs/cgroup/memory\(parts[2])/memory.limit_in_bytes" }
+                else { continue }
+                if let m = try? String(contentsOfFile: file, encoding: .utf8),
+                   let bytes = Int(m.trimmingCharacters(in: .whitespacesAndNewlines)), bytes > 0 {
+                    limit = limit > 0 ? min(limit, bytes) : bytes
+                }
             }
         }
         return limit
     }
 
-    /// The memory budget used when the user gives none: half of `memoryLimit()`, between 256 MiB and
-    /// 4 GiB, so a large input is tiled (or refused up front) instead of allocating past the machine.
+    /// The memory budget used when the user gives none: half of `memoryLimit()` (at least 256 MiB
+    /// unless that is over three quarters of the limit), at most 4 GiB, so a large input is tiled (or
+    /// refused up front) instead of allocating past the machine.
     public static func defaultBudget() -> Int {
         let limit = memoryLimit()
         guard limit > 0 else { return 1 << 30 }
-        return min(max(limit / 2, 256 << 20), 4 << 30)
+        return min(max(limit / 2, 256 << 20), limit / 4 * 3, 4 << 30)
     }
 
     private static func field(_ key: String) -> Int {

@@ -74,8 +74,9 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         }
         guard numResBlocks >= 1 else { throw bad("num_res_blocks must be >= 1, found \(numResBlocks)") }
         try ConfigLimits.check([("base_dim", baseDim, 4096), ("z_dim", zDim, 1024), ("num_res_blocks", numResBlocks, 64),
-                                ("len(dim_mult)", dimMult.count, 16), ("max(dim_mult)", dimMult.max() ?? 0, 64),
-                                ("base_dim * max(dim_mult)", baseDim * (dimMult.max() ?? 0), ConfigLimits.width)], fail: bad)
+                                ("len(dim_mult)", dimMult.count, 16), ("max(dim_mult)", dimMult.max() ?? 0, 64)], fail: bad)
+        // Both factors are bounded now, so the product cannot overflow.
+        try ConfigLimits.check([("base_dim * max(dim_mult)", baseDim * (dimMult.max() ?? 0), ConfigLimits.width)], fail: bad)
         guard attnScales.isEmpty else {
             throw bad("attn_scales must be empty (attention outside the mid block is not supported), found \(attnScales)")
         }

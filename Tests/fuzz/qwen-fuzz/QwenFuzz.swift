@@ -22,6 +22,19 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     harness.run(Data(bytes: data, count: size))
     return 0
 }
+
+// SwiftPM links an executable's entry point as `<module>_main` (it renames main for testing), so
+// libFuzzer's own main is not the one that runs: start its driver from ours.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32) -> Int32
+
+@_cdecl("qwen_fuzz_main")
+public func qwenFuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    var c = argc
+    var v = argv
+    return LLVMFuzzerRunDriver(&c, &v, fuzzOneInput)
+}
 #else
 @main
 struct QwenFuzzReplay {
