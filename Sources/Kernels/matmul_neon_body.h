@@ -24,6 +24,7 @@
 #define ftile QK_T_NAME(ftile)
 #define fkern QK_T_NAME(fkern)
 #define bcast4 QK_T_NAME(bcast4)
+#define dot_lane QK_T_NAME(dot_lane)
 #define isum_to_acc QK_T_NAME(isum_to_acc)
 #define itile QK_T_NAME(itile)
 #define itile_mm QK_T_NAME(itile_mm)
@@ -120,9 +121,29 @@ AI int8x16_t bcast4(const uint8_t *p) {
     return vreinterpretq_s8_s32(vdupq_n_s32(v));
 }
 
-/* acc += ((float)isum * xd) * d: the per-block float step of the contract, 4 rows. */
-AI float32x4_t isum_to_acc(float32x4_t acc, int32x4_t isum, float xd, float32x4_t d) {
-    return vfmaq_f32(acc, vmulq_n_f32(vcvtq_f32_s32(isum), xd), d);
+#if QK_T_DOT >= 1
+/* acc += w . (4-byte group `lane` of x16, broadcast): SDOT by element, so 16 activation bytes (4 k4 steps)
+   come in with one load instead of four broadcast loads. `lane` is a constant after unrolling. */
+AI int32x4_t dot_lane(int32x4_t acc, int8x16_t w, int8x16_t x16, const int lane) {
+    switch (lane) {
+    case 0: return vdotq_laneq_s32(acc, w, x16, 0);
+    case 1: return vdotq_laneq_s32(acc, w, x16, 1);
+    case 2: return vdotq_laneq_s32(acc, w, x16, 2);
+    default: return vdotq_laneq_s32(acc, w, x16, 3);
+    }
+}
+#endif
+
+/* acc += ((float)isum * xd) * d: the per-block float step of the contract, 4 rows. `biased` is
+   isum + QK_I2F_BIAS: the bits of 0x4B400000 + i are the float 1.5 * 2^23 + i exactly for |i| < 2^22
+   (|isum| <= 32 * 127 * 127 < 2^19), so one FSUB gives (float)isum exactly, where SCVTF costs two uops on
+   one pipe (Neoverse N1/V1 guides); the bias rides on the block's start value c. */
+#ifndef QK_I2F_BIAS
+#define QK_I2F_BIAS 0x4B400000
+#endif
+AI float32x4_t isum_to_acc(float32x4_t acc, int32x4_t biased, float xd, float32x4_t d) {
+    float32x4_t f = vsubq_f32(vreinterpretq_f32_s32(biased), vdupq_n_f32(12582912.0f));
+    return vfmaq_f32(acc, vmulq_n_f32(f, xd), d);
 }
 
 /* MR tokens x NB blocks with SDOT (QK_T_DOT >= 1) or SMULL/SADALP (QK_T_DOT == 0). */
@@ -145,15 +166,15 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
     for (int64_t b = 0; b < nblk; b++) {
         int32x4_t isum[3][8];
 #if QK_T_DOT >= 1
-        UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++) isum[i][q] = vdupq_n_s32(xc[i][b]);
+        UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++) isum[i][q] = vdupq_n_s32(xc[i][b] + QK_I2F_BIAS);
         if (s == QK_Q8) {
             UNROLL for (int st = 0; st < 8; st++) {
-                int8x16_t w[8];
+                int8x16_t w[8], x16[3];
                 UNROLL for (int q = 0; q < 4 * NB; q++)
                     w[q] = vld1q_s8((const int8_t *)(d0 + (q >> 2) * rbb + (b * 8 + st) * 64 + 16 * (q & 3)));
                 UNROLL for (int i = 0; i < MR; i++) {
-                    int8x16_t xb = bcast4(xr[i] + b * 32 + st * 4);
-                    UNROLL for (int q = 0; q < 4 * NB; q++) isum[i][q] = vdotq_s32(isum[i][q], w[q], xb);
+                    x16[i] = vld1q_s8((const int8_t *)xr[i] + b * 32 + (st >> 2) * 16);
+                    UNROLL for (int q = 0; q < 4 * NB; q++) isum[i][q] = dot_lane(isum[i][q], w[q], x16[i], st & 3);
                 }
             }
         } else {
@@ -165,10 +186,10 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                     hi[q] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
-                    int8x16_t xl = bcast4(xr[i] + b * 32 + p * 8), xh = bcast4(xr[i] + b * 32 + p * 8 + 4);
+                    int8x16_t x16 = vld1q_s8((const int8_t *)xr[i] + b * 32 + (p >> 1) * 16);
                     UNROLL for (int q = 0; q < 4 * NB; q++) {
-                        isum[i][q] = vdotq_s32(isum[i][q], lo[q], xl);
-                        isum[i][q] = vdotq_s32(isum[i][q], hi[q], xh);
+                        isum[i][q] = dot_lane(isum[i][q], lo[q], x16, 2 * (p & 1));
+                        isum[i][q] = dot_lane(isum[i][q], hi[q], x16, 2 * (p & 1) + 1);
                     }
                 }
             }
@@ -181,17 +202,18 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
         UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++) plo[i][q] = phi[i][q] = vdupq_n_s32(0);
         if (s == QK_Q8) {
             UNROLL for (int st = 0; st < 8; st += 2) {
-                int8x16_t w0[8], w1[8];
+                /* 8-byte weight loads: against a broadcast x, LLVM turns SMULL2 into EXT + SMULL */
+                int8x8_t w0l[8], w0h[8], w1l[8], w1h[8];
                 UNROLL for (int q = 0; q < 4 * NB; q++) {
                     const int8_t *p = (const int8_t *)(d0 + (q >> 2) * rbb + (b * 8 + st) * 64 + 16 * (q & 3));
-                    w0[q] = vld1q_s8(p);
-                    w1[q] = vld1q_s8(p + 64);
+                    w0l[q] = vld1_s8(p); w0h[q] = vld1_s8(p + 8);
+                    w1l[q] = vld1_s8(p + 64); w1h[q] = vld1_s8(p + 72);
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
-                    int8x16_t x0 = bcast4(xr[i] + b * 32 + st * 4), x1 = bcast4(xr[i] + b * 32 + st * 4 + 4);
+                    int8x8_t x0 = vget_low_s8(bcast4(xr[i] + b * 32 + st * 4)), x1 = vget_low_s8(bcast4(xr[i] + b * 32 + st * 4 + 4));
                     UNROLL for (int q = 0; q < 4 * NB; q++) {
-                        int16x8_t l = vmlal_s8(vmull_s8(vget_low_s8(w0[q]), vget_low_s8(x0)), vget_low_s8(w1[q]), vget_low_s8(x1));
-                        int16x8_t h = vmlal_high_s8(vmull_high_s8(w0[q], x0), w1[q], x1);
+                        int16x8_t l = vmlal_s8(vmull_s8(w0l[q], x0), w1l[q], x1);
+                        int16x8_t h = vmlal_s8(vmull_s8(w0h[q], x0), w1h[q], x1);
                         plo[i][q] = vpadalq_s16(plo[i][q], l);
                         phi[i][q] = vpadalq_s16(phi[i][q], h);
                     }
@@ -209,6 +231,9 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
                     int8x16_t xl = bcast4(xr[i] + b * 32 + p * 8), xh = bcast4(xr[i] + b * 32 + p * 8 + 4);
+                    /* an empty asm hides that xl/xh are broadcasts: otherwise LLVM rewrites each SMLAL2
+                       into EXT + SMLAL (one more uop per product pair) */
+                    __asm__("" : "+w"(xl), "+w"(xh));
                     UNROLL for (int q = 0; q < 4 * NB; q++) {
                         l16[i][q] = vmlal_s8(l16[i][q], vget_low_s8(lo[q]), vget_low_s8(xl));
                         l16[i][q] = vmlal_s8(l16[i][q], vget_low_s8(hi[q]), vget_low_s8(xh));
@@ -223,7 +248,7 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
             }
         }
         UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++)
-            isum[i][q] = vaddq_s32(vpaddq_s32(plo[i][q], phi[i][q]), vdupq_n_s32(xc[i][b]));
+            isum[i][q] = vaddq_s32(vpaddq_s32(plo[i][q], phi[i][q]), vdupq_n_s32(xc[i][b] + QK_I2F_BIAS));
 #endif
         int64_t g = b >> a->gshift;
         float32x4_t ws[8];
@@ -259,6 +284,7 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
     for (int64_t b = 0; b < nblk; b++) {
         int32x4_t mm[2][2][2];   /* [pair][quad][rows 01 | rows 23] */
         UNROLL for (int pr = 0; pr < NP; pr++) UNROLL for (int q = 0; q < 2; q++) mm[pr][q][0] = mm[pr][q][1] = vdupq_n_s32(0);
+        int64x2_t x0[2], x1[2];
         UNROLL for (int e = 0; e < 4; e++) {   /* 8 k per step: Q8 steps 2e, 2e+1; Q4 step e */
             int8x16_t op[2][2];
             UNROLL for (int q = 0; q < 2; q++) {
@@ -276,8 +302,11 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
                 op[q][1] = vreinterpretq_s8_s32(vzip2q_s32(u, v));   /* rows 2, 3 */
             }
             UNROLL for (int pr = 0; pr < NP; pr++) {
-                int8x16_t xa = vcombine_s8(vld1_s8((const int8_t *)xr[2 * pr] + b * 32 + 8 * e),
-                                           vld1_s8((const int8_t *)xr[2 * pr + 1] + b * 32 + 8 * e));
+                if (!(e & 1)) {   /* 16 k of both tokens; step e takes its 8-byte half of each */
+                    x0[pr] = vreinterpretq_s64_s8(vld1q_s8((const int8_t *)xr[2 * pr] + b * 32 + 8 * e));
+                    x1[pr] = vreinterpretq_s64_s8(vld1q_s8((const int8_t *)xr[2 * pr + 1] + b * 32 + 8 * e));
+                }
+                int8x16_t xa = vreinterpretq_s8_s64((e & 1) ? vzip2q_s64(x0[pr], x1[pr]) : vzip1q_s64(x0[pr], x1[pr]));
                 UNROLL for (int q = 0; q < 2; q++) {
                     mm[pr][q][0] = vmmlaq_s32(mm[pr][q][0], xa, op[q][0]);
                     mm[pr][q][1] = vmmlaq_s32(mm[pr][q][1], xa, op[q][1]);
@@ -289,8 +318,8 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
         UNROLL for (int q = 0; q < 2; q++) ws[q] = vld1q_f32(sc + g * QK_NR + 4 * (2 * h + q));
         UNROLL for (int pr = 0; pr < NP; pr++) UNROLL for (int q = 0; q < 2; q++) {
             int64x2_t r01 = vreinterpretq_s64_s32(mm[pr][q][0]), r23 = vreinterpretq_s64_s32(mm[pr][q][1]);
-            int32x4_t s0 = vaddq_s32(vreinterpretq_s32_s64(vzip1q_s64(r01, r23)), vdupq_n_s32(xc[2 * pr][b]));
-            int32x4_t s1 = vaddq_s32(vreinterpretq_s32_s64(vzip2q_s64(r01, r23)), vdupq_n_s32(xc[2 * pr + 1][b]));
+            int32x4_t s0 = vaddq_s32(vreinterpretq_s32_s64(vzip1q_s64(r01, r23)), vdupq_n_s32(xc[2 * pr][b] + QK_I2F_BIAS));
+            int32x4_t s1 = vaddq_s32(vreinterpretq_s32_s64(vzip2q_s64(r01, r23)), vdupq_n_s32(xc[2 * pr + 1][b] + QK_I2F_BIAS));
             acc[2 * pr][q] = isum_to_acc(acc[2 * pr][q], s0, xd[2 * pr][b], ws[q]);
             acc[2 * pr + 1][q] = isum_to_acc(acc[2 * pr + 1][q], s1, xd[2 * pr + 1][b], ws[q]);
         }
@@ -318,9 +347,7 @@ AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t 
         for (; t + 2 <= m1; t += 2) { itile_mm(a, s, 1, t, rb, 0); itile_mm(a, s, 1, t, rb, 1); }
 #elif QK_T_DOT == 1
         for (; t + 3 <= m1; t += 3) itile(a, s, 3, 1, t, rb);
-#else
-        for (; t + 2 <= m1; t += 2) itile(a, s, 2, 1, t, rb);
-#endif
+#endif   /* neon: one token per tile (two tokens' int16/int32 partial sums do not fit in 32 registers) */
         for (; t < m1; t++) itile(a, s, 1, 1, t, rb);
     }
 }
@@ -334,6 +361,7 @@ static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int6
 #undef ftile
 #undef fkern
 #undef bcast4
+#undef dot_lane
 #undef isum_to_acc
 #undef itile
 #undef itile_mm
