@@ -78,11 +78,16 @@ AI void ftile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
     const int64_t k = a->k;
     const float *x = a->x + t0 * k;
     for (int64_t kk = 0; kk < k; kk++) {
-        float32x4_t v[16];
-        UNROLL for (int j = 0; j < NB; j++) load_w(s, w0 + j * rbb, kk, v + 4 * j);
-        UNROLL for (int i = 0; i < MR; i++) {
-            float xs = x[i * k + kk];
-            UNROLL for (int j = 0; j < 4 * NB; j++) acc[i][j] = vfmaq_n_f32(acc[i][j], v[j], xs);
+        /* one block's 4 weight vectors at a time, each x value loaded where it is used: 16 weight
+           vectors + 16 accumulators (1 x 4 tile) or 6 x values + 24 accumulators (6 x 1) would not fit
+           in 32 registers, and LLVM then spills and shuffles registers every iteration */
+        UNROLL for (int j = 0; j < NB; j++) {
+            float32x4_t v[4];
+            load_w(s, w0 + j * rbb, kk, v);
+            UNROLL for (int i = 0; i < MR; i++) {
+                float32x4_t xs = vld1q_dup_f32(x + i * k + kk);
+                UNROLL for (int q = 0; q < 4; q++) acc[i][4 * j + q] = vfmaq_f32(acc[i][4 * j + q], v[q], xs);
+            }
         }
     }
     UNROLL for (int i = 0; i < MR; i++)
