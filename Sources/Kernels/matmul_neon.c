@@ -23,7 +23,7 @@ static void quantx_neon(const float *x, int64_t k, int64_t kp, int32_t off, void
         float32x4_t v[8];
         if (rem >= QK_ABLK) {
             for (int h = 0; h < 8; h++) v[h] = vld1q_f32(x + k0 + 4 * h);
-        } else {   /* the last block: zero padded to 32 (rem may be <= 0 when kp > k + 32 never happens) */
+        } else {   /* the tail: zero padded (rem <= 0 for whole padding blocks when the group exceeds 32) */
             float t[QK_ABLK] = { 0 };
             if (rem > 0) memcpy(t, x + k0, (size_t)rem * sizeof(float));
             for (int h = 0; h < 8; h++) v[h] = vld1q_f32(t + 4 * h);

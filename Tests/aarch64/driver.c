@@ -571,6 +571,21 @@ static void test_conv(void) {
     printf("conv3x3 (implicit GEMM over the ARM matmul tiers): %d passed, %d failed\n", g_pass - pass0, g_fail - before);
 }
 
+/* qwen-bench limits loops: they run and count what they claim (not a speed test under emulation). */
+static void test_limits(void) {
+    int before = g_fail, pass0 = g_pass;
+    check(qk_limits_fma(800) == 12.0 * 8.0 * 800, "qk_limits_fma: %g", qk_limits_fma(800));
+    double i8 = qk_limits_int8(800), i8g = qk_limits_int8_gemm(800);
+    double want = qk_tier_supported(QK_TIER_DOTPROD) ? 12.0 * 32.0 * 800 : 8.0 * 16.0 * 800;
+    check(i8 == want, "qk_limits_int8: %g, expected %g", i8, want);
+    check(i8g == want, "qk_limits_int8_gemm: %g, expected %g", i8g, want);
+    uint32_t *buf = aligned_alloc(64, 4096);
+    for (int i = 0; i < 1024; i++) buf[i] = 1;
+    check(qk_limits_read(buf, 4096) == 256, "qk_limits_read: %g", qk_limits_read(buf, 4096));
+    free(buf);
+    printf("limits loops: %d passed, %d failed\n", g_pass - pass0, g_fail - before);
+}
+
 int main(void) {
     printf("aarch64 kernel driver: best tier on this CPU: %s; supported:", qk_isa_name());
     for (int t = 0; t < NT; t++) printf(" %s=%s", k_tiers[t].name, qk_tier_supported(k_tiers[t].tier) ? "yes" : "no (skipped)");
@@ -583,6 +598,7 @@ int main(void) {
     test_ops_threads();
     test_attention();
     test_conv();
+    test_limits();
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
