@@ -327,6 +327,18 @@ static void test_ops_threads(void) {
         y[t] = o;
     }
     check(bits_equal(y[0], y[1], 5 * n), "public ops (neon): 1 vs 2 threads differ");
+    /* dotprod and i8mm dispatch these ops to the same NEON twins */
+    for (int t = 1; t < NT; t++) {
+        if (qk_set_isa(k_tiers[t].name) != 0) continue;
+        float *o = malloc((size_t)(5 * n) * sizeof(float));
+        qk_rmsnorm(x, w, rows, dim, 1e-6f, o);
+        qk_l2norm(x, w, w, rows, dim, o + n);
+        memcpy(o + 2 * n, x, (size_t)n * sizeof(float)); qk_softmax(o + 2 * n, rows, dim);
+        memcpy(o + 3 * n, x, (size_t)n * sizeof(float)); qk_gelu_erf(o + 3 * n, n);
+        qk_silu_mul(x, o + 3 * n, n, o + 4 * n);
+        check(bits_equal(o, y[1], 5 * n), "public ops under %s differ from neon", k_tiers[t].name);
+        free(o);
+    }
     /* rmsnorm against the formula in Double (OpsTests: relative 1e-5 with a 1e-3 floor) */
     double worst = 0;
     for (int64_t rr = 0; rr < rows; rr++) {
@@ -459,8 +471,14 @@ static void test_attention(void) {
         float *y1 = attn_public(&a);
         qk_set_threads(2);
         float *y2 = attn_public(&a);
-        qk_set_isa("ref");
         check(bits_equal(y1, y2, tot), "attention case %d: 1 vs 2 threads", n);
+        for (int t = 1; t < NT; t++) {   /* dotprod and i8mm dispatch to the same NEON kernel */
+            if (qk_set_isa(k_tiers[t].name) != 0) continue;
+            float *yt = attn_public(&a);
+            check(bits_equal(yt, y2, tot), "attention case %d under %s differs from neon", n, k_tiers[t].name);
+            free(yt);
+        }
+        qk_set_isa("ref");
         double err = rel_l2(y1, ref, tot);
         check(err <= TOL_ATTN_RELL2, "attention case %d: rel L2 %g", n, err);
         int zero_ok = 1;
