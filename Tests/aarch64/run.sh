@@ -36,13 +36,23 @@ fi
 build gcc aarch64-linux-gnu-gcc -Wno-unknown-pragmas -ffp-contract=off
 builds+=(gcc)
 
-status=0
+status=0 passed=0 failed=0
 run() { # build cpu
     echo "== $1 on qemu -cpu $2"
-    local t0=$SECONDS
-    if ! "$qemu" -cpu "$2" "$out/driver-$1"; then status=1; echo "== $1 on $2: FAILED"; fi
+    local t0=$SECONDS log="$out/log-$1-$2"
+    if ! "$qemu" -cpu "$2" "$out/driver-$1" | tee "$log"; then status=1; echo "== $1 on $2: FAILED"; fi
+    # the driver's closing line; a run that died before printing it counts as one failure
+    local last
+    last="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)"
+    if [ -n "$last" ]; then
+        passed=$((passed + ${last%% *})); failed=$((failed + $(echo "$last" | cut -d' ' -f3)))
+    else
+        failed=$((failed + 1)); status=1
+    fi
     echo "== $1 on $2: $((SECONDS - t0)) s"
 }
 for cpu in cortex-a72 cortex-a76 max; do run "${builds[0]}" "$cpu"; done
 if [ "${builds[0]}" != gcc ]; then run gcc max; fi
+echo "all runs:"
+echo "$passed passed, $failed failed"
 exit $status
