@@ -67,6 +67,11 @@ static void attn_task(void *ctx, int64_t task, int thread_id) {
     case QK_TIER_AVX2:
     case QK_TIER_AVXVNNI: qk_attention_avx2(&sp, q, k, v, out, scratch); break;
 #endif
+#if defined(__aarch64__)
+    case QK_TIER_NEON:
+    case QK_TIER_DOTPROD:
+    case QK_TIER_I8MM: qk_attention_neon(&sp, q, k, v, out, scratch); break;
+#endif
     default: qk_attention_ref(&sp, q, k, v, out, scratch); break;
     }
 }

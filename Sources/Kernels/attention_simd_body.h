@@ -1,7 +1,7 @@
 /*
  * attention_simd_body.h: flash-style attention for one query head and up to BQ = 128 query rows, written once
- * over the vector vocabulary (simd_avx2.h / simd_avx512.h); attention_avx2.c and attention_avx512.c
- * instantiate it.
+ * over the vector vocabulary (simd_avx2.h / simd_avx512.h / simd_neon.h); attention_avx2.c,
+ * attention_avx512.c and attention_neon.c instantiate it.
  *
  * Layout trick: queries live in vector lanes. The block's queries are packed once, transposed and
  * pre-scaled, as Qt[c][i] (i < BQ). For each tile of up to BK = 64 keys:
@@ -69,6 +69,7 @@ static inline void prefetch_rows(const float *base, int64_t stride, int64_t rows
         for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(base + r * stride + c);
 }
 
+#if defined(__x86_64__)
 /* dst[k][0..8) = src[0..8)[k] * sc for k < 8 (8x8 transpose; AVX2 shuffles, in both tiers). */
 QK_INLINE void tr8x8(const float *src, int64_t ss, float *dst, int64_t ds, __m256 sc) {
     __m256 r0 = _mm256_mul_ps(_mm256_loadu_ps(src), sc), r1 = _mm256_mul_ps(_mm256_loadu_ps(src + ss), sc);
@@ -92,6 +93,24 @@ QK_INLINE void tr8x8(const float *src, int64_t ss, float *dst, int64_t ds, __m25
     _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
     _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
+#define TRB 8 /* rows and columns per transpose block */
+QK_INLINE void tr_block(const float *src, int64_t ss, float *dst, int64_t ds, float scale) {
+    tr8x8(src, ss, dst, ds, _mm256_set1_ps(scale));
+}
+#else
+/* dst[k][0..4) = src[0..4)[k] * scale for k < 4 (4x4 transpose, NEON trn/zip). */
+#define TRB 4
+QK_INLINE void tr_block(const float *src, int64_t ss, float *dst, int64_t ds, float scale) {
+    float32x4_t r0 = vmulq_n_f32(vld1q_f32(src), scale), r1 = vmulq_n_f32(vld1q_f32(src + ss), scale);
+    float32x4_t r2 = vmulq_n_f32(vld1q_f32(src + 2 * ss), scale), r3 = vmulq_n_f32(vld1q_f32(src + 3 * ss), scale);
+    float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1)), t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+    float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3)), t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+    vst1q_f32(dst, vreinterpretq_f32_f64(vzip1q_f64(t0, t2)));
+    vst1q_f32(dst + ds, vreinterpretq_f32_f64(vzip1q_f64(t1, t3)));
+    vst1q_f32(dst + 2 * ds, vreinterpretq_f32_f64(vzip2q_f64(t0, t2)));
+    vst1q_f32(dst + 3 * ds, vreinterpretq_f32_f64(vzip2q_f64(t1, t3)));
+}
+#endif
 
 typedef struct {
     float *qt, *st, *o, *m, *l, *alpha;
@@ -173,10 +192,9 @@ static void att_run(const qk_attn_params *p, const float *q, const float *k, con
     if (nqv * VL > nr) /* zero the lanes past nr of the vectors in use */
         for (int64_t c = 0; c < d; c++) memset(s->qt + c * BQ + nr, 0, (size_t)(nqv * VL - nr) * sizeof(float));
     {
-        __m256 sc = _mm256_set1_ps(p->scale);
-        int64_t nr8 = nr / 8 * 8, d8 = d / 8 * 8;
-        for (int64_t i = 0; i < nr8; i += 8)
-            for (int64_t c = 0; c < d8; c += 8) tr8x8(q + (r0 + i) * p->q_stride + c, p->q_stride, s->qt + c * BQ + i, BQ, sc);
+        int64_t nr8 = nr / TRB * TRB, d8 = d / TRB * TRB;
+        for (int64_t i = 0; i < nr8; i += TRB)
+            for (int64_t c = 0; c < d8; c += TRB) tr_block(q + (r0 + i) * p->q_stride + c, p->q_stride, s->qt + c * BQ + i, BQ, p->scale);
         /* edges, scalar on purpose: auto-vectorized, this becomes a scatter (very slow on AMD Zen 4) */
         for (int64_t i = 0; i < nr; i++) {
             const float *qi = q + (r0 + i) * p->q_stride;

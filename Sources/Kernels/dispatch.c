@@ -1,4 +1,5 @@
-/* dispatch.c: instruction-set tier detection (cpuid, once) and selection (QK_ISA, qk_set_isa).
+/* dispatch.c: instruction-set tier detection (cpuid on x86-64, getauxval(AT_HWCAP/AT_HWCAP2) on aarch64
+   Linux; once) and selection (QK_ISA, qk_set_isa).
    Kernels read qk_tier_current() on every call; tests switch tiers with qk_set_isa. */
 #include "qk_internal.h"
 #include <pthread.h>
@@ -8,10 +9,23 @@
 #include <string.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+/* Linux arm64 hwcap bits (arch/arm64/include/uapi/asm/hwcap.h), spelled out so old headers do too. */
+#define QK_HWCAP_ASIMD (1ul << 1)
+#define QK_HWCAP_ASIMDDP (1ul << 20)
+#define QK_HWCAP2_I8MM (1ul << 13)
 #endif
 
-static const char *const k_names[] = { "ref", "avx2", "avxvnni", "avx512", "neon" };
-#define NTIERS 5
+/* Indexed by qk_tier. best() takes the highest supported index, so within each architecture a later
+   tier must be a superset of the earlier ones. */
+static const char *const k_names[] = { "ref", "avx2", "avxvnni", "avx512", "neon", "dotprod", "i8mm" };
+#define NTIERS 7
+#if defined(__aarch64__)
+#define KNOWN_TIERS "ref, neon, dotprod, i8mm"
+#else
+#define KNOWN_TIERS "ref, avx2, avxvnni, avx512"
+#endif
 
 static int g_supported[NTIERS];
 static int g_avx512bf16;
@@ -45,6 +59,16 @@ static void detect(void) {
     g_supported[2] = t_avx2 && avxvnni;
     g_supported[3] = t_avx2 && zmm_os && f512 && dq && bw && vl && vnni512;
     g_avx512bf16 = g_supported[3] && bf16;
+#elif defined(__aarch64__) && defined(__linux__)
+    /* Advanced SIMD is mandatory in Armv8-A; the hwcap check only guards odd kernels. i8mm implies
+       dotprod from Armv8.6 on, but a CPU may report them separately, so the i8mm tier needs both. */
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    int neon = (hw & QK_HWCAP_ASIMD) != 0, dot = (hw & QK_HWCAP_ASIMDDP) != 0, i8mm = (hw2 & QK_HWCAP2_I8MM) != 0;
+    g_supported[QK_TIER_NEON] = neon;
+    g_supported[QK_TIER_DOTPROD] = neon && dot;
+    g_supported[QK_TIER_I8MM] = neon && dot && i8mm;
+#elif defined(__aarch64__)
+    g_supported[QK_TIER_NEON] = 1;   /* no hwcaps to read: the Armv8.0 baseline only */
 #endif
 }
 
@@ -67,7 +91,7 @@ static void init_once(void) {
         int e = name_to_tier(env);
         if (e < 0 || !g_supported[e])
             fprintf(stderr, "warning: QK_ISA=%s is %s on this CPU; using %s\n", env,
-                    e < 0 ? "not a known tier (ref, avx2, avxvnni, avx512)" : "not supported", k_names[t]);
+                    e < 0 ? "not a known tier (" KNOWN_TIERS ")" : "not supported", k_names[t]);
         else t = e;
     }
     atomic_store(&g_tier, t);

@@ -93,6 +93,17 @@ void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float
     qk_matmul_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y);
 }
 #endif
+#if defined(__aarch64__)
+void qk_matmul_neon(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    qk_matmul_with_tier(&qk_mm_tier_neon, w, x, m, bias, y);
+}
+void qk_matmul_dotprod(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    qk_matmul_with_tier(&qk_mm_tier_dotprod, w, x, m, bias, y);
+}
+void qk_matmul_i8mm(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    qk_matmul_with_tier(&qk_mm_tier_i8mm, w, x, m, bias, y);
+}
+#endif
 
 void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
     switch (qk_tier_current()) {
@@ -100,6 +111,11 @@ void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias,
     case QK_TIER_AVX512: qk_matmul_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y); return;
     case QK_TIER_AVXVNNI: qk_matmul_with_tier(&qk_mm_tier_avxvnni, w, x, m, bias, y); return;
     case QK_TIER_AVX2: qk_matmul_with_tier(&qk_mm_tier_avx2, w, x, m, bias, y); return;
+#endif
+#if defined(__aarch64__)
+    case QK_TIER_I8MM: qk_matmul_with_tier(&qk_mm_tier_i8mm, w, x, m, bias, y); return;
+    case QK_TIER_DOTPROD: qk_matmul_with_tier(&qk_mm_tier_dotprod, w, x, m, bias, y); return;
+    case QK_TIER_NEON: qk_matmul_with_tier(&qk_mm_tier_neon, w, x, m, bias, y); return;
 #endif
     default: qk_matmul_with_tier(&qk_mm_tier_ref, w, x, m, bias, y); return;
     }

@@ -10,6 +10,9 @@
 #define QK_SELECT(t, name)                                                                                     \
     ((t) == QK_TIER_AVX512 ? name##_avx512                                                                     \
                            : ((t) == QK_TIER_AVX2 || (t) == QK_TIER_AVXVNNI) ? name##_avx2 : name##_ref)
+#elif defined(__aarch64__)
+#define QK_SELECT(t, name)                                                                                     \
+    (((t) == QK_TIER_NEON || (t) == QK_TIER_DOTPROD || (t) == QK_TIER_I8MM) ? name##_neon : name##_ref)
 #else
 #define QK_SELECT(t, name) ((void)(t), name##_ref)
 #endif

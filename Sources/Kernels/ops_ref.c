@@ -74,9 +74,12 @@ void qk_rope_ref(float *x, int64_t rows, int64_t heads, int64_t head_dim, int64_
         for (int64_t h = 0; h < heads; h++) {
             float *xh = x + r * row_stride + h * head_dim;
             for (int64_t i = 0; i < d; i++) {
+                /* products in their own statements: C lets a compiler fuse `a * c - b * s` into one FMA
+                   (clang does on aarch64, where FMA is baseline); the SIMD tiers round both products */
                 float a = xh[i], b = xh[i + d];
-                xh[i] = a * c[i] - b * s[i];
-                xh[i + d] = b * c[i] + a * s[i];
+                float ac = a * c[i], bs = b * s[i], bc = b * c[i], as = a * s[i];
+                xh[i] = ac - bs;
+                xh[i + d] = bc + as;
             }
         }
     }

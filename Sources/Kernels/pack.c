@@ -102,6 +102,9 @@ void qk_set_weight_scale_search(int on) { g_scale_search = on ? 1 : 0; }
    Sixteen float lanes summed in a fixed order, so the result (and the scale it picks) is the same on
    every machine and instruction set; the compiler maps the lanes onto whatever vectors it has. */
 typedef float qk_f16v __attribute__((vector_size(64)));
+#if !defined(__clang__)
+typedef int32_t qk_i16v __attribute__((vector_size(64)));
+#endif
 
 /* The code of x at inverse step id, rounded to nearest even and clamped (the scalar twin of the lanes below). */
 static inline float quant_code(float x, float id, float qmin, float qmax) {
@@ -120,7 +123,13 @@ static float group_sq_error(const float *v, int64_t len, float d, float qmin, fl
         qk_f16v x, r;
         memcpy(&x, v + i, sizeof x);
         r = (x * id + magic) - magic;
+#if defined(__clang__)
         r = __builtin_elementwise_max(__builtin_elementwise_min(r, hi), lo);
+#else   /* GCC (used only to cross-check the kernels): the same clamp as lane masks (codes are never NaN) */
+        qk_i16v above = r > hi, below = r < lo;
+        r = (qk_f16v)(((qk_i16v)r & ~above) | ((qk_i16v)hi & above));
+        r = (qk_f16v)(((qk_i16v)r & ~below) | ((qk_i16v)lo & below));
+#endif
         qk_f16v e = x - r * d;
         acc += e * e;
     }

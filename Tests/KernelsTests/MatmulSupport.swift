@@ -71,6 +71,11 @@ func mmSimdTiers() -> [(String, MMFn)] {
         // the avxvnni kernels, EVEX-encoded: checks that tier's arithmetic on CPUs without AVX-VNNI
         if qk_tier_supported(QK_TIER_AVXVNNI) == 0 { out.append(("avxvnni(evex)", qk_matmul_avxvnni_evex)) }
     }
+    #elseif arch(arm64)
+    // Not compiled on the x86 CI machine; the same tiers are checked there under qemu by Tests/aarch64.
+    if qk_tier_supported(QK_TIER_NEON) != 0 { out.append(("neon", qk_matmul_neon)) }
+    if qk_tier_supported(QK_TIER_DOTPROD) != 0 { out.append(("dotprod", qk_matmul_dotprod)) }
+    if qk_tier_supported(QK_TIER_I8MM) != 0 { out.append(("i8mm", qk_matmul_i8mm)) }
     #endif
     return out
 }

@@ -117,7 +117,8 @@ private func run(_ ntasks: Int, _ slots: Slots) {
             defer { _ = qk_set_isa(saved) }
             #expect(qk_set_isa("ref") == 0 && String(cString: qk_isa_name()) == "ref")
             #expect(qk_set_isa("bogus") == -1)
-            for (name, tier) in [("avx2", QK_TIER_AVX2), ("avxvnni", QK_TIER_AVXVNNI), ("avx512", QK_TIER_AVX512)] {
+            for (name, tier) in [("avx2", QK_TIER_AVX2), ("avxvnni", QK_TIER_AVXVNNI), ("avx512", QK_TIER_AVX512),
+                                 ("neon", QK_TIER_NEON), ("dotprod", QK_TIER_DOTPROD), ("i8mm", QK_TIER_I8MM)] {
                 #expect((qk_set_isa(name) == 0) == (qk_tier_supported(tier) != 0), "\(name)")
                 if qk_tier_supported(tier) != 0 { #expect(qk_tier_current() == tier) }
             }

@@ -5,7 +5,8 @@
  *  - Activations are f32, row-major. A "token" / "pixel" is a row; features are contiguous.
  *  - Every kernel qk_<op> dispatches through a table filled once from cpuid to qk_<op>_<isa>;
  *    each has a scalar qk_<op>_ref twin with the same signature (declared in qk_internal.h).
- *    QK_ISA=ref|avx2|avxvnni|avx512 forces one tier (tests compare every tier on one machine).
+ *    QK_ISA=ref|avx2|avxvnni|avx512 (x86-64) or ref|neon|dotprod|i8mm (aarch64) forces one tier
+ *    (tests compare every tier on one machine).
  *  - Threading: a persistent pool (caller works too, dynamic chunks). Work is split only over
  *    independent outputs, never inside a reduction, so results are bit-identical for any thread count.
  *
@@ -45,7 +46,7 @@ typedef struct {
 } qk_weight;
 
 /* ---- runtime ---------------------------------------------------------------------------------- */
-/* Selected instruction-set tier: "ref", "avx2", "avxvnni", "avx512" (or "neon" later). */
+/* Selected instruction-set tier: "ref", "avx2", "avxvnni", "avx512" (x86-64), "neon", "dotprod", "i8mm" (aarch64). */
 const char *qk_isa_name(void);
 /* Force a tier (name as above); returns 0 on success, -1 if unknown or unsupported by this CPU. */
 int qk_set_isa(const char *name);

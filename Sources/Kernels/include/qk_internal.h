@@ -12,7 +12,9 @@ typedef enum {
     QK_TIER_AVX2 = 1,     /* AVX2 + FMA + F16C */
     QK_TIER_AVXVNNI = 2,  /* AVX2 tier + AVX-VNNI (256-bit vpdpbusd) */
     QK_TIER_AVX512 = 3,   /* AVX-512 F/BW/VL/DQ + VNNI (+ BF16 where present) */
-    QK_TIER_NEON = 4,     /* reserved for ARM */
+    QK_TIER_NEON = 4,     /* aarch64 Armv8.0 Advanced SIMD (every aarch64 CPU: Cortex-A53/A72, ...) */
+    QK_TIER_DOTPROD = 5,  /* NEON + Armv8.2 SDOT (Cortex-A76, Neoverse N1 / Graviton2) */
+    QK_TIER_I8MM = 6,     /* dotprod + Armv8.6 SMMLA (Neoverse V1/V2 / Graviton3/4) */
 } qk_tier;
 
 /* The tier in force: the best the CPU supports, unless QK_ISA or qk_set_isa() chose another. */

@@ -85,6 +85,10 @@ void qk_matmul_avxvnni(const qk_weight *w, const float *x, int64_t m, const floa
 void qk_matmul_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 /* The AVX-VNNI kernels with EVEX encoding (needs AVX-512 VL + VNNI): tests the avxvnni logic there. */
 void qk_matmul_avxvnni_evex(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+/* aarch64 tiers (matmul_neon.c): Armv8.0 NEON, + SDOT, + SMMLA. Same arithmetic, bit for bit. */
+void qk_matmul_neon(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+void qk_matmul_dotprod(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+void qk_matmul_i8mm(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 
 /* ---- between the driver (matmul.c) and the tier kernels ---------------------------------------- */
 typedef struct {
@@ -115,6 +119,11 @@ extern const qk_mm_tier qk_mm_tier_ref;
 extern const qk_mm_tier qk_mm_tier_avx2;
 extern const qk_mm_tier qk_mm_tier_avxvnni;
 extern const qk_mm_tier qk_mm_tier_avx512;
+#endif
+#if defined(__aarch64__)
+extern const qk_mm_tier qk_mm_tier_neon;
+extern const qk_mm_tier qk_mm_tier_dotprod;
+extern const qk_mm_tier qk_mm_tier_i8mm;
 #endif
 
 void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,

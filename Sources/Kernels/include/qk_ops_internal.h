@@ -44,6 +44,9 @@ QK_OPS_DECLARE(ref)
 QK_OPS_DECLARE(avx2)
 QK_OPS_DECLARE(avx512)
 #endif
+#if defined(__aarch64__)
+QK_OPS_DECLARE(neon)   /* one float tier for neon, dotprod and i8mm (the int8 dot instructions do not help here) */
+#endif
 
 /* Naive direct 3x3 convolution (serial; output rows [oy0, oy1) only). */
 void qk_conv3x3_ref(const qk_conv_params *p, const qk_weight *w, const float *x, const float *bias, float *y,
