@@ -29,3 +29,27 @@ public final class Weight: @unchecked Sendable {
         withUnsafePointer(to: raw) { qk_weight_dequant_row($0, Int64(r), out) }
     }
 }
+
+// MARK: - Building Weights from f32 arrays (tests, synthetic benchmarks, converted q/k/v slices)
+
+/// Packs a row-major f32 matrix [n, k] as a `Weight` in `scheme` (group 0 = per row).
+public func makeWeight(_ name: String, _ values: [Float], rows n: Int, cols k: Int,
+                       scheme: qk_scheme = QK_F32, group: Int32 = 0) -> Weight {
+    precondition(values.count == n * k, "makeWeight \(name): \(values.count) values for [\(n), \(k)]")
+    let bytes = qk_weight_bytes(scheme, group, Int64(n), Int64(k))
+    let buf = WeightStorage(bytes: bytes)
+    values.withUnsafeBufferPointer { p in
+        _ = qk_weight_pack_rows(scheme, group, Int64(n), Int64(k), 0, Int64(n), p.baseAddress, buf.ptr)
+    }
+    let raw = qk_weight(scheme: scheme, group: group, n: Int64(n), k: Int64(k), data: UnsafeRawPointer(buf.ptr))
+    return Weight(name: name, raw: raw, owner: buf)
+}
+
+/// 64-byte aligned memory that owns a packed weight.
+final class WeightStorage: @unchecked Sendable {
+    let ptr: UnsafeMutableRawPointer
+    init(bytes: Int) {
+        ptr = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
+    }
+    deinit { ptr.deallocate() }
+}

@@ -36,9 +36,8 @@ struct VAEOptions: ParsableArguments {
         return .whole
     }
 
-    func source() throws -> PackVAESource {
-        let p = try Pack(path: pack)
-        return try PackVAESource(pack: p, name: component)
+    func open() throws -> VAEPack {
+        try VAEPack(pack: try Pack(path: pack), name: component)
     }
 }
 
@@ -122,13 +121,13 @@ struct VAEEncode: ParsableCommand {
         try checkOutput(out, force: vae.force, extensions: ["safetensors"])
         do {
             let start = Date()
-            let src = try vae.source()
-            let config = try src.config()
+            let vaePack = try vae.open()
+            let config = vaePack.config
             let img = try ImageFile.read(path: image, keepAlpha: config.inputChannels == 4, maxPixels: maxPixels)
             guard img.channels == config.inputChannels else {
                 throw QwenImageError.image(path: image, message: "the \(vae.component) VAE takes \(config.inputChannels) channels, the image has \(img.channels)")
             }
-            let model = try AutoencoderKLQwenImage(config: config, source: src, parts: .encoder)
+            let model = try vaePack.model(parts: .encoder)
             let x = VAEFrames(image: img)
             let progress = TileProgress("vae-encode")
             var report = VAERunReport()

@@ -49,7 +49,9 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     /// libraries, I/O buffers).
     public static let baselineBytes = 48 << 20
 
-    public init(config: VAEConfig, source: VAEWeightSource, parts: Parts = .both, temporal: Bool = false) throws {
+    /// Builds the networks from `source` (scoped to the checkpoint root: `encoder.*`, `decoder.*`,
+    /// `quant_conv.*`, `post_quant_conv.*`). `temporal` also loads the clip weights.
+    public init(config: VAEConfig, source: TensorSource, parts: Parts = .both, temporal: Bool = false) throws {
         self.config = config
         self.temporal = temporal
         let src = CountingSource(source)
@@ -57,33 +59,34 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
         if parts != .decoder {
             // QwenImageEncoder3d: conv_in, down_blocks (flat list), mid_block, norm_out, conv_out; quant_conv.
+            let encoder = src.prefix("encoder")
             let dims = [base] + mult.map { base * $0 }
-            var st: [VAEStage] = [ConvStage(norm: nil, conv: try CausalConv3(src, "encoder.conv_in",
+            var st: [VAEStage] = [ConvStage(norm: nil, conv: try CausalConv3(encoder.prefix("conv_in"),
                                                                              cin: config.inputChannels, cout: dims[0], temporal: temporal))]
+            let downBlocks = encoder.prefix("down_blocks")
             var k = 0
             for i in 0..<mult.count {
                 var cin = dims[i]
                 let cout = dims[i + 1]
                 for _ in 0..<config.numResBlocks {
-                    st.append(try ResidualStage(src, "encoder.down_blocks.\(k)", cin: cin, cout: cout, temporal: temporal))
+                    st.append(try ResidualStage(downBlocks.prefix(k), cin: cin, cout: cout, temporal: temporal))
                     k += 1
                     cin = cout
                 }
                 if i != mult.count - 1 {
-                    st.append(try DownsampleStage(src, "encoder.down_blocks.\(k)", dim: cout,
+                    st.append(try DownsampleStage(downBlocks.prefix(k), dim: cout,
                                                   temporalConv: config.temperalDownsample[i] && temporal))
                     k += 1
                 }
             }
             let mid = dims.last!
-            st.append(try ResidualStage(src, "encoder.mid_block.resnets.0", cin: mid, cout: mid, temporal: temporal))
-            encoderA = VAESegment(name: "encoder", stages: st)
-            encoderAttention = try MidAttention(src, "encoder.mid_block.attentions.0", dim: mid)
+            let midBlock = try Self.midBlock(encoder, dim: mid, temporal: temporal)
+            encoderA = VAESegment(name: "encoder", stages: st + [midBlock.resnet0])
+            encoderAttention = midBlock.attention
             encoderB = VAESegment(name: "encoder head", stages: [
-                try ResidualStage(src, "encoder.mid_block.resnets.1", cin: mid, cout: mid, temporal: temporal),
-                ConvStage(norm: try VAENorm(src, "encoder.norm_out", dim: mid),
-                          conv: try CausalConv3(src, "encoder.conv_out", cin: mid, cout: 2 * z, temporal: temporal)),
-                PointwiseStage(try Conv1(src, "quant_conv", cin: 2 * z, cout: 2 * z)),
+                midBlock.resnet1,
+                try Self.head(encoder, cin: mid, cout: 2 * z, temporal: temporal),
+                PointwiseStage(try Conv1(src.prefix("quant_conv"), cin: 2 * z, cout: 2 * z, spatialDims: 3)),
             ])
         } else {
             encoderA = nil; encoderAttention = nil; encoderB = nil
@@ -91,36 +94,54 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
         if parts != .encoder {
             // post_quant_conv; QwenImageDecoder3d: conv_in, mid_block, up_blocks, norm_out, conv_out.
+            let decoder = src.prefix("decoder")
             let dims = [base * mult.last!] + mult.reversed().map { base * $0 }
             let temporalUp = Array(config.temperalDownsample.reversed())
             let mid = dims[0]
+            let midBlock = try Self.midBlock(decoder, dim: mid, temporal: temporal)
             decoderA = VAESegment(name: "decoder conv_in", stages: [
-                PointwiseStage(try Conv1(src, "post_quant_conv", cin: z, cout: z)),
-                ConvStage(norm: nil, conv: try CausalConv3(src, "decoder.conv_in", cin: z, cout: mid, temporal: temporal)),
-                try ResidualStage(src, "decoder.mid_block.resnets.0", cin: mid, cout: mid, temporal: temporal),
+                PointwiseStage(try Conv1(src.prefix("post_quant_conv"), cin: z, cout: z, spatialDims: 3)),
+                ConvStage(norm: nil, conv: try CausalConv3(decoder.prefix("conv_in"), cin: z, cout: mid, temporal: temporal)),
+                midBlock.resnet0,
             ])
-            decoderAttention = try MidAttention(src, "decoder.mid_block.attentions.0", dim: mid)
-            var st: [VAEStage] = [try ResidualStage(src, "decoder.mid_block.resnets.1", cin: mid, cout: mid, temporal: temporal)]
+            decoderAttention = midBlock.attention
+            var st: [VAEStage] = [midBlock.resnet1]
+            let upBlocks = decoder.prefix("up_blocks")
             for i in 0..<mult.count {
+                let block = upBlocks.prefix(i)
                 var cin = i > 0 ? dims[i] / 2 : dims[i]
                 let cout = dims[i + 1]
                 for j in 0...config.numResBlocks {
-                    st.append(try ResidualStage(src, "decoder.up_blocks.\(i).resnets.\(j)", cin: cin, cout: cout, temporal: temporal))
+                    st.append(try ResidualStage(block.prefix("resnets").prefix(j), cin: cin, cout: cout, temporal: temporal))
                     cin = cout
                 }
                 if i != mult.count - 1 {
-                    st.append(try UpsampleStage(src, "decoder.up_blocks.\(i).upsamplers.0", dim: cout,
+                    st.append(try UpsampleStage(block.prefix("upsamplers").prefix(0), dim: cout,
                                                 temporalConv: temporalUp[i], loadTime: temporal))
                 }
             }
-            st.append(ConvStage(norm: try VAENorm(src, "decoder.norm_out", dim: dims.last!),
-                                conv: try CausalConv3(src, "decoder.conv_out", cin: dims.last!, cout: config.inputChannels,
-                                                      temporal: temporal)))
+            st.append(try Self.head(decoder, cin: dims.last!, cout: config.inputChannels, temporal: temporal))
             decoderB = VAESegment(name: "decoder", stages: st)
         } else {
             decoderA = nil; decoderAttention = nil; decoderB = nil
         }
-        weightBytes = src.bytes
+        weightBytes = src.counter.bytes
+    }
+
+    /// `QwenImageMidBlock`: resnets.0, attentions.0, resnets.1 (the attention splits the tiled segments).
+    private static func midBlock(_ network: TensorSource, dim: Int, temporal: Bool) throws
+        -> (resnet0: ResidualStage, attention: MidAttention, resnet1: ResidualStage) {
+        let block = network.prefix("mid_block")
+        let resnets = block.prefix("resnets")
+        return (try ResidualStage(resnets.prefix(0), cin: dim, cout: dim, temporal: temporal),
+                try MidAttention(block.prefix("attentions").prefix(0), dim: dim),
+                try ResidualStage(resnets.prefix(1), cin: dim, cout: dim, temporal: temporal))
+    }
+
+    /// norm_out → SiLU → conv_out, the last stage of both networks.
+    private static func head(_ network: TensorSource, cin: Int, cout: Int, temporal: Bool) throws -> ConvStage {
+        ConvStage(norm: try VAENorm(network.prefix("norm_out"), dim: cin),
+                  conv: try CausalConv3(network.prefix("conv_out"), cin: cin, cout: cout, temporal: temporal))
     }
 
     // MARK: - Encode
@@ -359,19 +380,27 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     }
 }
 
-/// Wraps a source and counts the bytes of what it hands out.
-private final class CountingSource: VAEWeightSource {
-    let inner: VAEWeightSource
-    var bytes = 0
-    init(_ inner: VAEWeightSource) { self.inner = inner }
-    func weight(_ name: String, rows: Int, cols: Int) throws -> Weight {
-        let w = try inner.weight(name, rows: rows, cols: cols)
-        bytes += qk_weight_bytes(w.raw.scheme, w.raw.group, w.raw.n, w.raw.k)
+/// Wraps a source and counts the bytes of what it hands out (all prefixes share one count).
+private final class CountingSource: TensorSource {
+    final class Counter { var bytes = 0 }
+    let inner: TensorSource
+    let counter: Counter
+    var path: String { inner.path }
+    init(_ inner: TensorSource, counter: Counter = Counter()) {
+        self.inner = inner
+        self.counter = counter
+    }
+    func matrix(_ name: String, _ layout: MatrixLayout) throws -> Weight {
+        let w = try inner.matrix(name, layout)
+        counter.bytes += qk_weight_bytes(w.raw.scheme, w.raw.group, w.raw.n, w.raw.k)
         return w
     }
-    func vector(_ name: String, count: Int) throws -> [Float] {
-        bytes += 4 * count
-        return try inner.vector(name, count: count)
+    func vector(_ name: String, shape: [Int]) throws -> [Float] {
+        let v = try inner.vector(name, shape: shape)
+        counter.bytes += 4 * v.count
+        return v
     }
-    func release(block: String) { inner.release(block: block) }
+    func prefix(_ name: String) -> CountingSource { CountingSource(inner.prefix(name), counter: counter) }
+    func prefetch() { inner.prefetch() }
+    func release() { inner.release() }
 }
