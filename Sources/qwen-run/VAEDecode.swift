@@ -79,11 +79,10 @@ struct VAEDecode: ParsableCommand {
             }
             let z = VAEFrames(cthw: try file.floats("latents"), channels: c, frames: t, height: h, width: w)
             let model = try vaePack.model(parts: .decoder, temporal: t > 1)
-            if denormalize { model.denormalize(z) }
+            if denormalize { try model.denormalize(z) }
             let progress = TileProgress("vae-decode")
-            var report = VAERunReport()
             let computeStart = Date()
-            let x = try model.decode(z, tiling: tiling, report: &report) { progress.update($0, $1) }
+            let (x, report) = try model.decode(z, tiling: tiling) { progress.update($0, $1) }
             progress.finish()
             let seconds = Date().timeIntervalSince(computeStart)
             if asPNG {

@@ -130,12 +130,11 @@ struct VAEEncode: ParsableCommand {
             let model = try vaePack.model(parts: .encoder)
             let x = VAEFrames(image: img)
             let progress = TileProgress("vae-encode")
-            var report = VAERunReport()
             let computeStart = Date()
-            let (mean, logvar) = try model.encode(x, tiling: tiling, report: &report) { progress.update($0, $1) }
+            let (mean, logvar, report) = try model.encode(x, tiling: tiling) { progress.update($0, $1) }
             progress.finish()
             let seconds = Date().timeIntervalSince(computeStart)
-            if normalize { model.normalize(mean) }
+            if normalize { try model.normalize(mean) }
             var w = SafetensorsWriter(metadata: ["producer": "qwen-run vae-encode", "normalized": normalize ? "true" : "false",
                                                  "component": vae.component])
             let shape = [1, mean.channels, mean.frames, mean.height, mean.width]

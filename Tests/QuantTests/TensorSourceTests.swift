@@ -29,8 +29,9 @@ import Testing
         let w = try a.matrix("w", .linear(rows: 4, cols: 3))
         #expect(w.n == 4 && w.k == 3)
         var row = [Float](repeating: 1, count: 3)
-        row.withUnsafeMutableBufferPointer { w.row(3, into: $0.baseAddress!) }
+        try row.withUnsafeMutableBufferPointer { try w.row(3, into: $0.baseAddress!) }
         #expect(row == [0, 0, 0])   // a placeholder reads as zeros
+        #expect(throws: QuantError.self) { try row.withUnsafeMutableBufferPointer { try w.row(4, into: $0.baseAddress!) } }
         _ = try a.vector("b", count: 5)
         _ = try src.prefix("x").matrix("w", .linear(rows: 1, cols: 1))
         _ = try a.matrix("w", .linear(rows: 4, cols: 3))   // repeated: recorded once
@@ -70,8 +71,8 @@ import Testing
                 let a = try packSource.matrix(r.name, layout), b = try fromCheckpoint.matrix(r.name, layout)
                 var ra = [Float](repeating: 0, count: a.k), rb = ra
                 for i in 0..<a.n {
-                    ra.withUnsafeMutableBufferPointer { a.row(i, into: $0.baseAddress!) }
-                    rb.withUnsafeMutableBufferPointer { b.row(i, into: $0.baseAddress!) }
+                    try ra.withUnsafeMutableBufferPointer { try a.row(i, into: $0.baseAddress!) }
+                    try rb.withUnsafeMutableBufferPointer { try b.row(i, into: $0.baseAddress!) }
                     #expect(ra == rb, "\(r.packName) row \(i)")
                 }
             case .vector(let shape):

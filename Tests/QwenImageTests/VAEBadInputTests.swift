@@ -10,6 +10,8 @@ import Testing
         let vae = try VAEFixture.model(parts: .decoder)
         let z = VAEFrames(frames: 1, height: 4, width: 4, channels: 15)
         #expect(throws: QwenImageError.self) { try vae.decode(z) }
+        #expect(throws: QwenImageError.self) { try vae.normalize(z) }
+        #expect(throws: QwenImageError.self) { try vae.denormalize(z) }
     }
 
     @Test func nonFiniteLatentsAndPixels() throws {
@@ -35,7 +37,7 @@ import Testing
         }
         // The smallest accepted side works.
         let x = VAEFrames(frames: 1, height: 8, width: 8, channels: 3)
-        let (mean, _) = try vae.encode(x)
+        let (mean, _, _) = try vae.encode(x)
         #expect(mean.height == 1 && mean.width == 1)
     }
 

@@ -66,13 +66,13 @@ public final class RecordingTensorSource: TensorSource, @unchecked Sendable {
         guard fetch != nil else { return try Weight.placeholder(r.packName, rows: rows, cols: cols) }
         let v = try source(r.name, layout.sourceShape)
         guard let g = layout.gather() else {
-            return makeWeight(r.packName, v, rows: rows, cols: cols, scheme: scheme, group: group)
+            return try makeWeight(r.packName, v, rows: rows, cols: cols, scheme: scheme, group: group)
         }
         // The converter's row transform: out[o, j] = src[o, g[j]].
         let srcLen = v.count / max(rows, 1)
         var out = [Float](repeating: 0, count: rows * cols)
         for o in 0..<rows { for j in 0..<cols { out[o * cols + j] = v[o * srcLen + Int(g[j])] } }
-        return makeWeight(r.packName, out, rows: rows, cols: cols, scheme: scheme, group: group)
+        return try makeWeight(r.packName, out, rows: rows, cols: cols, scheme: scheme, group: group)
     }
 
     public func vector(_ name: String, shape: [Int]) throws -> [Float] {

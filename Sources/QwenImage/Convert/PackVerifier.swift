@@ -144,7 +144,7 @@ public enum PackVerifier {
             case .identity: want = srcRow
             case .gather(let g): for j in 0..<k { want[j] = srcRow[Int(g[j])] }
             }
-            got.withUnsafeMutableBufferPointer { w.row(o, into: $0.baseAddress!) }
+            try got.withUnsafeMutableBufferPointer { try w.row(o, into: $0.baseAddress!) }
             for j in 0..<k { let d = Double(got[j]) - Double(want[j]); err += d * d; ref += Double(want[j]) * Double(want[j]) }
         }
         return ref > 0 ? (err / ref).squareRoot() : (err > 0 ? .infinity : 0)

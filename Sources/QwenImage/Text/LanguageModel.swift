@@ -214,7 +214,7 @@ public final class LanguageModel {
                 guard id >= 0 && id < table.n else {
                     throw QwenImageError.invalidInput("token id \(id) at position \(r) is outside the vocabulary (0..<\(table.n))")
                 }
-                table.row(id, into: o.baseAddress! + r * h)
+                try table.row(id, into: o.baseAddress! + r * h)
             }
         }
         timings.rest += clock.lap()

@@ -148,9 +148,9 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
     /// Encodes frames in [-1, 1] ([T, H, W, input_channels], T = 1 + 4k) to the posterior
     /// (mean, logvar), each [1 + k, H', W', z_dim] with H' = floor((H − 2)/2) + 1 applied per downsampling.
-    /// `progress(done, total)` is called after every tile.
-    public func encode(_ x: VAEFrames, tiling: VAETiling = .whole, report: UnsafeMutablePointer<VAERunReport>? = nil,
-                       progress: (Int, Int) -> Void = { _, _ in }) throws -> (mean: VAEFrames, logvar: VAEFrames) {
+    /// `progress(done, total)` is called after every tile; `report` says what the run did.
+    public func encode(_ x: VAEFrames, tiling: VAETiling = .whole, progress: (Int, Int) -> Void = { _, _ in }) throws
+        -> (mean: VAEFrames, logvar: VAEFrames, report: VAERunReport) {
         guard let encA = encoderA, let attn = encoderAttention, let encB = encoderB else {
             throw QwenImageError.invalidInput("this VAE was loaded without its encoder")
         }
@@ -181,24 +181,11 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         let tilesB = try chooseTiles(encB, sizes: sizesB, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
         let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
         try checkBudget(tiling, attnBytes, lat)
-        let total = tilesA.tiles.count + tilesB.tiles.count
-        var done = 0
-        let tick = { done += 1; progress(done, total) }
 
         let xs = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: mid)
-        var rep = VAERunReport()
-        rep.segments.append((encA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
-        rep.macs += tilesA.ws.macs * Double(x.frames)
-        rep.peakLiveBuffers = encA.run(input: x, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
-        for t in 0..<tLat { attn.apply(xs.frame(t), pixels: lat.pixels) }
-        rep.macs += Double(tLat) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
-
         let post = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: 2 * config.zDim)
-        rep.segments.append((encB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
-        rep.macs += tilesB.ws.macs * Double(tLat)
-        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
-                                  encB.run(input: xs, output: post, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
-        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+        let rep = run(encA, attn, encB, input: x, middle: xs, output: post, tilesA: tilesA, tilesB: tilesB,
+                      attnBytes: attnBytes, progress: progress)
 
         // DiagonalGaussianDistribution: mean = channels [:z], logvar = channels [z:] clamped to [-30, 20].
         let z = config.zDim
@@ -208,8 +195,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
             (mean.data + p * z).update(from: post.data + p * 2 * z, count: z)
             for c in 0..<z { logvar.data[p * z + c] = min(max(post.data[p * 2 * z + z + c], -30), 20) }
         }
-        report?.pointee = rep
-        return (mean, logvar)
+        return (mean, logvar, rep)
     }
 
     // MARK: - Decode
@@ -217,8 +203,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     /// Decodes latents [T, h, w, z_dim] to frames [1 + 4(T − 1), 8h, 8w, input_channels]; clamps to
     /// [-1, 1] like `AutoencoderKLQwenImage._decode` unless `clamp` is false (the decoder output).
     public func decode(_ z: VAEFrames, tiling: VAETiling = .whole, clamp: Bool = true,
-                       report: UnsafeMutablePointer<VAERunReport>? = nil,
-                       progress: (Int, Int) -> Void = { _, _ in }) throws -> VAEFrames {
+                       progress: (Int, Int) -> Void = { _, _ in }) throws -> (frames: VAEFrames, report: VAERunReport) {
         guard let decA = decoderA, let attn = decoderAttention, let decB = decoderB else {
             throw QwenImageError.invalidInput("this VAE was loaded without its decoder")
         }
@@ -245,53 +230,73 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         // segment B adds the output, counted twice (the caller converts it once more for the file).
         let fixedA = Self.baselineBytes + weightBytes + 4 * (z.count + xs.count)
         let fixedB = fixedA + 4 * 2 * outFloats
-        var rep = VAERunReport()
         let tilesA = try chooseTiles(decA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
         let tilesB = try chooseTiles(decB, sizes: sizesB, tiling: tiling, unit: 1, fixed: fixedB)
         let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
         try checkBudget(tiling, attnBytes, lat)
-        let total = tilesA.tiles.count + tilesB.tiles.count
-        var done = 0
-        let tick = { done += 1; progress(done, total) }
-
-        rep.segments.append((decA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
-        rep.macs += tilesA.ws.macs * Double(z.frames)
-        rep.peakLiveBuffers = decA.run(input: z, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
-        for t in 0..<z.frames { attn.apply(xs.frame(t), pixels: lat.pixels) }
-        rep.macs += Double(z.frames) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
 
         let out = VAEFrames(frames: tOut, height: outSize.h, width: outSize.w, channels: config.inputChannels)
-        rep.segments.append((decB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
-        rep.macs += tilesB.ws.macs * Double(z.frames)
-        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
-                                  decB.run(input: xs, output: out, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
-        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+        let rep = run(decA, attn, decB, input: z, middle: xs, output: out, tilesA: tilesA, tilesB: tilesB,
+                      attnBytes: attnBytes, progress: progress)
         if clamp {
             let v = out.values
             for i in 0..<v.count { v[i] = min(max(v[i], -1), 1) }
         }
-        report?.pointee = rep
-        return out
+        return (out, rep)
+    }
+
+    // MARK: - The skeleton both networks share
+
+    /// Segment A tile by tile into `middle` (latent resolution), the mid-block attention on each of its
+    /// frames (whole frame, in place), then segment B tile by tile into `output`. `progress` is called
+    /// after every tile of either segment.
+    private func run(_ a: VAESegment, _ attention: MidAttention, _ b: VAESegment, input: VAEFrames, middle: VAEFrames,
+                     output: VAEFrames, tilesA: TileChoice, tilesB: TileChoice, attnBytes: Int,
+                     progress: (Int, Int) -> Void) -> VAERunReport {
+        let total = tilesA.tiles.count + tilesB.tiles.count
+        var done = 0
+        let tick = { done += 1; progress(done, total) }
+        let pixels = middle.height * middle.width, dim = middle.channels
+
+        var rep = VAERunReport()
+        rep.segments.append((a.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
+        rep.macs += tilesA.ws.macs * Double(input.frames)
+        rep.peakLiveBuffers = a.run(input: input, output: middle, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
+        for t in 0..<middle.frames { attention.apply(middle.frame(t), pixels: pixels) }
+        rep.macs += Double(middle.frames) * Double(pixels) * Double(dim * dim) * (4 + 2 * Double(pixels) / Double(dim))
+
+        rep.segments.append((b.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
+        rep.macs += tilesB.ws.macs * Double(middle.frames)
+        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
+                                  b.run(input: middle, output: output, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
+        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+        return rep
     }
 
     // MARK: - Latent normalization (the pipelines' convention)
 
     /// (mean − latents_mean) / latents_std, per channel, in place.
-    public func normalize(_ x: VAEFrames) {
+    public func normalize(_ x: VAEFrames) throws {
         let c = x.channels
-        precondition(c == config.zDim)
+        try checkLatentChannels(x, "normalize")
         for p in 0..<(x.count / c) {
             for ch in 0..<c { x.data[p * c + ch] = (x.data[p * c + ch] - config.latentsMean[ch]) / config.latentsStd[ch] }
         }
     }
 
     /// latents / (1 / latents_std) + latents_mean, per channel, in place (written as the pipelines do).
-    public func denormalize(_ x: VAEFrames) {
+    public func denormalize(_ x: VAEFrames) throws {
         let c = x.channels
-        precondition(c == config.zDim)
+        try checkLatentChannels(x, "denormalize")
         let inv = config.latentsStd.map { 1 / $0 }
         for p in 0..<(x.count / c) {
             for ch in 0..<c { x.data[p * c + ch] = x.data[p * c + ch] / inv[ch] + config.latentsMean[ch] }
+        }
+    }
+
+    private func checkLatentChannels(_ x: VAEFrames, _ what: String) throws {
+        guard x.channels == config.zDim else {
+            throw QwenImageError.invalidInput("VAE \(what): expected latents with z_dim = \(config.zDim) channels, found \(x.channels)")
         }
     }
 

@@ -22,8 +22,8 @@ final class MidAttention: @unchecked Sendable {
         let b = try toQKV.vector("bias", count: 3 * dim)
         // Queries from rows [0, C), keys and values from rows [C, 3C) (upstream chunks the 3C outputs in
         // that order). Split into two f32 matrices: exact for f32 / bf16 / f16 packs.
-        wq = makeWeight(qkv.name + "[q]", dequantRows(qkv, from: 0, count: dim), rows: dim, cols: dim)
-        wkv = makeWeight(qkv.name + "[kv]", dequantRows(qkv, from: dim, count: 2 * dim), rows: 2 * dim, cols: dim)
+        wq = try makeWeight(qkv.name + "[q]", try dequantRows(qkv, from: 0, count: dim), rows: dim, cols: dim)
+        wkv = try makeWeight(qkv.name + "[kv]", try dequantRows(qkv, from: dim, count: 2 * dim), rows: 2 * dim, cols: dim)
         bq = Array(b[0..<dim])
         bkv = Array(b[dim..<(3 * dim)])
         proj = try Conv1(src.prefix("proj"), cin: dim, cout: dim, spatialDims: 2)

@@ -109,7 +109,7 @@ final class UpsampleStage: VAEStage {
         self.dim = dim
         conv = try Conv2(src.prefix(ResampleKeys.conv), cin: dim, cout: dim / 2)
         time = temporalConv && loadTime ? try TimeConv(src.prefix(ResampleKeys.timeConv), cin: dim, cout: 2 * dim) : nil
-        let w = dequantRows(conv.w, from: 0, count: conv.cout)   // [cout, (ky, kx, cin)]
+        let w = try dequantRows(conv.w, from: 0, count: conv.cout)   // [cout, (ky, kx, cin)]
         let cin = dim, cout = dim / 2
         var ws: [Weight] = []
         for py in 0..<2 {
@@ -124,7 +124,7 @@ final class UpsampleStage: VAEStage {
                         } }
                     } }
                 }
-                ws.append(makeWeight(conv.w.name + "[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin))
+                ws.append(try makeWeight(conv.w.name + "[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin))
             }
         }
         parity = ws

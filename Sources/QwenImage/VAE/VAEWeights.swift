@@ -85,10 +85,10 @@ final class VAENorm: @unchecked Sendable {
 }
 
 /// Dequantizes rows [r0, r0+count) of `w` to f32.
-func dequantRows(_ w: Weight, from r0: Int, count: Int) -> [Float] {
+func dequantRows(_ w: Weight, from r0: Int, count: Int) throws -> [Float] {
     var out = [Float](repeating: 0, count: count * w.k)
-    out.withUnsafeMutableBufferPointer { p in
-        for r in 0..<count { w.row(r0 + r, into: p.baseAddress! + r * w.k) }
+    try out.withUnsafeMutableBufferPointer { p in
+        for r in 0..<count { try w.row(r0 + r, into: p.baseAddress! + r * w.k) }
     }
     return out
 }
