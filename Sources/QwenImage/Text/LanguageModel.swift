@@ -200,25 +200,24 @@ public final class LanguageModel {
     /// Token embeddings [ids.count, H] (`embed_tokens`), one row at a time from the pack.
     public func embed(_ ids: [Int]) throws -> [Float] {
         let h = config.hiddenSize
-        var out = [Float](repeating: 0, count: ids.count * h)
-        var clock = Stopwatch()
         if prefetch && prefetchDuringEmbedding && !firstLayerPrefetched, let first = parts.layers.first {
             first.prefetch()     // loads while the embedding rows are read
             firstLayerPrefetched = true
         }
-        defer { parts.embedTokens.release(); timings.streaming += clock.lap() }
-        let table = try parts.embedding(config)
-        timings.streaming += clock.lap()
-        try out.withUnsafeMutableBufferPointer { o in
-            for (r, id) in ids.enumerated() {
-                guard id >= 0 && id < table.n else {
-                    throw QwenImageError.invalidInput("token id \(id) at position \(r) is outside the vocabulary (0..<\(table.n))")
+        defer { timed(\.streaming) { parts.embedTokens.release() } }
+        let table = try timed(\.streaming) { try parts.embedding(config) }
+        return try timed(\.rest) {
+            var out = [Float](repeating: 0, count: ids.count * h)
+            try out.withUnsafeMutableBufferPointer { o in
+                for (r, id) in ids.enumerated() {
+                    guard id >= 0 && id < table.n else {
+                        throw QwenImageError.invalidInput("token id \(id) at position \(r) is outside the vocabulary (0..<\(table.n))")
+                    }
+                    try table.row(id, into: o.baseAddress! + r * h)
                 }
-                try table.row(id, into: o.baseAddress! + r * h)
             }
+            return out
         }
-        timings.rest += clock.lap()
-        return out
     }
 
     // MARK: Forward
@@ -247,46 +246,48 @@ public final class LanguageModel {
         let rows = lengths.reduce(0, +)
         guard rows > 0 else { return sequences.map { [Float](repeating: 0, count: $0.positions.count * hd) } }
 
-        var clock = Stopwatch()
         if prefetch && !firstLayerPrefetched { (parts.layers.first ?? parts.norm).prefetch() }
         firstLayerPrefetched = false
         let state = ForwardState(config: c, rows: rows, mlpChunkRows: max(1, min(mlpChunkRows, rows)))
         defer { state.deallocate() }
 
         // Packed valid rows and their positions; the rope tables are shared by all layers.
-        var offsets: [Int] = []
-        var pt: [Int64] = [], ph: [Int64] = [], pw: [Int64] = []
-        pt.reserveCapacity(rows); ph.reserveCapacity(rows); pw.reserveCapacity(rows)
-        var off = 0
-        for s in sequences {
-            offsets.append(off)
-            s.inputsEmbeds.withUnsafeBufferPointer { e in
-                (state.x + off * hd).update(from: e.baseAddress!, count: s.validLength * hd)
+        let offsets = timed(\.rest) { () -> [Int] in
+            var offsets: [Int] = []
+            var pt: [Int64] = [], ph: [Int64] = [], pw: [Int64] = []
+            pt.reserveCapacity(rows); ph.reserveCapacity(rows); pw.reserveCapacity(rows)
+            var off = 0
+            for s in sequences {
+                offsets.append(off)
+                s.inputsEmbeds.withUnsafeBufferPointer { e in
+                    (state.x + off * hd).update(from: e.baseAddress!, count: s.validLength * hd)
+                }
+                pt += s.positions.t.prefix(s.validLength)
+                ph += s.positions.h.prefix(s.validLength)
+                pw += s.positions.w.prefix(s.validLength)
+                off += s.validLength
             }
-            pt += s.positions.t.prefix(s.validLength)
-            ph += s.positions.h.prefix(s.validLength)
-            pw += s.positions.w.prefix(s.validLength)
-            off += s.validLength
+            let sections = c.mropeSection.map(Int32.init)
+            sections.withUnsafeBufferPointer { sec in
+                qk_rope_table_mrope(pt, ph, pw, Int64(rows), Int64(c.headDim), sec.baseAddress!, c.ropeTheta,
+                                    state.cos, state.sin)
+            }
+            return offsets
         }
-        let sections = c.mropeSection.map(Int32.init)
-        sections.withUnsafeBufferPointer { sec in
-            qk_rope_table_mrope(pt, ph, pw, Int64(rows), Int64(c.headDim), sec.baseAddress!, c.ropeTheta,
-                                state.cos, state.sin)
-        }
-        timings.rest += clock.lap()
         onHiddenState?(0, UnsafeBufferPointer(start: state.x, count: rows * hd))
 
         let layers = parts.layers
         for (i, layer) in layers.enumerated() {
-            let weights: DecoderLayerWeights
-            do { weights = try DecoderLayerWeights(layer, config: c) } catch {
-                layer.release(); throw error
+            let weights = try timed(\.streaming) { () throws -> DecoderLayerWeights in
+                let w: DecoderLayerWeights
+                do { w = try DecoderLayerWeights(layer, config: c) } catch {
+                    layer.release(); throw error
+                }
+                if prefetch { (i + 1 < layers.count ? layers[i + 1] : parts.norm).prefetch() }
+                return w
             }
-            if prefetch { (i + 1 < layers.count ? layers[i + 1] : parts.norm).prefetch() }
-            timings.streaming += clock.lap()
-            decoderLayer(weights, state: state, lengths: lengths, offsets: offsets, clock: &clock)
-            layer.release()
-            timings.streaming += clock.lap()
+            decoderLayer(weights, state: state, lengths: lengths, offsets: offsets)
+            timed(\.streaming) { layer.release() }
             if i + 1 < layers.count {
                 onHiddenState?(i + 1, UnsafeBufferPointer(start: state.x, count: rows * hd))
             }
@@ -294,72 +295,78 @@ public final class LanguageModel {
         }
 
         // Final RMSNorm (`model.norm`): this is hidden_states[-1] / last_hidden_state.
-        let norm: [Float]
-        do { norm = try parts.finalNorm(c) } catch { parts.norm.release(); throw error }
-        parts.norm.release()
-        timings.streaming += clock.lap()
-        qk_rmsnorm(state.x, norm, Int64(rows), Int64(hd), Float(c.rmsNormEps), state.x)
+        let norm = try timed(\.streaming) { () throws -> [Float] in
+            defer { parts.norm.release() }
+            return try parts.finalNorm(c)
+        }
+        timed(\.rest) { qk_rmsnorm(state.x, norm, Int64(rows), Int64(hd), Float(c.rmsNormEps), state.x) }
         onHiddenState?(layers.count, UnsafeBufferPointer(start: state.x, count: rows * hd))
 
-        var outputs: [[Float]] = []
-        for (b, s) in sequences.enumerated() {
-            var o = [Float](repeating: 0, count: s.positions.count * hd)
-            o.withUnsafeMutableBufferPointer { p in
-                p.baseAddress!.update(from: state.x + offsets[b] * hd, count: lengths[b] * hd)
+        return timed(\.rest) {
+            sequences.enumerated().map { b, s in
+                var o = [Float](repeating: 0, count: s.positions.count * hd)
+                o.withUnsafeMutableBufferPointer { p in
+                    p.baseAddress!.update(from: state.x + offsets[b] * hd, count: lengths[b] * hd)
+                }
+                return o
             }
-            outputs.append(o)
         }
-        timings.rest += clock.lap()
-        return outputs
+    }
+
+    /// Runs `body` and adds its wall time to one bucket of `timings`: the only way the forward passes
+    /// are timed, so the arithmetic below reads without clock calls between its lines.
+    @inline(__always)
+    private func timed<T>(_ bucket: WritableKeyPath<TextEncoderTimings, Double>, _ body: () throws -> T) rethrows -> T {
+        let start = MonotonicClock.now()
+        defer { timings[keyPath: bucket] += MonotonicClock.now() - start }
+        return try body()
     }
 
     /// `Qwen2_5_VLDecoderLayer.forward` on the packed rows in `state.x` (updated in place).
-    private func decoderLayer(_ w: DecoderLayerWeights, state s: ForwardState, lengths: [Int], offsets: [Int],
-                              clock: inout Stopwatch) {
+    private func decoderLayer(_ w: DecoderLayerWeights, state s: ForwardState, lengths: [Int], offsets: [Int]) {
         let c = config
         let rows = s.rows, hd = c.hiddenSize, qd = c.qDim, kvd = c.kvDim
         let eps = Float(c.rmsNormEps)
 
         // Self-attention block: x += o_proj(attn(rope(q), rope(k), v)) of input_layernorm(x).
-        qk_rmsnorm(s.x, w.inputLayernorm, Int64(rows), Int64(hd), eps, s.xn)
-        timings.rest += clock.lap()
-        w.qBias.withUnsafeBufferPointer { w.qProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.q) }   // [R, Hq·d]
-        w.kBias.withUnsafeBufferPointer { w.kProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.k) }   // [R, Hkv·d]
-        w.vBias.withUnsafeBufferPointer { w.vProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.v) }   // [R, Hkv·d]
-        timings.matmul += clock.lap()
-        qk_rope(s.q, Int64(rows), Int64(c.numAttentionHeads), Int64(c.headDim), Int64(qd), s.cos, s.sin)
-        qk_rope(s.k, Int64(rows), Int64(c.numKeyValueHeads), Int64(c.headDim), Int64(kvd), s.cos, s.sin)
-        for (b, l) in lengths.enumerated() where l > 0 {
-            var p = qk_attn_params(lq: Int64(l), lk: Int64(l), hq: Int64(c.numAttentionHeads),
-                                   hkv: Int64(c.numKeyValueHeads), d: Int64(c.headDim),
-                                   q_stride: Int64(qd), k_stride: Int64(kvd), v_stride: Int64(kvd), o_stride: Int64(qd),
-                                   scale: 1 / Float(c.headDim).squareRoot(), causal: 1, q_offset: 0, kv_len: Int64(l),
-                                   q_seg: nil, k_seg: nil)
-            let o = offsets[b]
-            qk_attention(&p, s.q + o * qd, s.k + o * kvd, s.v + o * kvd, s.attn + o * qd)
+        timed(\.rest) { qk_rmsnorm(s.x, w.inputLayernorm, Int64(rows), Int64(hd), eps, s.xn) }
+        timed(\.matmul) {
+            w.qBias.withUnsafeBufferPointer { w.qProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.q) }   // [R, Hq·d]
+            w.kBias.withUnsafeBufferPointer { w.kProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.k) }   // [R, Hkv·d]
+            w.vBias.withUnsafeBufferPointer { w.vProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.v) }   // [R, Hkv·d]
         }
-        timings.attention += clock.lap()
-        w.oProj.matmul(s.attn, rows: rows, into: s.tmp)                                                        // [R, H]
-        timings.matmul += clock.lap()
-        addInPlace(s.x, s.tmp, rows * hd)
+        timed(\.attention) {
+            qk_rope(s.q, Int64(rows), Int64(c.numAttentionHeads), Int64(c.headDim), Int64(qd), s.cos, s.sin)
+            qk_rope(s.k, Int64(rows), Int64(c.numKeyValueHeads), Int64(c.headDim), Int64(kvd), s.cos, s.sin)
+            for (b, l) in lengths.enumerated() where l > 0 {
+                var p = qk_attn_params(lq: Int64(l), lk: Int64(l), hq: Int64(c.numAttentionHeads),
+                                       hkv: Int64(c.numKeyValueHeads), d: Int64(c.headDim),
+                                       q_stride: Int64(qd), k_stride: Int64(kvd), v_stride: Int64(kvd), o_stride: Int64(qd),
+                                       scale: 1 / Float(c.headDim).squareRoot(), causal: 1, q_offset: 0, kv_len: Int64(l),
+                                       q_seg: nil, k_seg: nil)
+                let o = offsets[b]
+                qk_attention(&p, s.q + o * qd, s.k + o * kvd, s.v + o * kvd, s.attn + o * qd)
+            }
+        }
+        timed(\.matmul) { w.oProj.matmul(s.attn, rows: rows, into: s.tmp) }                                   // [R, H]
 
         // MLP block: x += down(silu(gate(n)) * up(n)), n = post_attention_layernorm(x), in row chunks.
-        qk_rmsnorm(s.x, w.postAttentionLayernorm, Int64(rows), Int64(hd), eps, s.xn)
-        timings.rest += clock.lap()
+        timed(\.rest) {
+            addInPlace(s.x, s.tmp, rows * hd)
+            qk_rmsnorm(s.x, w.postAttentionLayernorm, Int64(rows), Int64(hd), eps, s.xn)
+        }
         var r0 = 0
         while r0 < rows {
             let m = min(s.mlpChunkRows, rows - r0)
-            w.gateProj.matmul(s.xn + r0 * hd, rows: m, into: s.gate)                                          // [m, I]
-            w.upProj.matmul(s.xn + r0 * hd, rows: m, into: s.up)                                              // [m, I]
-            timings.matmul += clock.lap()
-            qk_silu_mul(s.gate, s.up, Int64(m * c.intermediateSize), s.gate)
-            timings.rest += clock.lap()
-            w.downProj.matmul(s.gate, rows: m, into: s.tmp + r0 * hd)                                         // [m, H]
-            timings.matmul += clock.lap()
+            timed(\.matmul) {
+                w.gateProj.matmul(s.xn + r0 * hd, rows: m, into: s.gate)                                      // [m, I]
+                w.upProj.matmul(s.xn + r0 * hd, rows: m, into: s.up)                                          // [m, I]
+            }
+            timed(\.rest) { qk_silu_mul(s.gate, s.up, Int64(m * c.intermediateSize), s.gate) }
+            timed(\.matmul) { w.downProj.matmul(s.gate, rows: m, into: s.tmp + r0 * hd) }                     // [m, H]
             r0 += m
         }
-        addInPlace(s.x, s.tmp, rows * hd)
-        timings.rest += clock.lap()
+        timed(\.rest) { addInPlace(s.x, s.tmp, rows * hd) }
     }
 }
 
@@ -413,20 +420,11 @@ func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ n
     for i in 0 ..< n { x[i] += y[i] }
 }
 
-/// Monotonic lap timer.
-struct Stopwatch {
-    private var last = Stopwatch.now()
-
+/// Seconds on the monotonic clock.
+enum MonotonicClock {
     static func now() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-
-    /// Seconds since the previous lap (or creation).
-    mutating func lap() -> Double {
-        let t = Stopwatch.now()
-        defer { last = t }
-        return t - last
     }
 }
