@@ -121,6 +121,41 @@ import Testing
         #expect(msg?.hasPrefix("tensor visual.blocks.1.attn.proj.bias: missing from ") == true, "\(msg ?? "")")
     }
 
+    /// A checkpoint saved by transformers 5.x (`model.language_model.*`, `model.visual.*`) is read by the
+    /// same requests under its own names and gives the same shards, byte for byte.
+    @Test func transformers5NamesGiveTheSameShards() throws {
+        let dir = try TempDir()
+        let model = try copyTinyModel(into: dir)
+        func renamed(_ n: String) -> String {
+            if n.hasPrefix("visual.") { return "model." + n }
+            if n.hasPrefix("model.") { return "model.language_model." + n.dropFirst("model.".count) }
+            return n
+        }
+        let folder = model.appendingPathComponent("text_encoder")
+        for f in try FileManager.default.contentsOfDirectory(atPath: folder.path) where f.hasSuffix(".safetensors") {
+            try rewriteHeader(folder.appendingPathComponent(f).path) { h in
+                h = Dictionary(uniqueKeysWithValues: h.map { ($0.key == "__metadata__" ? $0.key : renamed($0.key), $0.value) })
+            }
+        }
+        let index = folder.appendingPathComponent("model.safetensors.index.json")
+        var j = try JSONSerialization.jsonObject(with: Data(contentsOf: index)) as! [String: Any]
+        j["weight_map"] = Dictionary(uniqueKeysWithValues: (j["weight_map"] as! [String: Any]).map { (renamed($0.key), $0.value) })
+        try JSONSerialization.data(withJSONObject: j).write(to: index)
+        #expect(try CheckpointComponent(name: "text_encoder", folder: folder).tensorNames.contains("model.language_model.norm.weight"))
+
+        let (hub, _) = try convertTiny(dir, "hub.pack", scheme: .q8, group: 32, components: ["text_encoder"])
+        let (v5, _) = try convertTiny(dir, "v5.pack", scheme: .q8, group: 32, components: ["text_encoder"], source: model)
+        let a = try hub.component("text_encoder"), b = try v5.component("text_encoder")
+        #expect(a.tensorNames == b.tensorNames)
+        #expect(b.manifest.dropped == ["lm_head.weight"])
+        #expect(b.record("model.norm.weight")?.source == "model.language_model.norm.weight")
+        for s in a.manifest.shards {
+            let x = try Data(contentsOf: a.folder.appendingPathComponent(s.file))
+            let y = try Data(contentsOf: b.folder.appendingPathComponent(s.file))
+            #expect(x == y, "shard \(s.name)")
+        }
+    }
+
     /// The reported bug: a config with fewer layers than the checkpoint stores used to convert (and
     /// run) silently on the first layers. The extra layers' tensors are now unread, and refused.
     @Test func fewerConfigLayersThanStoredLayersIsRefused() throws {

@@ -20,12 +20,10 @@ public final class VisionTower: @unchecked Sendable {
     public let config: VisionConfig
     /// `visual.*` of the pack's `text_encoder`.
     let parts: VisionTowerSources<PackTensorSource>
-    let packPath: String
 
     /// Opens the vision tower of a pack's `text_encoder`. Throws `missingComponent` when the pack has no
     /// text encoder or its text encoder has no vision tower.
     public init(pack: Pack) throws {
-        packPath = pack.path
         guard pack.hasComponent("text_encoder") else {
             throw QwenImageError.missingComponent(pack: pack.path, component: "text_encoder",
                                                   hint: "Convert a checkpoint that has a text_encoder (with its vision tower).")
