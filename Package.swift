@@ -5,9 +5,13 @@ import PackageDescription
 //   safetensors (HF layout) -> qwen-quant -> pack -> loader (Quant) -> kernels (C) -> models (QwenImage) -> qwen-run
 // No unsafeFlags and no package-wide -m flags: the C kernels pick instruction sets per function
 // with __attribute__((target(...))) and a runtime dispatch table.
+//
+// Linux only (no `platforms:` entry claims macOS): the SIMD tiers are x86-64 ones (NEON to come), and
+// the kernel tests call them by name to compare them with the scalar reference; on macOS they would
+// compare nothing (or not build), so claiming that platform would promise what no test checks. The
+// system libraries come from apt (Debian names below), the allocator tuning is glibc's.
 let package = Package(
     name: "qwen-image-cpu",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "qwen-quant", targets: ["qwen-quant"]),
         .executable(name: "qwen-run", targets: ["qwen-run"]),
@@ -20,11 +24,11 @@ let package = Package(
     targets: [
         // System libraries (Debian: libzstd-dev, libpng-dev, libjpeg62-turbo-dev).
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
-                       providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+                       providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
-                       providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
+                       providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
-                       providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
+                       providers: [.apt(["libjpeg62-turbo-dev"])]),
 
         // C: SIMD kernels with scalar reference twins, runtime dispatch, thread pool. No I/O.
         .target(name: "Kernels", path: "Sources/Kernels",

@@ -18,6 +18,8 @@ typedef struct {
     int32_t off;
 } mm_job;
 
+/* One task quantizes 16 activation rows: 16·k values make handing out the task cheap next to the work,
+   and any m above 16 x threads keeps every thread busy (shorter inputs spend little time here). */
 static void quant_task(void *ctx, int64_t task, int tid) {
     (void)tid;
     mm_job *j = ctx;
@@ -71,8 +73,16 @@ void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float
         qk_parallel_for((m + 15) / 16, quant_task, &j);
     }
     int64_t nb = (w->n + QK_NR - 1) / QK_NR;
-    j.nbpanel = m < 4 ? 4 : 2;   /* the small-m kernels run 4 blocks at once */
+    /* Column panel = the row blocks (QK_NR = 16 weight rows each) one task streams. For m < 4 the
+       kernels take one activation row against up to 4 blocks at a time (the AVX-512 1-row tiles), so a
+       4-block panel is one kernel call per row; otherwise the widest tiles cover 2 blocks (AVX-512
+       12x2, AVX2 1x2), and 2-block panels give twice as many tasks to balance over the threads. */
+    j.nbpanel = m < 4 ? 4 : 2;
     j.npanel = (nb + j.nbpanel - 1) / j.nbpanel;
+    /* Row chunk: 96 is a multiple of every register-tile height (AVX-512 12 and 4, AVX2 6 and 2), so
+       only the last chunk ends in a partial tile. A task streams its weight panel once per chunk, so a
+       chunk of 96 rows reuses each loaded weight 96 times, while long inputs still split into
+       (panels x chunks) tasks for the threads to share. */
     j.mchunk = m <= 96 ? m : 96;
     j.nm = (m + j.mchunk - 1) / j.mchunk;
     qk_parallel_for(j.npanel * j.nm, mm_task, &j);

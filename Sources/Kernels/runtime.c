@@ -1,5 +1,6 @@
 /* runtime.c: scratch memory (the only allocation in Kernels). */
 #include "qk_matmul_internal.h"
+#include "qk_process.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

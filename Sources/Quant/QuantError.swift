@@ -13,6 +13,8 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
     case layout(path: String, message: String)
     /// A tensor is not where it should be.
     case missingTensor(file: String, tensor: String)
+    /// A tensor a model asks for is missing or does not fit the request (tensor sources).
+    case tensor(name: String, message: String)
     /// A tensor has the wrong shape.
     case shape(file: String, tensor: String, expected: [Int], found: [Int])
     /// A pack (manifest, shard) is malformed.
@@ -42,6 +44,7 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
         case .index(let file, let message): return "\(file): \(message)"
         case .layout(let path, let message): return "\(path): \(message)"
         case .missingTensor(let file, let tensor): return "\(file): tensor \(tensor) is missing"
+        case .tensor(let name, let message): return "tensor \(name): \(message)"
         case .shape(let file, let tensor, let expected, let found):
             return "\(file): tensor \(tensor): expected shape \(expected), found \(found)"
         case .pack(let path, let message): return "\(path): \(message)"

@@ -6,9 +6,8 @@ import QwenImage
 /// `qwen-run encode`: prompts → `prompt_embeds` / `prompt_embeds_mask` as diffusers'
 /// `QwenImagePipeline.encode_prompt` returns them.
 ///
-/// Image prompts (Edit / Edit-Plus) are declared here so the interface is stable; the vision path
-/// plugs in at `encodeImagePrompts` (it reuses `LanguageModel.embed` / `forward` and
-/// `PromptEmbeddings.assemble`).
+/// With `--image`, Edit / Edit-Plus prompts go through the vision tower (`encodeEditPrompts`,
+/// `EditPromptEncoder`), which splices the image embeddings into the `LanguageModel.embed` rows.
 struct Encode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encode",
@@ -54,11 +53,11 @@ struct Encode: ParsableCommand {
     @Option(name: .customLong("max-sequence-length"), help: "Cut the embeddings to this many tokens, 1...1024 (encode_prompt's max_sequence_length).")
     var maxSequenceLength: Int = 1024
 
-    // Image prompts: handled by the vision path.
-    @Option(name: .customLong("image"), help: "Reference image for Edit prompts (repeatable) [vision path].")
+    // Image prompts (Edit / Edit-Plus): the vision tower of the pack's text encoder.
+    @Option(name: .customLong("image"), help: "Reference image for Edit prompts (repeatable; uses the text encoder's vision tower).")
     var images: [String] = []
 
-    @Option(help: "Edit template: edit or edit-plus [vision path].")
+    @Option(help: "Edit template: edit or edit-plus (default: edit for one image, edit-plus for several).")
     var mode: EditMode?
 
     @Option(help: "Pipeline pre-resize of the reference images: auto (Edit: Lanczos to a 1024x1024 area, Edit-Plus: 384x384) or none.")
@@ -100,7 +99,7 @@ struct Encode: ParsableCommand {
         let start = WallClock()
         try checkOutput(out, force: force, extensions: ["safetensors"], inputs: [pack] + images + (promptsFile.map { [$0] } ?? []))
         let prompts = try readPrompts()
-        if !images.isEmpty { return try encodeImagePrompts(prompts) }
+        if !images.isEmpty { return try encodeEditPrompts(prompts) }
 
         let pack = try Pack(path: self.pack)
         let encoder = try PromptEncoder(pack: pack, packPath: self.pack)
@@ -141,11 +140,6 @@ struct Encode: ParsableCommand {
             ("matmul_seconds", rounded(t.matmul)), ("attention_seconds", rounded(t.attention)),
             ("streaming_seconds", rounded(t.streaming)), ("rest_seconds", rounded(max(0, seconds - t.matmul - t.attention - t.streaming))),
         ] + (common.json ? [("plan", plan.description)] : []), json: common.json)
-    }
-
-    /// Edit / Edit-Plus prompts with reference images (the vision path, `EditPromptEncoder`).
-    private func encodeImagePrompts(_ prompts: [String]) throws {
-        try encodeEditPrompts(prompts)
     }
 
     func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {

@@ -67,8 +67,8 @@ struct VAEDecode: ParsableCommand {
                 throw QwenImageError.invalidInput("\(latents): latents have \(t) frames (a clip of \(1 + 4 * (t - 1)) frames); "
                     + "a PNG holds one image: write the clip to a .safetensors file instead")
             }
-            let src = try vae.source()
-            let config = try src.config()
+            let vaePack = try vae.open()
+            let config = vaePack.config
             guard c == config.zDim else {
                 throw QwenImageError.tensor(name: "latents", message: "in \(latents): expected z_dim = \(config.zDim) channels "
                     + "for the \(vae.component) VAE, found \(c) (shape \(s))")
@@ -78,13 +78,11 @@ struct VAEDecode: ParsableCommand {
                 throw QwenImageError.tensor(name: "latents", message: "in \(latents): \(w)×\(h) latents decode to more than 16384 pixels per side; refused")
             }
             let z = VAEFrames(cthw: try file.floats("latents"), channels: c, frames: t, height: h, width: w)
-
-            let model = try AutoencoderKLQwenImage(config: config, source: src, parts: .decoder, temporal: t > 1)
-            if denormalize { model.denormalize(z) }
+            let model = try vaePack.model(parts: .decoder, temporal: t > 1)
+            if denormalize { try model.denormalize(z) }
             let progress = TileProgress("vae-decode")
-            var report = VAERunReport()
             let computeStart = Date()
-            let x = try model.decode(z, tiling: tiling, report: &report) { progress.update($0, $1) }
+            let (x, report) = try model.decode(z, tiling: tiling) { progress.update($0, $1) }
             progress.finish()
             let seconds = Date().timeIntervalSince(computeStart)
             let badPixels = x.nonFiniteCount

@@ -37,9 +37,8 @@ struct VAEOptions: ParsableArguments {
         return .maxRAM(ProcessStats.defaultBudget())
     }
 
-    func source() throws -> PackVAESource {
-        let p = try Pack(path: pack)
-        return try PackVAESource(pack: p, name: component)
+    func open() throws -> VAEPack {
+        try VAEPack(pack: try Pack(path: pack), name: component)
     }
 }
 
@@ -107,21 +106,20 @@ struct VAEEncode: ParsableCommand {
         try checkOutput(out, force: vae.force, extensions: ["safetensors"], inputs: [vae.pack, image])
         do {
             let start = Date()
-            let src = try vae.source()
-            let config = try src.config()
+            let vaePack = try vae.open()
+            let config = vaePack.config
             let img = try ImageFile.read(path: image, keepAlpha: config.inputChannels == 4, maxPixels: maxPixels)
             guard img.channels == config.inputChannels else {
                 throw QwenImageError.image(path: image, message: "the \(vae.component) VAE takes \(config.inputChannels) channels, the image has \(img.channels)")
             }
-            let model = try AutoencoderKLQwenImage(config: config, source: src, parts: .encoder)
+            let model = try vaePack.model(parts: .encoder)
             let x = VAEFrames(image: img)
             let progress = TileProgress("vae-encode")
-            var report = VAERunReport()
             let computeStart = Date()
-            let (mean, logvar) = try model.encode(x, tiling: tiling, report: &report) { progress.update($0, $1) }
+            let (mean, logvar, report) = try model.encode(x, tiling: tiling) { progress.update($0, $1) }
             progress.finish()
             let seconds = Date().timeIntervalSince(computeStart)
-            if normalize { model.normalize(mean) }
+            if normalize { try model.normalize(mean) }
             var w = SafetensorsWriter(metadata: ["producer": "qwen-run vae-encode", "normalized": normalize ? "true" : "false",
                                                  "component": vae.component])
             let shape = [1, mean.channels, mean.frames, mean.height, mean.width]

@@ -65,7 +65,7 @@ private func unaligned(_ input: [Float], _ f: (UnsafeMutablePointer<Float>) -> V
                 let s = rng.floats(rows * dim, scale: 30)
                 let smRef = unaligned(s) { qk_softmax_ref($0, Int64(rows), Int64(dim)) }
                 let sm = unaligned(s) { pick(tier, qk_softmax_avx2, qk_softmax_avx512)($0, Int64(rows), Int64(dim)) }
-                #expect(tolRatio(sm, smRef, abs: 1e-9, rel: OpsTolerance.elementRel) <= 1, "softmax \(tier) n=\(dim)")
+                #expect(tolRatio(sm, smRef, abs: OpsTolerance.softmaxTierAbs, rel: OpsTolerance.elementRel) <= 1, "softmax \(tier) n=\(dim)")
             }
         }
     }
@@ -164,10 +164,10 @@ private func unaligned(_ input: [Float], _ f: (UnsafeMutablePointer<Float>) -> V
             let ms = (0..<dim).reduce(0.0) { $0 + Double(x[r * dim + $1]) * Double(x[r * dim + $1]) } / Double(dim)
             for i in 0..<dim {
                 let e = Double(x[r * dim + i]) / (ms + 1e-6).squareRoot() * Double(w[i])
-                worst = max(worst, abs(Double(y1[r * dim + i]) - e) / (abs(e) + 1e-3))
+                worst = max(worst, abs(Double(y1[r * dim + i]) - e) / (abs(e) + OpsTolerance.normFloor))
             }
         }
-        #expect(worst < 1e-5)
+        #expect(worst < OpsTolerance.normVsFormula)
         // softmax / gelu / silu through the pool, 1 vs 2 threads
         let (s1, s2) = oneAndTwoThreads { () -> [Float] in
             var s = x
@@ -184,13 +184,13 @@ private func unaligned(_ input: [Float], _ f: (UnsafeMutablePointer<Float>) -> V
             let z = (0..<dim).reduce(0.0) { $0 + exp(Double(x[r * dim + $1] - m)) }
             for i in 0..<dim {
                 let e = exp(Double(x[r * dim + i] - m)) / z
-                #expect(abs(Double(s1[r * dim + i]) - e) <= 1e-6 * e + 1e-12)
+                #expect(abs(Double(s1[r * dim + i]) - e) <= OpsTolerance.softmaxRel * e + OpsTolerance.softmaxAbs)
             }
         }
         for i in 0..<x.count {
             let v = Double(x[i])
             let e = 0.5 * v * erfc(-v / 2.0.squareRoot())
-            #expect(abs(Double(s1[rows * dim + i]) - e) <= 2e-6 * abs(e) + 1e-7 * abs(v))
+            #expect(abs(Double(s1[rows * dim + i]) - e) <= Double(OpsTolerance.elementRel) * abs(e) + Double(OpsTolerance.elementAbs) * abs(v))
         }
     }
 
@@ -219,7 +219,7 @@ private func unaligned(_ input: [Float], _ f: (UnsafeMutablePointer<Float>) -> V
         qk_rope_table_mrope(pt, ph, pw, Int64(rows), Int64(hd), sections, 1e6, &c, &s)
         func check(_ pos: Int64, _ invFreq: Double, _ cv: Float, _ sv: Float) -> Bool {
             let a = Double(pos) * invFreq
-            let tol = OpsTolerance.ropeAngleUlps * Double(Float(a).ulp) + 2e-7 + a * 2e-7
+            let tol = OpsTolerance.ropeAngleUlps * Double(Float(a).ulp) + OpsTolerance.ropeCosSinAbs + a * OpsTolerance.ropeAngleRel
             return abs(Double(cv) - cos(a)) <= tol && abs(Double(sv) - sin(a)) <= tol
         }
         var ok = true

@@ -2,6 +2,10 @@ import Quant
 
 /// Tolerances of the Quant tests, one place, each with its metric and reason.
 enum Tolerances {
+    /// `qwen-quant verify`'s relative RMSE (read back through Weight.row) vs the converter's own, relative:
+    /// the same values summed in the same order in Double, so only the last bits may differ.
+    static let verifyVsConverterRMSE = 1e-9
+
     /// Relative RMSE ‖stored − source‖ / ‖source‖ of a whole tensor, for the fixture's random
     /// (roughly Gaussian) weights. A symmetric b-bit quantizer with step Δ = amax/qmax has an error of
     /// about Δ/√12 per element; for Gaussian groups amax ≈ 2.5-4σ, so q8 lands near 5e-3 and q4 near

@@ -15,7 +15,7 @@ struct PackCompressionTests {
         let folder = URL(fileURLWithPath: path).appendingPathComponent("text_encoder")
         let manifestURL = folder.appendingPathComponent(PackFormat.manifestFile)
         var m = try JSONDecoder().decode(ComponentManifest.self, from: Data(contentsOf: manifestURL))
-        let i = m.shards.firstIndex { $0.name == LanguageModel.embedShard }!
+        let i = m.shards.firstIndex { $0.name == "embed" }!
         let raw = m.shards[i]
         let rawFile = folder.appendingPathComponent(raw.file)
         let scratch = folder.appendingPathComponent("scratch")
@@ -43,7 +43,7 @@ struct PackCompressionTests {
         let rawPath = try TF.pack(scheme), zstdPath = try TF.pack(scheme, zstd: 3)
         let te = try Pack(path: zstdPath).component("text_encoder")
         #expect(te.manifest.compression == "zstd")
-        #expect(te.shardNames.filter { !te.isCompressed($0) } == [LanguageModel.embedShard])
+        #expect(te.shardNames.filter { !te.isCompressed($0) } == ["embed"])
         let header = try Data(contentsOf: te.folder.appendingPathComponent("embed.qwshard")).prefix(16)
         #expect(header[12] == 0)   // §4.0 compression: none
         let prompts = try TF.singlePrompts().map(\.prompt)
@@ -65,15 +65,15 @@ struct PackCompressionTests {
         // The planner sees the compressed table (whole buffer + file while the rows are read)...
         let model = try LanguageModel(pack: try Pack(path: old), packPath: old)
         let w = model.weightFootprint()
-        let embed = te.manifest.shards.first { $0.name == LanguageModel.embedShard }!
+        let embed = te.manifest.shards.first { $0.name == "embed" }!
         #expect(w.embedCompressed && w.layersCompressed && w.embedFileBytes == embed.fileBytes)
         #expect(w.embeddingResident(tokens: 1) == embed.payloadBytes + embed.fileBytes)
         // ...and that the loader frees it afterwards: it is the one shard larger than all others.
-        let others = te.manifest.shards.filter { $0.name != LanguageModel.embedShard }.map(\.payloadBytes)
+        let others = te.manifest.shards.filter { $0.name != "embed" }.map(\.payloadBytes)
         #expect(embed.payloadBytes > others.max()! && te.poolLimitBytes == others.max()!)
         #expect(w.pooledEmbedBytes == 0 && w.layerPhaseBytes(prefetch: true) == 2 * w.layerBytes + w.layerFileBytes)
-        let table = try te.shard(LanguageModel.embedShard)
-        _ = try table.weight(LanguageModel.embedTensor)
+        let table = try te.shard("embed")
+        _ = try table.weight("model.embed_tokens.weight")
         table.release()
         #expect(te.pooledBufferBytes.isEmpty)
         let layer = try te.shard("layers.0")

@@ -38,6 +38,11 @@ extension Tolerances {
     /// Our tiled result vs our untiled result: the same arithmetic per pixel, only where it is done differs,
     /// so only summation-order noise of the kernels' blocking is allowed.
     static let vaeTiledVsUntiled = 1e-5
+    /// Pack (f32) vs the same weights transformed in memory from the checkpoint: identical values, the
+    /// same kernels; only the order of weight loading differs, so only rounding noise is allowed.
+    static let vaePackVsCheckpoint = 1e-6
+    /// de-normalize(normalize-ed latents) vs the pipeline's latents: one f32 multiply-add per value.
+    static let vaeDenormalize = 1e-6
 
     // MARK: Vision tower and edit prompts (Vision*Tests, Edit*Tests)
 

@@ -10,6 +10,8 @@ import Testing
         let vae = try VAEFixture.model(parts: .decoder)
         let z = VAEFrames(frames: 1, height: 4, width: 4, channels: 15)
         #expect(throws: QwenImageError.self) { try vae.decode(z) }
+        #expect(throws: QwenImageError.self) { try vae.normalize(z) }
+        #expect(throws: QwenImageError.self) { try vae.denormalize(z) }
     }
 
     @Test func nonFiniteLatentsAndPixels() throws {
@@ -35,7 +37,7 @@ import Testing
         }
         // The smallest accepted side works.
         let x = VAEFrames(frames: 1, height: 8, width: 8, channels: 3)
-        let (mean, _) = try vae.encode(x)
+        let (mean, _, _) = try vae.encode(x)
         #expect(mean.height == 1 && mean.width == 1)
     }
 
@@ -59,25 +61,29 @@ import Testing
     @Test func missingOrMisshapenWeights() throws {
         let cfg = try VAEFixture.config("vae")
         let ck = try VAEFixture.checkpoint("vae")
-        let missing = HubVAESource { name in
+        let missing = RecordingTensorSource { name in
             name == "decoder.conv_in.weight" ? nil : (try ck.info(name).shape, try ck.floats(name))
         }
-        #expect(throws: QwenImageError.self) { try AutoencoderKLQwenImage(config: cfg, source: missing, parts: .decoder) }
+        #expect(throws: QuantError.tensor(name: "decoder.conv_in.weight", message: "missing from the checkpoint (expected shape [32, 16, 3, 3, 3])")) {
+            try AutoencoderKLQwenImage(config: cfg, source: missing, parts: .decoder)
+        }
         var wrong = cfg
         wrong.baseDim = 16
-        #expect(throws: QwenImageError.self) {
-            try AutoencoderKLQwenImage(config: wrong, source: HubVAESource(checkpoint: ck), parts: .decoder)
+        #expect(throws: QuantError.self) {
+            try AutoencoderKLQwenImage(config: wrong, source: RecordingTensorSource(checkpoint: ck), parts: .decoder)
         }
     }
 }
 
-/// The synthetic-checkpoint layout (benchmarks) lists exactly the fixture checkpoint's tensors.
-@Test func vaeHubLayoutMatchesTheFixture() throws {
+/// The VAE built for clips asks for exactly the fixture checkpoint's tensors, with their shapes.
+@Test func vaeRequestsMatchTheFixture() throws {
     for component in ["vae", "vae_rgba"] {
         let ck = try VAEFixture.checkpoint(component)
-        let listed = try VAEFixture.config(component).hubTensorShapes()
-        #expect(Set(listed.map(\.name)) == Set(ck.tensorNames), "\(component)")
-        for (name, shape) in listed where ck.contains(name) {
+        let src = RecordingTensorSource()
+        _ = try AutoencoderKLQwenImage(config: try VAEFixture.config(component), source: src, temporal: true)
+        let requested = Dictionary(src.requests.map { ($0.name, $0.sourceShape) }, uniquingKeysWith: { a, _ in a })
+        #expect(Set(requested.keys) == Set(ck.tensorNames), "\(component)")
+        for (name, shape) in requested where ck.contains(name) {
             #expect(try ck.info(name).shape == shape, "\(component) \(name)")
         }
     }

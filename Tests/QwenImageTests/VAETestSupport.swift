@@ -43,15 +43,14 @@ enum VAEFixture {
     /// scheme and test process, in a temporary folder).
     static func model(_ component: String = "vae", scheme: PackScheme = .f32, temporal: Bool = false,
                       parts: AutoencoderKLQwenImage.Parts = .both) throws -> AutoencoderKLQwenImage {
-        let src = try PackVAESource(pack: try pack(scheme), name: component)
-        return try AutoencoderKLQwenImage(config: try src.config(), source: src, parts: parts, temporal: temporal)
+        try VAEPack(pack: try pack(scheme), name: component).model(parts: parts, temporal: temporal)
     }
 
-    /// The model straight from the fixture checkpoint (hub layout transformed in memory by HubVAESource).
+    /// The model straight from the fixture checkpoint (hub layout transformed in memory by RecordingTensorSource).
     static func hubModel(_ component: String = "vae", scheme: qk_scheme = QK_F32, temporal: Bool = false,
                          parts: AutoencoderKLQwenImage.Parts = .both) throws -> AutoencoderKLQwenImage {
         let ck = try checkpoint(component)
-        return try AutoencoderKLQwenImage(config: try config(component), source: HubVAESource(checkpoint: ck, scheme: scheme),
+        return try AutoencoderKLQwenImage(config: try config(component), source: RecordingTensorSource(checkpoint: ck, scheme: scheme),
                                           parts: parts, temporal: temporal)
     }
 

@@ -23,13 +23,12 @@ import Testing
         let refs = try VAEFixture.refs("vae")
         let vae = try VAEFixture.model(parts: .decoder)
         let z = try VAEFixture.frames(refs, "vae.tiled.dec.latents")   // 11×13 latents -> 88×104
-        let whole = try vae.decode(z, clamp: false)
+        let whole = try vae.decode(z, clamp: false).frames
         // Our untiled decode matches the oracle's untiled one.
-        let clamped = try vae.decode(z)
+        let clamped = try vae.decode(z).frames
         #expect(relL2(clamped, try VAEFixture.frames(refs, "vae.tiled.dec.sample_untiled")) < Tolerances.vaeF32)
         for tile in [8, 13, 40, 57] {
-            var rep = VAERunReport()
-            let tiled = try vae.decode(z, tiling: .tile(tile), clamp: false, report: &rep)
+            let (tiled, rep) = try vae.decode(z, tiling: .tile(tile), clamp: false)
             let e = relL2(tiled, whole)
             #expect(rep.segments.last!.tiles > 1, "tile \(tile) should split 88×104")
             #expect(e < Tolerances.vaeTiledVsUntiled, "tile \(tile): tiled vs untiled rel L2 \(e)")
@@ -44,8 +43,7 @@ import Testing
             let x = try VAEFixture.frames(refs, name)
             let whole = try vae.encode(x).mean
             for tile in [8, 24, 40] {
-                var rep = VAERunReport()
-                let tiled = try vae.encode(x, tiling: .tile(tile), report: &rep).mean
+                let (tiled, _, rep) = try vae.encode(x, tiling: .tile(tile))
                 let e = relL2(tiled, whole)
                 #expect(rep.segments.first!.tiles > 1, "\(name) tile \(tile)")
                 #expect(e < Tolerances.vaeTiledVsUntiled, "\(name) tile \(tile): rel L2 \(e)")
@@ -57,12 +55,11 @@ import Testing
         let refs = try VAEFixture.refs("vae_video")
         let vae = try VAEFixture.model(temporal: true)
         let z = try VAEFixture.frames(refs, "vae_video.dec.latents")
-        let whole = try vae.decode(z, clamp: false)
+        let whole = try vae.decode(z, clamp: false).frames
         let x = try VAEFixture.frames(refs, "vae_video.enc5.video")
         let wholeEnc = try vae.encode(x).mean
         for tile in [16, 24, 33] {
-            var rep = VAERunReport()
-            let tiled = try vae.decode(z, tiling: .tile(tile), clamp: false, report: &rep)
+            let (tiled, rep) = try vae.decode(z, tiling: .tile(tile), clamp: false)
             #expect(relL2(tiled, whole) < Tolerances.vaeTiledVsUntiled, "clip decode tile \(tile)")
             #expect(rep.peakLiveBuffers <= VAESegment.slots(temporal: true))
             let tiledEnc = try vae.encode(x, tiling: .tile(tile)).mean
@@ -74,17 +71,16 @@ import Testing
         let refs = try VAEFixture.refs("vae")
         let vae = try VAEFixture.model(parts: .decoder)
         let z = try VAEFixture.frames(refs, "vae.tiled.dec.latents")
-        let whole = try vae.decode(z, clamp: false)
-        var rep = VAERunReport()
-        _ = try vae.decode(z, tiling: .maxRAM(1 << 30), clamp: false, report: &rep)
+        let whole = try vae.decode(z, clamp: false).frames
+        let rep = try vae.decode(z, tiling: .maxRAM(1 << 30), clamp: false).report
         #expect(rep.segments.allSatisfy { $0.tiles == 1 }, "1 GiB fits the whole image")
         let wholeBytes = rep.estimatedPeakBytes
         // A budget between the fixed part and the whole-image plan forces tiles.
         let fixed = AutoencoderKLQwenImage.baselineBytes + vae.weightBytes + 4 * (88 * 104 * 3 * 2 + 11 * 13 * 48)  // phase B
         let budget = fixed + (wholeBytes - fixed) / 3
-        let tiled = try vae.decode(z, tiling: .maxRAM(budget), clamp: false, report: &rep)
-        #expect(rep.segments.last!.tiles > 1)
-        #expect(rep.estimatedPeakBytes <= budget)
+        let (tiled, tiledRep) = try vae.decode(z, tiling: .maxRAM(budget), clamp: false)
+        #expect(tiledRep.segments.last!.tiles > 1)
+        #expect(tiledRep.estimatedPeakBytes <= budget)
         #expect(relL2(tiled, whole) < Tolerances.vaeTiledVsUntiled)
         // Too small for any tile: a clear budget error.
         #expect(throws: QwenImageError.self) { try vae.decode(z, tiling: .maxRAM(fixed / 2)) }

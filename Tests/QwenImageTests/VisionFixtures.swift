@@ -17,13 +17,13 @@ enum VisionFixtures {
     static func image(_ f: SafetensorsFile, _ name: String) throws -> VisionSourceImage {
         let info = try f.info(name)
         #expect(info.dtype == .U8 && info.shape.count == 3, "\(name): \(info.dtype) \(info.shape)")
-        return VisionSourceImage(width: info.shape[1], height: info.shape[0], channels: info.shape[2],
+        return try VisionSourceImage(width: info.shape[1], height: info.shape[0], channels: info.shape[2],
                                  pixels: [UInt8](try f.rawBytes(name)))
     }
 
     static func rgb(_ f: SafetensorsFile, _ name: String) throws -> RGBImage {
         let s = try image(f, name)
-        return RGBImage(width: s.width, height: s.height, pixels: s.pixels)
+        return try RGBImage(width: s.width, height: s.height, pixels: s.pixels)
     }
 
     static func grids(_ f: SafetensorsFile, _ name: String) throws -> [(t: Int, h: Int, w: Int)] {

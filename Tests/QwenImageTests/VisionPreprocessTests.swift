@@ -43,7 +43,7 @@ import Testing
         let filter = PILResample.Filter(rawValue: String(parts[1]))!
         let src = try VisionFixtures.rgb(f, "resize.\(parts[2])")
         let want = try VisionFixtures.rgb(f, name)
-        let got = src.resized(width: want.width, height: want.height, filter: filter)
+        let got = try src.resized(width: want.width, height: want.height, filter: filter)
         let diff = Metrics.maxAbs(got.pixels, want.pixels)
         #expect(diff <= Tolerances.resizeGreyLevels, "\(name): max difference \(diff) grey levels from Pillow")
         checked += 1
@@ -55,10 +55,10 @@ import Testing
     let f = try VisionFixtures.file("resize.safetensors")
     let src = try VisionFixtures.image(f, "rgba.src")
     let white = try VisionFixtures.rgb(f, "rgba.white")
-    #expect(src.pipelineRGB(resizeTo: nil) == white, "composite onto white (transformers convert_to_rgb)")
+    #expect(try src.pipelineRGB(resizeTo: nil) == white, "composite onto white (transformers convert_to_rgb)")
     for (h, w) in [(96, 128), (32, 40)] {
         let want = try VisionFixtures.image(f, "rgba.lanczos.\(h)x\(w)")
-        let got = PILResample.resizeRGBA(src.pixels, width: src.width, height: src.height, toWidth: w, toHeight: h,
+        let got = try PILResample.resizeRGBA(src.pixels, width: src.width, height: src.height, toWidth: w, toHeight: h,
                                          filter: .lanczos)
         #expect(Metrics.maxAbs(got, want.pixels) <= Tolerances.resizeGreyLevels, "RGBA Lanczos \(h)x\(w)")
     }
@@ -74,7 +74,7 @@ func pixelValuesFromResizedImage(_ name: String) throws {
     var pv: [Float] = []
     for k in 0..<grids.count {
         let img = try VisionFixtures.rgb(f, "\(name).image\(k).processor_resized_uint8")
-        let (rows, grid) = proc.patchify(img)
+        let (rows, grid) = try proc.patchify(img)
         #expect([grid.t, grid.h, grid.w] as [Int] == [grids[k].t, grids[k].h, grids[k].w])
         pv += rows
     }
@@ -112,19 +112,35 @@ func pixelValuesFromInputImage(_ name: String) throws {
 
 @Test func preprocessRefusesBadSizes() throws {
     let proc = VisionPreprocessor()
-    let tiny = VisionSourceImage(width: 27, height: 40, channels: 3, pixels: [UInt8](repeating: 9, count: 27 * 40 * 3))
+    let tiny = try VisionSourceImage(width: 27, height: 40, channels: 3, pixels: [UInt8](repeating: 9, count: 27 * 40 * 3))
     #expect(throws: QwenImageError.self) {
         _ = try VisionInput.prepare(images: [tiny], paths: ["tiny.png"], mode: .edit, preresize: false, processor: proc)
     }
     // The pipelines' first resize brings the small image to a 384² area (Edit-Plus), which the processor accepts.
     let ok = try VisionInput.prepare(images: [tiny], paths: ["tiny.png"], mode: .editPlus, preresize: true, processor: proc)
     #expect(ok.grids.count == 1 && ok.resized[0].width % 28 == 0)
-    let thin = VisionSourceImage(width: 29 * 201, height: 29, channels: 3,
+    let thin = try VisionSourceImage(width: 29 * 201, height: 29, channels: 3,
                                  pixels: [UInt8](repeating: 9, count: 29 * 201 * 29 * 3))
     do {
         _ = try VisionInput.prepare(images: [thin], paths: ["thin.png"], mode: .edit, preresize: false, processor: proc)
         Issue.record("an aspect ratio above 200 must be refused")
     } catch let e as QwenImageError {
         #expect(e.description.contains("thin.png") && e.description.contains("aspect"))
+    }
+}
+
+/// Public image APIs refuse inconsistent input with an error instead of trapping.
+@Test func imageAPIsThrowOnBadInput() throws {
+    #expect(throws: QwenImageError.self) { try RGBImage(width: 2, height: 2, pixels: [0, 1, 2]) }
+    #expect(throws: QwenImageError.self) { try VisionSourceImage(width: 1, height: 1, channels: 2, pixels: [0, 0]) }
+    let img = try RGBImage(width: 2, height: 2, pixels: [UInt8](repeating: 7, count: 12))
+    #expect(throws: QwenImageError.self) { try img.resized(width: 0, height: 3, filter: .bicubic) }
+    #expect(throws: QwenImageError.self) { try PILResample.resize([1, 2, 3], width: 2, height: 2, channels: 3, toWidth: 1, toHeight: 1, filter: .lanczos) }
+    #expect(throws: QwenImageError.self) { try PILResample.resizeRGBA([1, 2, 3, 4], width: 2, height: 1, toWidth: 1, toHeight: 1, filter: .lanczos) }
+    // patchify needs both sides to be multiples of patch × merge (28).
+    let notMultiple = try RGBImage(width: 28, height: 30, pixels: [UInt8](repeating: 7, count: 28 * 30 * 3))
+    #expect(throws: QwenImageError.self) { try VisionPreprocessor().patchify(notMultiple) }
+    #expect(throws: QwenImageError.self) {
+        try VisionInput.prepare(images: [VisionSourceImage(img)], paths: [], mode: .edit, preresize: false, processor: VisionPreprocessor())
     }
 }

@@ -1,5 +1,6 @@
 /*
- * qk.h: the one public header of the Kernels target (C, no I/O, no allocation on hot paths).
+ * qk.h: the public header of the Kernels target (C, no I/O, no allocation on hot paths); the one
+ * process-wide allocator setting lives apart in qk_process.h.
  *
  * Conventions
  *  - Activations are f32, row-major. A "token" / "pixel" is a row; features are contiguous.
@@ -53,12 +54,6 @@ int qk_set_isa(const char *name);
 /* Number of worker threads including the caller (>= 1). Default: number of online CPUs. */
 void qk_set_threads(int n);
 int qk_get_threads(void);
-
-/* glibc raises its mmap threshold after each large free (up to 32 MiB), so buffers of a few MiB that
-   are allocated and freed per tensor land in the heap and fragment it (the converter's peak RSS varied
-   from 0.37 to 1.1 GiB between identical runs). This fixes the threshold at `bytes`, so large blocks
-   get their own mappings and go back to the system when freed. No-op without glibc. */
-void qk_return_large_blocks_to_system(size_t bytes);
 
 /* ---- weight layout ---------------------------------------------------------------------------- */
 /* Returns 0 for an unsupported (scheme, group). */

@@ -120,6 +120,16 @@ public struct VisionConfig: Codable, Sendable, Equatable {
         return v
     }
 
+    /// `vision_config` of a `text_encoder/config.json`, validated, or nil when the file has none.
+    public static func fromTextEncoderConfigIfPresent(_ data: Data, file: String) throws -> VisionConfig? {
+        struct Probe: Decodable {
+            struct Present: Decodable {}
+            var vision_config: Present?
+        }
+        guard (try? JSONDecoder().decode(Probe.self, from: data))?.vision_config != nil else { return nil }
+        return try fromTextEncoderConfig(data, file: file)
+    }
+
     public func validate(file: String) throws {
         func bad(_ m: String) -> QwenImageError { .config(file: file, message: "vision_config: \(m)") }
         guard depth > 0, hiddenSize > 0, numHeads > 0, intermediateSize > 0, outHiddenSize > 0 else {

@@ -67,47 +67,33 @@ public struct ConversionPlan: Sendable {
     }
     public var totalPayloadBytes: Int { components.flatMap(\.shards).flatMap(\.tensors).reduce(0) { $0 + $1.bytes } }
 
-    /// Builds the plan: validates every component against its config.json, maps names through the
-    /// name table, and picks each tensor's scheme with the policy.
+    /// Builds the plan: builds every network of every component against the checkpoint's shapes (a
+    /// `ShapeOnlySource`), refuses missing, misshapen and unrequested tensors by name, and picks each
+    /// requested tensor's scheme with the policy.
     public static func make(checkpoint: Checkpoint, options: ConvertOptions) throws -> ConversionPlan {
         let policy = try ConversionPolicy(scheme: options.scheme, group: options.group, rules: options.rules)
         var comps: [PlannedComponent] = []
         for name in checkpoint.componentNames {
             let comp = try checkpoint.component(name)
-            let configPath = comp.configURL.path
-            let configData = try comp.configData()
-            guard let config = (try? JSONSerialization.jsonObject(with: configData)) as? [String: Any] else {
-                throw QwenImageError.config(file: configPath, message: "not a JSON object")
-            }
-            let kind = ComponentKind.detect(name: name, config: config)
-            try ExpectedTensors.check(comp, kind: kind, config: config)
+            let requests = try ComponentRequests(comp)
             var byShard: [String: [PlannedTensor]] = [:]
-            var dropped: [String] = []
-            for t in comp.tensorNames {
+            for (r, out) in requests.outputs {
+                let t = requests.sourceName[r.name]!
                 let info = try comp.info(t)
-                switch try NameTable.entry(kind: kind, name: t, shape: info.shape) {
-                case .drop: dropped.append(t)
-                case .tensors(let outs):
-                    guard info.dtype.isFloat else {
-                        throw QwenImageError.tensor(name: t, message: "expected a float tensor (F32, F16, BF16), found \(info.dtype.rawValue) in \(comp.folder.path)")
-                    }
-                    for o in outs {
-                        let choice = policy.choose(o)
-                        let layout: PackLayout = o.isMatrix ? .qkWeight : .dense
-                        guard let bytes = packPayloadBytes(layout: layout, scheme: choice.scheme, group: choice.group, shape: o.shape) else {
-                            throw QwenImageError.tensor(name: o.name,
-                                message: "scheme \(choice.scheme.rawValue) with group \(choice.group) is not supported for shape \(o.shape)")
-                        }
-                        byShard[o.shard, default: []].append(PlannedTensor(
-                            output: o, source: t, sourceShape: info.shape, sourceDType: info.dtype,
-                            choice: choice, layout: layout, bytes: bytes, sourceShare: outs.count))
-                    }
+                let choice = policy.choose(out)
+                let layout: PackLayout = out.isMatrix ? .qkWeight : .dense
+                guard let bytes = packPayloadBytes(layout: layout, scheme: choice.scheme, group: choice.group, shape: out.shape) else {
+                    throw QwenImageError.tensor(name: out.name,
+                        message: "scheme \(choice.scheme.rawValue) with group \(choice.group) is not supported for shape \(out.shape)")
                 }
+                byShard[out.shard, default: []].append(PlannedTensor(
+                    output: out, source: t, sourceShape: info.shape, sourceDType: info.dtype,
+                    choice: choice, layout: layout, bytes: bytes, sourceShare: requests.share[r.name]!))
             }
             let shards = byShard.keys.sorted(by: naturalLess).map { s in
                 PlannedShard(name: s, tensors: byShard[s]!.sorted { naturalLess($0.output.name, $1.output.name) })
             }
-            comps.append(PlannedComponent(name: name, kind: kind, shards: shards, dropped: dropped))
+            comps.append(PlannedComponent(name: name, kind: requests.kind, shards: shards, dropped: requests.dropped))
         }
         var folders: [(String, [String])] = []
         for (name, url) in checkpoint.fileFolders.sorted(by: { $0.key < $1.key }) {
@@ -138,4 +124,73 @@ public func naturalLess(_ a: String, _ b: String) -> Bool {
         if x.0 != y.0 { return x.0 < y.0 }
     }
     return pa.count < pb.count
+}
+
+/// The pack tensors a checkpoint component becomes: every network it holds built against its
+/// safetensors headers (`ShapeOnlySource`), so the names and shapes come from the model code alone.
+/// Throws, naming the tensor, for the first missing or misshapen tensor the networks meet, then for a
+/// checkpoint tensor that no network reads and that is not on the ignore list (e.g. the layers past
+/// `num_hidden_layers`), then for a requested tensor that is not float.
+public struct ComponentRequests {
+    public let kind: ComponentKind
+    /// Each distinct pack tensor and the request it answers, in request order.
+    public let outputs: [(request: TensorRequest, output: NameTableOutput)]
+    /// Checkpoint name (as in the file) of each requested (hub) name.
+    public let sourceName: [String: String]
+    /// How many pack tensors share each requested source tensor (3 for a split 3-D convolution).
+    public let share: [String: Int]
+    /// Ignored checkpoint tensors (names as in the file), in file order.
+    public let dropped: [String]
+
+    public init(_ comp: CheckpointComponent) throws {
+        let configData = try comp.configData()
+        kind = ComponentKind.detect(name: comp.name, configData: configData)
+        var sourceName: [String: String] = [:], shapes: [String: [Int]] = [:]
+        for t in comp.tensorNames {
+            let hub = NameTable.canonicalName(t, kind: kind)
+            sourceName[hub] = t
+            shapes[hub] = try comp.info(t).shape
+        }
+        let source = ShapeOnlySource(shapes: shapes, naming: .checkpoint, location: comp.folder.path)
+        try kind.requestNetworks(configData: configData, file: comp.configURL.path, from: source)
+        try source.throwFirstProblem()
+
+        let requests = source.requests
+        let requested = Set(requests.map(\.name))
+        var dropped: [String] = [], unread: [String] = []
+        for t in comp.tensorNames where !requested.contains(NameTable.canonicalName(t, kind: kind)) {
+            if NameTable.ignoreReason(NameTable.canonicalName(t, kind: kind), kind: kind) != nil { dropped.append(t) } else { unread.append(t) }
+        }
+        if let first = unread.sorted().first {
+            let more = unread.count > 1 ? " (and \(unread.count - 1) more unread tensor\(unread.count > 2 ? "s" : ""))" : ""
+            throw QwenImageError.tensor(name: first, message: "in \(comp.folder.path) but no network reads it with this config.json "
+                + "(\(comp.configURL.path)): the checkpoint and its config disagree (e.g. num_hidden_layers, depth or dim_mult "
+                + "smaller than the checkpoint's)\(more)")
+        }
+        for t in comp.tensorNames where requested.contains(NameTable.canonicalName(t, kind: kind)) {
+            let info = try comp.info(t)
+            guard info.dtype.isFloat else {
+                throw QwenImageError.tensor(name: t, message: "expected a float tensor (F32, F16, BF16), found \(info.dtype.rawValue) in \(comp.folder.path)")
+            }
+        }
+
+        var outputs: [(TensorRequest, NameTableOutput)] = []
+        var byPackName: [String: TensorRequest] = [:]
+        var share: [String: Int] = [:]
+        for r in requests {
+            if let earlier = byPackName[r.packName] {
+                guard earlier == r else {
+                    throw QwenImageError.tensor(name: r.packName, message: "asked for twice with different layouts (\(earlier.kind) and \(r.kind)): a model bug")
+                }
+                continue
+            }
+            byPackName[r.packName] = r
+            share[r.name, default: 0] += 1
+            outputs.append((r, NameTable.output(r, kind: kind)))
+        }
+        self.outputs = outputs
+        self.sourceName = sourceName
+        self.share = share
+        self.dropped = dropped
+    }
 }

@@ -1,21 +1,49 @@
 import Foundation
 import Quant
 
-/// The single table from checkpoint (hub) tensor names to pack tensor names, with the layout
-/// transforms of docs/DESIGN.md ("Tensor names and layout transforms"). Nothing else in the project
-/// knows checkpoint names except the config CodingKeys.
+// What the converter adds to the networks' own requests (docs/DESIGN.md, "The tensor source"): which
+// networks a component holds, the checkpoint tensors deliberately not stored, transformers 5.x
+// aliases, and the shard rule. Checkpoint names and shapes themselves live only in the model code,
+// beside the field that reads each tensor; layouts come with each request (`MatrixLayout`).
+
+/// What a checkpoint component holds, from its folder name, else its config.json (`_class_name` of a
+/// diffusers VAE, `model_type` qwen2*).
 public enum ComponentKind: String, Sendable {
     case textEncoder = "text_encoder"
     case vae
     case other
 
-    /// From the folder name, else the config (`_class_name` of a diffusers VAE, `model_type` qwen2*).
-    public static func detect(name: String, config: [String: Any]?) -> ComponentKind {
+    public static func detect(name: String, configData: Data?) -> ComponentKind {
         if name == "text_encoder" { return .textEncoder }
         if name.hasPrefix("vae") { return .vae }
-        if let cls = config?["_class_name"] as? String, cls.hasPrefix("AutoencoderKL") { return .vae }
-        if let mt = config?["model_type"] as? String, mt.hasPrefix("qwen2") { return .textEncoder }
+        struct Probe: Decodable {
+            var className: String?
+            var modelType: String?
+            enum CodingKeys: String, CodingKey { case className = "_class_name", modelType = "model_type" }
+        }
+        let probe = configData.flatMap { try? JSONDecoder().decode(Probe.self, from: $0) }
+        if let cls = probe?.className, cls.hasPrefix("AutoencoderKL") { return .vae }
+        if let mt = probe?.modelType, mt.hasPrefix("qwen2") { return .textEncoder }
         return .other
+    }
+
+    /// Builds every network the component holds against `source` (scoped to the checkpoint root), so
+    /// that `source` sees a request for every tensor they read, with the shape the config implies.
+    /// `temporal` VAE weights are included: a pack serves stills and clips.
+    public func requestNetworks<S: TensorSource>(configData: Data, file: String, from source: S) throws {
+        switch self {
+        case .textEncoder:
+            try LanguageModel.requestWeights(config: try TextConfig.load(configData, file: file), from: source)
+            if let vision = try VisionConfig.fromTextEncoderConfigIfPresent(configData, file: file) {
+                try VisionTower.requestWeights(config: vision, from: source)
+            }
+        case .vae:
+            _ = try AutoencoderKLQwenImage(config: try VAEConfig.load(configData, file: file), source: source,
+                                           parts: .both, temporal: true)
+        case .other:
+            throw QwenImageError.config(file: file, message: "no network of this project reads this component (known: a "
+                + "Qwen2.5-VL text_encoder, an AutoencoderKLQwenImage vae); leave it out with --components")
+        }
     }
 }
 
@@ -44,13 +72,16 @@ public enum TensorRole: String, Sendable {
     case linear, embedding, conv, vector
 }
 
-public enum NameTableEntry: Sendable {
-    /// Deliberately not stored (e.g. lm_head.weight: prompt encoding never uses it).
-    case drop(reason: String)
-    case tensors([NameTableOutput])
-}
-
 public enum NameTable {
+    /// Checkpoint tensors that no network reads and that are deliberately not stored (listed in the
+    /// manifest's `dropped`), with the reason. Any other tensor no network asks for is refused.
+    public static func ignoreReason(_ name: String, kind: ComponentKind) -> String? {
+        switch (kind, name) {
+        case (.textEncoder, "lm_head.weight"): return "lm_head is not used by prompt encoding"
+        default: return nil
+        }
+    }
+
     /// Maps transformers 5.x module names back to the hub names (both appear in the wild).
     public static func canonicalName(_ name: String, kind: ComponentKind) -> String {
         guard kind == .textEncoder else { return name }
@@ -59,17 +90,22 @@ public enum NameTable {
         return name
     }
 
-    /// The pack tensors for a checkpoint tensor, or an error for a shape no transform knows.
-    public static func entry(kind: ComponentKind, name rawName: String, shape: [Int]) throws -> NameTableEntry {
-        let name = canonicalName(rawName, kind: kind)
-        switch kind {
-        case .textEncoder: return try textEntry(name, shape)
-        case .vae: return try vaeEntry(name, shape)
-        case .other: return try generic(name, shape, shard: "main", role: .linear)
+    /// The pack tensor a network's request becomes.
+    public static func output(_ r: TensorRequest, kind: ComponentKind) -> NameTableOutput {
+        let shard = kind == .vae ? vaeShard(r.name) : textShard(r.name)
+        switch r.kind {
+        case .vector:
+            return NameTableOutput(name: r.packName, shard: shard, shape: r.packShape, isMatrix: false, transform: .identity,
+                                   role: .vector)
+        case .matrix(let layout):
+            let role: TensorRole
+            if case .embedding = layout { role = .embedding } else { role = layout.isConvolution ? .conv : .linear }
+            return NameTableOutput(name: r.packName, shard: shard, shape: r.packShape, isMatrix: true,
+                                   transform: layout.gather().map { .gather($0) } ?? .identity, role: role)
         }
     }
 
-    // MARK: - text encoder (Qwen2.5-VL)
+    // MARK: - Shards (FORMAT.md §3.3); readers find a tensor's shard in the manifest.
 
     /// Shard of a text-encoder tensor: embed, layers.N, norm, visual.patch_embed, visual.blocks.N, visual.merger.
     public static func textShard(_ name: String) -> String {
@@ -82,21 +118,6 @@ public enum NameTable {
         if name.hasPrefix("visual.merger.") { return "visual.merger" }
         return "misc"
     }
-
-    static func textEntry(_ name: String, _ shape: [Int]) throws -> NameTableEntry {
-        if name == "lm_head.weight" { return .drop(reason: "lm_head is not used by prompt encoding") }
-        let shard = textShard(name)
-        if name == "visual.patch_embed.proj.weight" {
-            // [Dv, 3, 2, 14, 14] -> [Dv, 1176] in (c, t, y, x) order: the order of a pixel_values row.
-            guard shape.count == 5 else { throw shapeError(name, shape, "a Conv3d kernel [Dv, C, T, P, P]") }
-            return .tensors([NameTableOutput(name: name, shard: shard, shape: [shape[0], shape[1...].reduce(1, *)],
-                                             isMatrix: true, transform: .identity, role: .linear)])
-        }
-        let role: TensorRole = name == "model.embed_tokens.weight" ? .embedding : .linear
-        return try generic(name, shape, shard: shard, role: role)
-    }
-
-    // MARK: - VAE (AutoencoderKLQwenImage)
 
     /// Shard of a VAE tensor: one per top-level block.
     public static func vaeShard(_ name: String) -> String {
@@ -114,74 +135,5 @@ public enum NameTable {
             }
         default: return "misc"
         }
-    }
-
-    static func vaeEntry(_ name: String, _ shape: [Int]) throws -> NameTableEntry {
-        let shard = vaeShard(name)
-        // Norm weights gamma [C, 1, 1(, 1)] -> [C].
-        if name.hasSuffix(".gamma") || shape.count <= 1 {
-            return .tensors([NameTableOutput(name: name, shard: shard, shape: [shape.reduce(1, *)], isMatrix: false,
-                                             transform: .identity, role: .vector)])
-        }
-        guard name.hasSuffix(".weight") else { return try generic(name, shape, shard: shard, role: .conv) }
-        let cout = shape[0]
-        switch shape.count {
-        case 5 where shape[2] == 3 && shape[3] == 3 && shape[4] == 3:
-            // Causal 3-D conv [Cout, Cin, 3, 3, 3] -> NAME.t0/t1/t2, each [Cout, 9·Cin] in (ky, kx, cin) order.
-            let cin = shape[1]
-            return .tensors((0..<3).map { t in
-                NameTableOutput(name: "\(name).t\(t)", shard: shard, shape: [cout, 9 * cin], isMatrix: true,
-                                transform: .gather(conv3dGather(cin: cin, t: t)), role: .conv)
-            })
-        case 5 where shape[2] == 3 && shape[3] == 1 && shape[4] == 1:
-            // time_conv [Cout, Cin, 3, 1, 1] -> NAME.t0/t1/t2, each [Cout, Cin].
-            let cin = shape[1]
-            return .tensors((0..<3).map { t in
-                NameTableOutput(name: "\(name).t\(t)", shard: shard, shape: [cout, cin], isMatrix: true,
-                                transform: .gather((0..<cin).map { Int32($0 * 3 + t) }), role: .conv)
-            })
-        case 4 where shape[2] == 3 && shape[3] == 3:
-            // 2-D 3×3 conv [Cout, Cin, 3, 3] -> [Cout, 9·Cin] (ky, kx, cin).
-            let cin = shape[1]
-            var g = [Int32](repeating: 0, count: 9 * cin)
-            for ky in 0..<3 { for kx in 0..<3 { for c in 0..<cin { g[(ky * 3 + kx) * cin + c] = Int32(c * 9 + ky * 3 + kx) } } }
-            return .tensors([NameTableOutput(name: name, shard: shard, shape: [cout, 9 * cin], isMatrix: true,
-                                             transform: .gather(g), role: .conv)])
-        case let d where d >= 3 && shape[2...].allSatisfy({ $0 == 1 }):
-            // 1×1(×1) conv -> [Cout, Cin].
-            return .tensors([NameTableOutput(name: name, shard: shard, shape: [cout, shape[1]], isMatrix: true,
-                                             transform: .identity, role: .conv)])
-        case 2:
-            return .tensors([NameTableOutput(name: name, shard: shard, shape: shape, isMatrix: true, transform: .identity, role: .conv)])
-        default:
-            throw shapeError(name, shape, "a 3×3×3, 3×1×1, 3×3 or 1×1 convolution kernel")
-        }
-    }
-
-    /// k index (ky, kx, cin) <- source index within a [Cin, 3, 3, 3] row, for temporal slice t.
-    static func conv3dGather(cin: Int, t: Int) -> [Int32] {
-        var g = [Int32](repeating: 0, count: 9 * cin)
-        for ky in 0..<3 { for kx in 0..<3 { for c in 0..<cin {
-            g[(ky * 3 + kx) * cin + c] = Int32(((c * 3 + t) * 3 + ky) * 3 + kx)
-        } } }
-        return g
-    }
-
-    // MARK: - generic
-
-    static func generic(_ name: String, _ shape: [Int], shard: String, role: TensorRole) throws -> NameTableEntry {
-        switch shape.count {
-        case 0, 1:
-            return .tensors([NameTableOutput(name: name, shard: shard, shape: shape.isEmpty ? [1] : shape, isMatrix: false,
-                                             transform: .identity, role: .vector)])
-        case 2:
-            return .tensors([NameTableOutput(name: name, shard: shard, shape: shape, isMatrix: true, transform: .identity, role: role)])
-        default:
-            throw shapeError(name, shape, "a vector or a [n, k] matrix (no layout transform is defined for this tensor)")
-        }
-    }
-
-    static func shapeError(_ name: String, _ shape: [Int], _ expected: String) -> QwenImageError {
-        .tensor(name: name, message: "expected \(expected), found shape \(shape)")
     }
 }

@@ -66,9 +66,14 @@ public enum PackVerifier {
             let comp = try pack.component(entry.name)
             let srcComp = source?.components[entry.name]
             if source != nil && srcComp == nil { failures.append("component \(entry.name): not in the source checkpoint") }
-            var kind = ComponentKind.other
-            if let d = try? comp.configData(), let cfg = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] {
-                kind = ComponentKind.detect(name: entry.name, config: cfg)
+            // What each stored tensor was made from, by the same requests the converter planned with.
+            var outputs: [String: NameTableOutput] = [:]
+            if let sc = srcComp {
+                do {
+                    for (_, o) in try ComponentRequests(sc).outputs { outputs[o.name] = o }
+                } catch {
+                    failures.append("component \(entry.name): the source checkpoint cannot be planned: \(error)")
+                }
             }
             let bar = Quant.Progress("verifying \(entry.name)", total: comp.shardNames.count, enabled: progress)
             for shardName in comp.shardNames {
@@ -87,7 +92,7 @@ public enum PackVerifier {
                                            group: r.group, checksumOK: bad[r.name] == nil)
                     if let e = bad[r.name] { failures.append(e.description); res.error = e.description }
                     if let sc = srcComp, bad[r.name] == nil {
-                        do { res.relRMSE = try compare(r, shard: shard, source: sc, kind: kind) } catch {
+                        do { res.relRMSE = try compare(r, shard: shard, source: sc, output: outputs[r.name]) } catch {
                             res.error = "\(error)"
                             failures.append("\(entry.name)/\(r.name): \(error)")
                         }
@@ -113,12 +118,11 @@ public enum PackVerifier {
     }
 
     /// Relative RMSE of a stored tensor against its source, row by row (never the whole tensor in f32).
-    static func compare(_ r: TensorRecord, shard: PackShard, source: CheckpointComponent, kind: ComponentKind) throws -> Double {
+    static func compare(_ r: TensorRecord, shard: PackShard, source: CheckpointComponent, output: NameTableOutput?) throws -> Double {
         guard let srcName = r.source else { throw QuantError.pack(path: shard.path, message: "tensor \(r.name) records no source") }
         let (file, info) = try source.locate(srcName)
-        guard case .tensors(let outs) = try NameTable.entry(kind: kind, name: srcName, shape: info.shape),
-              let out = outs.first(where: { $0.name == r.name }) else {
-            throw QuantError.pack(path: shard.path, message: "tensor \(r.name): the name table makes no such tensor from \(srcName)")
+        guard let out = output else {
+            throw QuantError.pack(path: shard.path, message: "tensor \(r.name): no network of this component reads such a tensor from \(srcName)")
         }
         guard out.shape == r.shape else {
             throw QuantError.shape(file: file.path, tensor: srcName, expected: r.shape, found: out.shape)
@@ -140,7 +144,7 @@ public enum PackVerifier {
             case .identity: want = srcRow
             case .gather(let g): for j in 0..<k { want[j] = srcRow[Int(g[j])] }
             }
-            got.withUnsafeMutableBufferPointer { w.row(o, into: $0.baseAddress!) }
+            try got.withUnsafeMutableBufferPointer { try w.row(o, into: $0.baseAddress!) }
             for j in 0..<k { let d = Double(got[j]) - Double(want[j]); err += d * d; ref += Double(want[j]) * Double(want[j]) }
         }
         return ref > 0 ? (err / ref).squareRoot() : (err > 0 ? .infinity : 0)

@@ -74,40 +74,7 @@ public struct TextEncoderTimings: Sendable {
 
 // MARK: - Weights
 
-/// Pack tensor names of one decoder layer (checkpoint names, `model.layers.N.*`), built once.
-struct DecoderLayerNames {
-    let shard: String
-    let inputLayernorm, qProj, qBias, kProj, kBias, vProj, vBias, oProj: String
-    let postAttentionLayernorm, gateProj, upProj, downProj: String
-
-    init(_ i: Int) {
-        let p = "model.layers.\(i)."
-        shard = "layers.\(i)"
-        inputLayernorm = p + "input_layernorm.weight"
-        qProj = p + "self_attn.q_proj.weight"; qBias = p + "self_attn.q_proj.bias"
-        kProj = p + "self_attn.k_proj.weight"; kBias = p + "self_attn.k_proj.bias"
-        vProj = p + "self_attn.v_proj.weight"; vBias = p + "self_attn.v_proj.bias"
-        oProj = p + "self_attn.o_proj.weight"
-        postAttentionLayernorm = p + "post_attention_layernorm.weight"
-        gateProj = p + "mlp.gate_proj.weight"
-        upProj = p + "mlp.up_proj.weight"
-        downProj = p + "mlp.down_proj.weight"
-    }
-
-    /// (name, expected shape) for every tensor of the layer.
-    func expected(_ c: TextConfig) -> [(String, [Int])] {
-        let h = c.hiddenSize, i = c.intermediateSize
-        return [(inputLayernorm, [h]),
-                (qProj, [c.qDim, h]), (qBias, [c.qDim]),
-                (kProj, [c.kvDim, h]), (kBias, [c.kvDim]),
-                (vProj, [c.kvDim, h]), (vBias, [c.kvDim]),
-                (oProj, [h, c.qDim]),
-                (postAttentionLayernorm, [h]),
-                (gateProj, [i, h]), (upProj, [i, h]), (downProj, [h, i])]
-    }
-}
-
-/// One decoder layer's weights: views into its shard, valid until the shard is released.
+/// One decoder layer's weights (`model.layers.N`): views into its shard, valid until the shard is released.
 struct DecoderLayerWeights {
     let inputLayernorm: [Float]           // [H]
     let qProj: Weight, qBias: [Float]     // [Hq·d, H], [Hq·d]
@@ -118,45 +85,56 @@ struct DecoderLayerWeights {
     let gateProj: Weight, upProj: Weight  // [I, H]
     let downProj: Weight                  // [H, I]
 
-    init(shard: PackShard, names n: DecoderLayerNames, config c: TextConfig) throws {
-        func vec(_ name: String, _ count: Int) throws -> [Float] {
-            let v = try shard.vector(name)
-            guard v.count == count else {
-                throw QwenImageError.tensor(name: name, message: "expected \(count) values from config.json, found \(v.count)")
-            }
-            return v
-        }
-        func mat(_ name: String, _ rows: Int, _ cols: Int) throws -> Weight {
-            let w = try shard.weight(name)
-            guard w.n == rows, w.k == cols else {
-                throw QwenImageError.tensor(name: name, message: "expected shape [\(rows), \(cols)] from config.json, found [\(w.n), \(w.k)]")
-            }
-            return w
-        }
+    /// `Qwen2_5_VLDecoderLayer`'s parameters, from a source scoped to the layer.
+    init(_ src: TensorSource, config c: TextConfig) throws {
         let h = c.hiddenSize, i = c.intermediateSize
-        inputLayernorm = try vec(n.inputLayernorm, h)
-        qProj = try mat(n.qProj, c.qDim, h); qBias = try vec(n.qBias, c.qDim)
-        kProj = try mat(n.kProj, c.kvDim, h); kBias = try vec(n.kBias, c.kvDim)
-        vProj = try mat(n.vProj, c.kvDim, h); vBias = try vec(n.vBias, c.kvDim)
-        oProj = try mat(n.oProj, h, c.qDim)
-        postAttentionLayernorm = try vec(n.postAttentionLayernorm, h)
-        gateProj = try mat(n.gateProj, i, h)
-        upProj = try mat(n.upProj, i, h)
-        downProj = try mat(n.downProj, h, i)
+        inputLayernorm = try src.vector("input_layernorm.weight", count: h)
+        let attn = src.prefix("self_attn")
+        qProj = try attn.matrix("q_proj.weight", .linear(rows: c.qDim, cols: h)); qBias = try attn.vector("q_proj.bias", count: c.qDim)
+        kProj = try attn.matrix("k_proj.weight", .linear(rows: c.kvDim, cols: h)); kBias = try attn.vector("k_proj.bias", count: c.kvDim)
+        vProj = try attn.matrix("v_proj.weight", .linear(rows: c.kvDim, cols: h)); vBias = try attn.vector("v_proj.bias", count: c.kvDim)
+        oProj = try attn.matrix("o_proj.weight", .linear(rows: h, cols: c.qDim))
+        postAttentionLayernorm = try src.vector("post_attention_layernorm.weight", count: h)
+        let mlp = src.prefix("mlp")
+        gateProj = try mlp.matrix("gate_proj.weight", .linear(rows: i, cols: h))
+        upProj = try mlp.matrix("up_proj.weight", .linear(rows: i, cols: h))
+        downProj = try mlp.matrix("down_proj.weight", .linear(rows: h, cols: i))
+    }
+}
+
+/// Where each part of `Qwen2_5_VLTextModel` lives under a source scoped to the checkpoint root (hub
+/// names: `model.embed_tokens`, `model.layers.N`, `model.norm`), and the two tensors outside the layers.
+struct TextModelSources<Source: TensorSource> {
+    let embedTokens: Source
+    let layers: [Source]
+    let norm: Source
+
+    init(root: Source, config: TextConfig) {
+        let model = root.prefix("model")
+        embedTokens = model.prefix("embed_tokens")
+        let layerRoot = model.prefix("layers")
+        layers = (0 ..< config.numHiddenLayers).map { layerRoot.prefix($0) }
+        norm = model.prefix("norm")
+    }
+
+    /// The embedding table [vocab, H] (rows read one at a time).
+    func embedding(_ c: TextConfig) throws -> Weight {
+        try embedTokens.matrix("weight", .embedding(rows: c.vocabSize, cols: c.hiddenSize))
+    }
+
+    /// The final RMSNorm weight [H].
+    func finalNorm(_ c: TextConfig) throws -> [Float] {
+        try norm.vector("weight", count: c.hiddenSize)
     }
 }
 
 // MARK: - Model
 
 public final class LanguageModel {
-    public static let embedTensor = "model.embed_tokens.weight"   // [vocab, H]
-    public static let normTensor = "model.norm.weight"            // [H]
-    public static let embedShard = "embed"
-    public static let normShard = "norm"
-
     public let config: TextConfig
-    public let component: PackComponent
-    let layerNames: [DecoderLayerNames]
+    /// The pack's `text_encoder`, scoped per part.
+    let source: PackTensorSource
+    let parts: TextModelSources<PackTensorSource>
 
     /// Load layer N+1 on a background thread while layer N computes (two layers resident).
     public var prefetch = true
@@ -184,39 +162,34 @@ public final class LanguageModel {
     }
 
     public init(component: PackComponent, file: String = "text_encoder/config.json") throws {
-        self.component = component
         self.config = try TextConfig.load(try component.configData(), file: file)
-        self.layerNames = (0 ..< config.numHiddenLayers).map(DecoderLayerNames.init)
-        try validateTensors()
+        source = PackTensorSource(component: component)
+        parts = TextModelSources(root: source, config: config)
+        // Every tensor present with the shape config.json implies, checked against the manifest.
+        let check = ShapeOnlySource(pack: component)
+        try Self.requestWeights(config: config, from: check)
+        try check.throwFirstProblem()
     }
 
-    /// Every expected tensor present with the shape config.json implies.
-    func validateTensors() throws {
-        let c = config
-        var expected: [(String, [Int])] = [(Self.embedTensor, [c.vocabSize, c.hiddenSize]),
-                                           (Self.normTensor, [c.hiddenSize])]
-        for n in layerNames { expected += n.expected(c) }
-        for (name, shape) in expected {
-            guard let info = component.tensorInfo(name) else {
-                throw QwenImageError.tensor(name: name, message: "missing from the pack's text_encoder (expected shape \(shape) from config.json)")
-            }
-            guard info.shape == shape else {
-                throw QwenImageError.tensor(name: name, message: "expected shape \(shape) from config.json, found \(info.shape)")
-            }
-        }
+    /// Asks `source` for every weight of the model once, as `forward` does (the converter's plan and
+    /// the pack check run this against a `ShapeOnlySource`).
+    public static func requestWeights<S: TensorSource>(config c: TextConfig, from source: S) throws {
+        let p = TextModelSources(root: source, config: c)
+        _ = try p.embedding(c)
+        for layer in p.layers { _ = try DecoderLayerWeights(layer, config: c) }
+        _ = try p.finalNorm(c)
     }
 
     /// What the weights cost in memory while used (for --max-ram planning), from the pack manifest.
     public func weightFootprint() -> TextWeightFootprint {
-        var records: [String: ShardRecord] = [:]
-        for r in component.manifest.shards { records[r.name] = r }
-        let layers = layerNames.compactMap { records[$0.shard] }
-        let embed = records[Self.embedShard]
+        let layers = parts.layers.flatMap(\.shardRecords)
+        let embed = parts.embedTokens.shardRecords.first
+        let component = source.component
         return TextWeightFootprint(layerBytes: layers.map(\.payloadBytes).max() ?? 0,
                                    embedBytes: embed?.payloadBytes ?? 0,
-                                   embedRowBytes: (component.tensorInfo(Self.embedTensor)?.bytes ?? 0) / max(config.vocabSize, 1),
+                                   embedRowBytes: parts.embedTokens.tensorBytes / max(config.vocabSize, 1),
                                    layersCompressed: layers.contains { component.isCompressed($0.name) },
-                                   embedCompressed: component.isCompressed(Self.embedShard),
+                                   embedCompressed: embed.map { component.isCompressed($0.name) } ?? false,
                                    layerFileBytes: layers.map(\.fileBytes).max() ?? 0,
                                    embedFileBytes: embed?.fileBytes ?? 0,
                                    poolLimitBytes: component.poolLimitBytes)
@@ -227,29 +200,24 @@ public final class LanguageModel {
     /// Token embeddings [ids.count, H] (`embed_tokens`), one row at a time from the pack.
     public func embed(_ ids: [Int]) throws -> [Float] {
         let h = config.hiddenSize
-        var out = [Float](repeating: 0, count: ids.count * h)
-        var clock = Stopwatch()
-        if prefetch && prefetchDuringEmbedding && !firstLayerPrefetched, let first = layerNames.first {
-            component.prefetch(first.shard)     // loads while the embedding rows are read
+        if prefetch && prefetchDuringEmbedding && !firstLayerPrefetched, let first = parts.layers.first {
+            first.prefetch()     // loads while the embedding rows are read
             firstLayerPrefetched = true
         }
-        let shard = try component.shard(Self.embedShard)
-        let table = try shard.weight(Self.embedTensor)
-        timings.streaming += clock.lap()
-        defer { shard.release(); timings.streaming += clock.lap() }
-        guard table.n == config.vocabSize, table.k == h else {
-            throw QwenImageError.tensor(name: Self.embedTensor, message: "expected shape [\(config.vocabSize), \(h)] from config.json, found [\(table.n), \(table.k)]")
-        }
-        try out.withUnsafeMutableBufferPointer { o in
-            for (r, id) in ids.enumerated() {
-                guard id >= 0 && id < table.n else {
-                    throw QwenImageError.invalidInput("token id \(id) at position \(r) is outside the vocabulary (0..<\(table.n))")
+        defer { timed(\.streaming) { parts.embedTokens.release() } }
+        let table = try timed(\.streaming) { try parts.embedding(config) }
+        return try timed(\.rest) {
+            var out = [Float](repeating: 0, count: ids.count * h)
+            try out.withUnsafeMutableBufferPointer { o in
+                for (r, id) in ids.enumerated() {
+                    guard id >= 0 && id < table.n else {
+                        throw QwenImageError.invalidInput("token id \(id) at position \(r) is outside the vocabulary (0..<\(table.n))")
+                    }
+                    try table.row(id, into: o.baseAddress! + r * h)
                 }
-                table.row(id, into: o.baseAddress! + r * h)
             }
+            return out
         }
-        timings.rest += clock.lap()
-        return out
     }
 
     // MARK: Forward
@@ -278,123 +246,127 @@ public final class LanguageModel {
         let rows = lengths.reduce(0, +)
         guard rows > 0 else { return sequences.map { [Float](repeating: 0, count: $0.positions.count * hd) } }
 
-        var clock = Stopwatch()
-        if prefetch && !firstLayerPrefetched { component.prefetch(layerNames.first?.shard ?? Self.normShard) }
+        if prefetch && !firstLayerPrefetched { (parts.layers.first ?? parts.norm).prefetch() }
         firstLayerPrefetched = false
         let state = ForwardState(config: c, rows: rows, mlpChunkRows: max(1, min(mlpChunkRows, rows)))
         defer { state.deallocate() }
 
         // Packed valid rows and their positions; the rope tables are shared by all layers.
-        var offsets: [Int] = []
-        var pt: [Int64] = [], ph: [Int64] = [], pw: [Int64] = []
-        pt.reserveCapacity(rows); ph.reserveCapacity(rows); pw.reserveCapacity(rows)
-        var off = 0
-        for s in sequences {
-            offsets.append(off)
-            s.inputsEmbeds.withUnsafeBufferPointer { e in
-                (state.x + off * hd).update(from: e.baseAddress!, count: s.validLength * hd)
+        let offsets = timed(\.rest) { () -> [Int] in
+            var offsets: [Int] = []
+            var pt: [Int64] = [], ph: [Int64] = [], pw: [Int64] = []
+            pt.reserveCapacity(rows); ph.reserveCapacity(rows); pw.reserveCapacity(rows)
+            var off = 0
+            for s in sequences {
+                offsets.append(off)
+                s.inputsEmbeds.withUnsafeBufferPointer { e in
+                    (state.x + off * hd).update(from: e.baseAddress!, count: s.validLength * hd)
+                }
+                pt += s.positions.t.prefix(s.validLength)
+                ph += s.positions.h.prefix(s.validLength)
+                pw += s.positions.w.prefix(s.validLength)
+                off += s.validLength
             }
-            pt += s.positions.t.prefix(s.validLength)
-            ph += s.positions.h.prefix(s.validLength)
-            pw += s.positions.w.prefix(s.validLength)
-            off += s.validLength
+            let sections = c.mropeSection.map(Int32.init)
+            sections.withUnsafeBufferPointer { sec in
+                qk_rope_table_mrope(pt, ph, pw, Int64(rows), Int64(c.headDim), sec.baseAddress!, c.ropeTheta,
+                                    state.cos, state.sin)
+            }
+            return offsets
         }
-        let sections = c.mropeSection.map(Int32.init)
-        sections.withUnsafeBufferPointer { sec in
-            qk_rope_table_mrope(pt, ph, pw, Int64(rows), Int64(c.headDim), sec.baseAddress!, c.ropeTheta,
-                                state.cos, state.sin)
-        }
-        timings.rest += clock.lap()
         onHiddenState?(0, UnsafeBufferPointer(start: state.x, count: rows * hd))
 
-        for (i, names) in layerNames.enumerated() {
-            let shard = try component.shard(names.shard)
-            if prefetch { component.prefetch(i + 1 < layerNames.count ? layerNames[i + 1].shard : Self.normShard) }
-            let weights: DecoderLayerWeights
-            do { weights = try DecoderLayerWeights(shard: shard, names: names, config: c) } catch {
-                shard.release(); throw error
+        let layers = parts.layers
+        for (i, layer) in layers.enumerated() {
+            let weights = try timed(\.streaming) { () throws -> DecoderLayerWeights in
+                let w: DecoderLayerWeights
+                do { w = try DecoderLayerWeights(layer, config: c) } catch {
+                    layer.release(); throw error
+                }
+                if prefetch { (i + 1 < layers.count ? layers[i + 1] : parts.norm).prefetch() }
+                return w
             }
-            timings.streaming += clock.lap()
-            decoderLayer(weights, state: state, lengths: lengths, offsets: offsets, clock: &clock)
-            shard.release()
-            timings.streaming += clock.lap()
-            if i + 1 < layerNames.count {
+            decoderLayer(weights, state: state, lengths: lengths, offsets: offsets)
+            timed(\.streaming) { layer.release() }
+            if i + 1 < layers.count {
                 onHiddenState?(i + 1, UnsafeBufferPointer(start: state.x, count: rows * hd))
             }
             onLayerDone?(i + 1)
         }
 
         // Final RMSNorm (`model.norm`): this is hidden_states[-1] / last_hidden_state.
-        let normShard = try component.shard(Self.normShard)
-        let norm: [Float]
-        do { norm = try normShard.vector(Self.normTensor) } catch { normShard.release(); throw error }
-        normShard.release()
-        timings.streaming += clock.lap()
-        guard norm.count == hd else {
-            throw QwenImageError.tensor(name: Self.normTensor, message: "expected \(hd) values from config.json, found \(norm.count)")
+        let norm = try timed(\.streaming) { () throws -> [Float] in
+            defer { parts.norm.release() }
+            return try parts.finalNorm(c)
         }
-        qk_rmsnorm(state.x, norm, Int64(rows), Int64(hd), Float(c.rmsNormEps), state.x)
-        onHiddenState?(layerNames.count, UnsafeBufferPointer(start: state.x, count: rows * hd))
+        timed(\.rest) { qk_rmsnorm(state.x, norm, Int64(rows), Int64(hd), Float(c.rmsNormEps), state.x) }
+        onHiddenState?(layers.count, UnsafeBufferPointer(start: state.x, count: rows * hd))
 
-        var outputs: [[Float]] = []
-        for (b, s) in sequences.enumerated() {
-            var o = [Float](repeating: 0, count: s.positions.count * hd)
-            o.withUnsafeMutableBufferPointer { p in
-                p.baseAddress!.update(from: state.x + offsets[b] * hd, count: lengths[b] * hd)
+        return timed(\.rest) {
+            sequences.enumerated().map { b, s in
+                var o = [Float](repeating: 0, count: s.positions.count * hd)
+                o.withUnsafeMutableBufferPointer { p in
+                    p.baseAddress!.update(from: state.x + offsets[b] * hd, count: lengths[b] * hd)
+                }
+                return o
             }
-            outputs.append(o)
         }
-        timings.rest += clock.lap()
-        return outputs
+    }
+
+    /// Runs `body` and adds its wall time to one bucket of `timings`: the only way the forward passes
+    /// are timed, so the arithmetic below reads without clock calls between its lines.
+    @inline(__always)
+    private func timed<T>(_ bucket: WritableKeyPath<TextEncoderTimings, Double>, _ body: () throws -> T) rethrows -> T {
+        let start = MonotonicClock.now()
+        defer { timings[keyPath: bucket] += MonotonicClock.now() - start }
+        return try body()
     }
 
     /// `Qwen2_5_VLDecoderLayer.forward` on the packed rows in `state.x` (updated in place).
-    private func decoderLayer(_ w: DecoderLayerWeights, state s: ForwardState, lengths: [Int], offsets: [Int],
-                              clock: inout Stopwatch) {
+    private func decoderLayer(_ w: DecoderLayerWeights, state s: ForwardState, lengths: [Int], offsets: [Int]) {
         let c = config
         let rows = s.rows, hd = c.hiddenSize, qd = c.qDim, kvd = c.kvDim
         let eps = Float(c.rmsNormEps)
 
         // Self-attention block: x += o_proj(attn(rope(q), rope(k), v)) of input_layernorm(x).
-        qk_rmsnorm(s.x, w.inputLayernorm, Int64(rows), Int64(hd), eps, s.xn)
-        timings.rest += clock.lap()
-        w.qBias.withUnsafeBufferPointer { w.qProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.q) }   // [R, Hq·d]
-        w.kBias.withUnsafeBufferPointer { w.kProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.k) }   // [R, Hkv·d]
-        w.vBias.withUnsafeBufferPointer { w.vProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.v) }   // [R, Hkv·d]
-        timings.matmul += clock.lap()
-        qk_rope(s.q, Int64(rows), Int64(c.numAttentionHeads), Int64(c.headDim), Int64(qd), s.cos, s.sin)
-        qk_rope(s.k, Int64(rows), Int64(c.numKeyValueHeads), Int64(c.headDim), Int64(kvd), s.cos, s.sin)
-        for (b, l) in lengths.enumerated() where l > 0 {
-            var p = qk_attn_params(lq: Int64(l), lk: Int64(l), hq: Int64(c.numAttentionHeads),
-                                   hkv: Int64(c.numKeyValueHeads), d: Int64(c.headDim),
-                                   q_stride: Int64(qd), k_stride: Int64(kvd), v_stride: Int64(kvd), o_stride: Int64(qd),
-                                   scale: 1 / Float(c.headDim).squareRoot(), causal: 1, q_offset: 0, kv_len: Int64(l),
-                                   q_seg: nil, k_seg: nil)
-            let o = offsets[b]
-            qk_attention(&p, s.q + o * qd, s.k + o * kvd, s.v + o * kvd, s.attn + o * qd)
+        timed(\.rest) { qk_rmsnorm(s.x, w.inputLayernorm, Int64(rows), Int64(hd), eps, s.xn) }
+        timed(\.matmul) {
+            w.qBias.withUnsafeBufferPointer { w.qProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.q) }   // [R, Hq·d]
+            w.kBias.withUnsafeBufferPointer { w.kProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.k) }   // [R, Hkv·d]
+            w.vBias.withUnsafeBufferPointer { w.vProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.v) }   // [R, Hkv·d]
         }
-        timings.attention += clock.lap()
-        w.oProj.matmul(s.attn, rows: rows, into: s.tmp)                                                        // [R, H]
-        timings.matmul += clock.lap()
-        addInPlace(s.x, s.tmp, rows * hd)
+        timed(\.attention) {
+            qk_rope(s.q, Int64(rows), Int64(c.numAttentionHeads), Int64(c.headDim), Int64(qd), s.cos, s.sin)
+            qk_rope(s.k, Int64(rows), Int64(c.numKeyValueHeads), Int64(c.headDim), Int64(kvd), s.cos, s.sin)
+            for (b, l) in lengths.enumerated() where l > 0 {
+                var p = qk_attn_params(lq: Int64(l), lk: Int64(l), hq: Int64(c.numAttentionHeads),
+                                       hkv: Int64(c.numKeyValueHeads), d: Int64(c.headDim),
+                                       q_stride: Int64(qd), k_stride: Int64(kvd), v_stride: Int64(kvd), o_stride: Int64(qd),
+                                       scale: 1 / Float(c.headDim).squareRoot(), causal: 1, q_offset: 0, kv_len: Int64(l),
+                                       q_seg: nil, k_seg: nil)
+                let o = offsets[b]
+                qk_attention(&p, s.q + o * qd, s.k + o * kvd, s.v + o * kvd, s.attn + o * qd)
+            }
+        }
+        timed(\.matmul) { w.oProj.matmul(s.attn, rows: rows, into: s.tmp) }                                   // [R, H]
 
         // MLP block: x += down(silu(gate(n)) * up(n)), n = post_attention_layernorm(x), in row chunks.
-        qk_rmsnorm(s.x, w.postAttentionLayernorm, Int64(rows), Int64(hd), eps, s.xn)
-        timings.rest += clock.lap()
+        timed(\.rest) {
+            addInPlace(s.x, s.tmp, rows * hd)
+            qk_rmsnorm(s.x, w.postAttentionLayernorm, Int64(rows), Int64(hd), eps, s.xn)
+        }
         var r0 = 0
         while r0 < rows {
             let m = min(s.mlpChunkRows, rows - r0)
-            w.gateProj.matmul(s.xn + r0 * hd, rows: m, into: s.gate)                                          // [m, I]
-            w.upProj.matmul(s.xn + r0 * hd, rows: m, into: s.up)                                              // [m, I]
-            timings.matmul += clock.lap()
-            qk_silu_mul(s.gate, s.up, Int64(m * c.intermediateSize), s.gate)
-            timings.rest += clock.lap()
-            w.downProj.matmul(s.gate, rows: m, into: s.tmp + r0 * hd)                                         // [m, H]
-            timings.matmul += clock.lap()
+            timed(\.matmul) {
+                w.gateProj.matmul(s.xn + r0 * hd, rows: m, into: s.gate)                                      // [m, I]
+                w.upProj.matmul(s.xn + r0 * hd, rows: m, into: s.up)                                          // [m, I]
+            }
+            timed(\.rest) { qk_silu_mul(s.gate, s.up, Int64(m * c.intermediateSize), s.gate) }
+            timed(\.matmul) { w.downProj.matmul(s.gate, rows: m, into: s.tmp + r0 * hd) }                     // [m, H]
             r0 += m
         }
-        addInPlace(s.x, s.tmp, rows * hd)
-        timings.rest += clock.lap()
+        timed(\.rest) { addInPlace(s.x, s.tmp, rows * hd) }
     }
 }
 
@@ -448,20 +420,11 @@ func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ n
     for i in 0 ..< n { x[i] += y[i] }
 }
 
-/// Monotonic lap timer.
-struct Stopwatch {
-    private var last = Stopwatch.now()
-
+/// Seconds on the monotonic clock.
+enum MonotonicClock {
     static func now() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-
-    /// Seconds since the previous lap (or creation).
-    mutating func lap() -> Double {
-        let t = Stopwatch.now()
-        defer { last = t }
-        return t - last
     }
 }

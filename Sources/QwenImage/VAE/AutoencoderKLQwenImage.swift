@@ -49,7 +49,9 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     /// libraries, I/O buffers).
     public static let baselineBytes = 48 << 20
 
-    public init(config: VAEConfig, source: VAEWeightSource, parts: Parts = .both, temporal: Bool = false) throws {
+    /// Builds the networks from `source` (scoped to the checkpoint root: `encoder.*`, `decoder.*`,
+    /// `quant_conv.*`, `post_quant_conv.*`). `temporal` also loads the clip weights.
+    public init(config: VAEConfig, source: TensorSource, parts: Parts = .both, temporal: Bool = false) throws {
         self.config = config
         self.temporal = temporal
         let src = CountingSource(source)
@@ -57,33 +59,34 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
         if parts != .decoder {
             // QwenImageEncoder3d: conv_in, down_blocks (flat list), mid_block, norm_out, conv_out; quant_conv.
+            let encoder = src.prefix("encoder")
             let dims = [base] + mult.map { base * $0 }
-            var st: [VAEStage] = [ConvStage(norm: nil, conv: try CausalConv3(src, "encoder.conv_in",
+            var st: [VAEStage] = [ConvStage(norm: nil, conv: try CausalConv3(encoder.prefix("conv_in"),
                                                                              cin: config.inputChannels, cout: dims[0], temporal: temporal))]
+            let downBlocks = encoder.prefix("down_blocks")
             var k = 0
             for i in 0..<mult.count {
                 var cin = dims[i]
                 let cout = dims[i + 1]
                 for _ in 0..<config.numResBlocks {
-                    st.append(try ResidualStage(src, "encoder.down_blocks.\(k)", cin: cin, cout: cout, temporal: temporal))
+                    st.append(try ResidualStage(downBlocks.prefix(k), cin: cin, cout: cout, temporal: temporal))
                     k += 1
                     cin = cout
                 }
                 if i != mult.count - 1 {
-                    st.append(try DownsampleStage(src, "encoder.down_blocks.\(k)", dim: cout,
+                    st.append(try DownsampleStage(downBlocks.prefix(k), dim: cout,
                                                   temporalConv: config.temperalDownsample[i] && temporal))
                     k += 1
                 }
             }
             let mid = dims.last!
-            st.append(try ResidualStage(src, "encoder.mid_block.resnets.0", cin: mid, cout: mid, temporal: temporal))
-            encoderA = VAESegment(name: "encoder", stages: st)
-            encoderAttention = try MidAttention(src, "encoder.mid_block.attentions.0", dim: mid)
+            let midBlock = try Self.midBlock(encoder, dim: mid, temporal: temporal)
+            encoderA = VAESegment(name: "encoder", stages: st + [midBlock.resnet0])
+            encoderAttention = midBlock.attention
             encoderB = VAESegment(name: "encoder head", stages: [
-                try ResidualStage(src, "encoder.mid_block.resnets.1", cin: mid, cout: mid, temporal: temporal),
-                ConvStage(norm: try VAENorm(src, "encoder.norm_out", dim: mid),
-                          conv: try CausalConv3(src, "encoder.conv_out", cin: mid, cout: 2 * z, temporal: temporal)),
-                PointwiseStage(try Conv1(src, "quant_conv", cin: 2 * z, cout: 2 * z)),
+                midBlock.resnet1,
+                try Self.head(encoder, cin: mid, cout: 2 * z, temporal: temporal),
+                PointwiseStage(try Conv1(src.prefix("quant_conv"), cin: 2 * z, cout: 2 * z, spatialDims: 3)),
             ])
         } else {
             encoderA = nil; encoderAttention = nil; encoderB = nil
@@ -91,45 +94,63 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
         if parts != .encoder {
             // post_quant_conv; QwenImageDecoder3d: conv_in, mid_block, up_blocks, norm_out, conv_out.
+            let decoder = src.prefix("decoder")
             let dims = [base * mult.last!] + mult.reversed().map { base * $0 }
             let temporalUp = Array(config.temperalDownsample.reversed())
             let mid = dims[0]
+            let midBlock = try Self.midBlock(decoder, dim: mid, temporal: temporal)
             decoderA = VAESegment(name: "decoder conv_in", stages: [
-                PointwiseStage(try Conv1(src, "post_quant_conv", cin: z, cout: z)),
-                ConvStage(norm: nil, conv: try CausalConv3(src, "decoder.conv_in", cin: z, cout: mid, temporal: temporal)),
-                try ResidualStage(src, "decoder.mid_block.resnets.0", cin: mid, cout: mid, temporal: temporal),
+                PointwiseStage(try Conv1(src.prefix("post_quant_conv"), cin: z, cout: z, spatialDims: 3)),
+                ConvStage(norm: nil, conv: try CausalConv3(decoder.prefix("conv_in"), cin: z, cout: mid, temporal: temporal)),
+                midBlock.resnet0,
             ])
-            decoderAttention = try MidAttention(src, "decoder.mid_block.attentions.0", dim: mid)
-            var st: [VAEStage] = [try ResidualStage(src, "decoder.mid_block.resnets.1", cin: mid, cout: mid, temporal: temporal)]
+            decoderAttention = midBlock.attention
+            var st: [VAEStage] = [midBlock.resnet1]
+            let upBlocks = decoder.prefix("up_blocks")
             for i in 0..<mult.count {
+                let block = upBlocks.prefix(i)
                 var cin = i > 0 ? dims[i] / 2 : dims[i]
                 let cout = dims[i + 1]
                 for j in 0...config.numResBlocks {
-                    st.append(try ResidualStage(src, "decoder.up_blocks.\(i).resnets.\(j)", cin: cin, cout: cout, temporal: temporal))
+                    st.append(try ResidualStage(block.prefix("resnets").prefix(j), cin: cin, cout: cout, temporal: temporal))
                     cin = cout
                 }
                 if i != mult.count - 1 {
-                    st.append(try UpsampleStage(src, "decoder.up_blocks.\(i).upsamplers.0", dim: cout,
+                    st.append(try UpsampleStage(block.prefix("upsamplers").prefix(0), dim: cout,
                                                 temporalConv: temporalUp[i], loadTime: temporal))
                 }
             }
-            st.append(ConvStage(norm: try VAENorm(src, "decoder.norm_out", dim: dims.last!),
-                                conv: try CausalConv3(src, "decoder.conv_out", cin: dims.last!, cout: config.inputChannels,
-                                                      temporal: temporal)))
+            st.append(try Self.head(decoder, cin: dims.last!, cout: config.inputChannels, temporal: temporal))
             decoderB = VAESegment(name: "decoder", stages: st)
         } else {
             decoderA = nil; decoderAttention = nil; decoderB = nil
         }
-        weightBytes = src.bytes
+        weightBytes = src.counter.bytes
+    }
+
+    /// `QwenImageMidBlock`: resnets.0, attentions.0, resnets.1 (the attention splits the tiled segments).
+    private static func midBlock(_ network: TensorSource, dim: Int, temporal: Bool) throws
+        -> (resnet0: ResidualStage, attention: MidAttention, resnet1: ResidualStage) {
+        let block = network.prefix("mid_block")
+        let resnets = block.prefix("resnets")
+        return (try ResidualStage(resnets.prefix(0), cin: dim, cout: dim, temporal: temporal),
+                try MidAttention(block.prefix("attentions").prefix(0), dim: dim),
+                try ResidualStage(resnets.prefix(1), cin: dim, cout: dim, temporal: temporal))
+    }
+
+    /// norm_out → SiLU → conv_out, the last stage of both networks.
+    private static func head(_ network: TensorSource, cin: Int, cout: Int, temporal: Bool) throws -> ConvStage {
+        ConvStage(norm: try VAENorm(network.prefix("norm_out"), dim: cin),
+                  conv: try CausalConv3(network.prefix("conv_out"), cin: cin, cout: cout, temporal: temporal))
     }
 
     // MARK: - Encode
 
     /// Encodes frames in [-1, 1] ([T, H, W, input_channels], T = 1 + 4k) to the posterior
     /// (mean, logvar), each [1 + k, H', W', z_dim] with H' = floor((H − 2)/2) + 1 applied per downsampling.
-    /// `progress(done, total)` is called after every tile.
-    public func encode(_ x: VAEFrames, tiling: VAETiling = .whole, report: UnsafeMutablePointer<VAERunReport>? = nil,
-                       progress: (Int, Int) -> Void = { _, _ in }) throws -> (mean: VAEFrames, logvar: VAEFrames) {
+    /// `progress(done, total)` is called after every tile; `report` says what the run did.
+    public func encode(_ x: VAEFrames, tiling: VAETiling = .whole, progress: (Int, Int) -> Void = { _, _ in }) throws
+        -> (mean: VAEFrames, logvar: VAEFrames, report: VAERunReport) {
         guard let encA = encoderA, let attn = encoderAttention, let encB = encoderB else {
             throw QwenImageError.invalidInput("this VAE was loaded without its encoder")
         }
@@ -160,24 +181,11 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         let tilesB = try chooseTiles(encB, sizes: sizesB, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
         let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
         try checkBudget(tiling, attnBytes, lat)
-        let total = tilesA.tiles.count + tilesB.tiles.count
-        var done = 0
-        let tick = { done += 1; progress(done, total) }
 
         let xs = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: mid)
-        var rep = VAERunReport()
-        rep.segments.append((encA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
-        rep.macs += tilesA.ws.macs * Double(x.frames)
-        rep.peakLiveBuffers = encA.run(input: x, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
-        for t in 0..<tLat { attn.apply(xs.frame(t), pixels: lat.pixels) }
-        rep.macs += Double(tLat) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
-
         let post = VAEFrames(frames: tLat, height: lat.h, width: lat.w, channels: 2 * config.zDim)
-        rep.segments.append((encB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
-        rep.macs += tilesB.ws.macs * Double(tLat)
-        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
-                                  encB.run(input: xs, output: post, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
-        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+        let rep = run(encA, attn, encB, input: x, middle: xs, output: post, tilesA: tilesA, tilesB: tilesB,
+                      attnBytes: attnBytes, progress: progress)
 
         // DiagonalGaussianDistribution: mean = channels [:z], logvar = channels [z:] clamped to [-30, 20].
         let z = config.zDim
@@ -187,8 +195,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
             (mean.data + p * z).update(from: post.data + p * 2 * z, count: z)
             for c in 0..<z { logvar.data[p * z + c] = min(max(post.data[p * 2 * z + z + c], -30), 20) }
         }
-        report?.pointee = rep
-        return (mean, logvar)
+        return (mean, logvar, rep)
     }
 
     // MARK: - Decode
@@ -196,8 +203,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     /// Decodes latents [T, h, w, z_dim] to frames [1 + 4(T − 1), 8h, 8w, input_channels]; clamps to
     /// [-1, 1] like `AutoencoderKLQwenImage._decode` unless `clamp` is false (the decoder output).
     public func decode(_ z: VAEFrames, tiling: VAETiling = .whole, clamp: Bool = true,
-                       report: UnsafeMutablePointer<VAERunReport>? = nil,
-                       progress: (Int, Int) -> Void = { _, _ in }) throws -> VAEFrames {
+                       progress: (Int, Int) -> Void = { _, _ in }) throws -> (frames: VAEFrames, report: VAERunReport) {
         guard let decA = decoderA, let attn = decoderAttention, let decB = decoderB else {
             throw QwenImageError.invalidInput("this VAE was loaded without its decoder")
         }
@@ -224,53 +230,73 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         // segment B adds the output, counted twice (the caller converts it once more for the file).
         let fixedA = Self.baselineBytes + weightBytes + 4 * (z.count + xs.count)
         let fixedB = fixedA + 4 * 2 * outFloats
-        var rep = VAERunReport()
         let tilesA = try chooseTiles(decA, sizes: sizesA, tiling: tiling, unit: config.spatialCompression, fixed: fixedA)
         let tilesB = try chooseTiles(decB, sizes: sizesB, tiling: tiling, unit: 1, fixed: fixedB)
         let attnBytes = fixedA + 4 * MidAttention.workFloats(pixels: lat.pixels, dim: mid)
         try checkBudget(tiling, attnBytes, lat)
-        let total = tilesA.tiles.count + tilesB.tiles.count
-        var done = 0
-        let tick = { done += 1; progress(done, total) }
-
-        rep.segments.append((decA.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
-        rep.macs += tilesA.ws.macs * Double(z.frames)
-        rep.peakLiveBuffers = decA.run(input: z, output: xs, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
-        for t in 0..<z.frames { attn.apply(xs.frame(t), pixels: lat.pixels) }
-        rep.macs += Double(z.frames) * Double(lat.pixels) * Double(mid * mid) * (4 + 2 * Double(lat.pixels) / Double(mid))
 
         let out = VAEFrames(frames: tOut, height: outSize.h, width: outSize.w, channels: config.inputChannels)
-        rep.segments.append((decB.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
-        rep.macs += tilesB.ws.macs * Double(z.frames)
-        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
-                                  decB.run(input: xs, output: out, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
-        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+        let rep = run(decA, attn, decB, input: z, middle: xs, output: out, tilesA: tilesA, tilesB: tilesB,
+                      attnBytes: attnBytes, progress: progress)
         if clamp {
             let v = out.values
             for i in 0..<v.count { v[i] = min(max(v[i], -1), 1) }
         }
-        report?.pointee = rep
-        return out
+        return (out, rep)
+    }
+
+    // MARK: - The skeleton both networks share
+
+    /// Segment A tile by tile into `middle` (latent resolution), the mid-block attention on each of its
+    /// frames (whole frame, in place), then segment B tile by tile into `output`. `progress` is called
+    /// after every tile of either segment.
+    private func run(_ a: VAESegment, _ attention: MidAttention, _ b: VAESegment, input: VAEFrames, middle: VAEFrames,
+                     output: VAEFrames, tilesA: TileChoice, tilesB: TileChoice, attnBytes: Int,
+                     progress: (Int, Int) -> Void) -> VAERunReport {
+        let total = tilesA.tiles.count + tilesB.tiles.count
+        var done = 0
+        let tick = { done += 1; progress(done, total) }
+        let pixels = middle.height * middle.width, dim = middle.channels
+
+        var rep = VAERunReport()
+        rep.segments.append((a.name, tilesA.tiles.count, tilesA.tileH, tilesA.tileW))
+        rep.macs += tilesA.ws.macs * Double(input.frames)
+        rep.peakLiveBuffers = a.run(input: input, output: middle, tiles: tilesA.tiles, temporal: temporal, onTile: tick)
+        for t in 0..<middle.frames { attention.apply(middle.frame(t), pixels: pixels) }
+        rep.macs += Double(middle.frames) * Double(pixels) * Double(dim * dim) * (4 + 2 * Double(pixels) / Double(dim))
+
+        rep.segments.append((b.name, tilesB.tiles.count, tilesB.tileH, tilesB.tileW))
+        rep.macs += tilesB.ws.macs * Double(middle.frames)
+        rep.peakLiveBuffers = max(rep.peakLiveBuffers,
+                                  b.run(input: middle, output: output, tiles: tilesB.tiles, temporal: temporal, onTile: tick))
+        rep.estimatedPeakBytes = max(tilesA.bytes, tilesB.bytes, attnBytes)
+        return rep
     }
 
     // MARK: - Latent normalization (the pipelines' convention)
 
     /// (mean − latents_mean) / latents_std, per channel, in place.
-    public func normalize(_ x: VAEFrames) {
+    public func normalize(_ x: VAEFrames) throws {
         let c = x.channels
-        precondition(c == config.zDim)
+        try checkLatentChannels(x, "normalize")
         for p in 0..<(x.count / c) {
             for ch in 0..<c { x.data[p * c + ch] = (x.data[p * c + ch] - config.latentsMean[ch]) / config.latentsStd[ch] }
         }
     }
 
     /// latents / (1 / latents_std) + latents_mean, per channel, in place (written as the pipelines do).
-    public func denormalize(_ x: VAEFrames) {
+    public func denormalize(_ x: VAEFrames) throws {
         let c = x.channels
-        precondition(c == config.zDim)
+        try checkLatentChannels(x, "denormalize")
         let inv = config.latentsStd.map { 1 / $0 }
         for p in 0..<(x.count / c) {
             for ch in 0..<c { x.data[p * c + ch] = x.data[p * c + ch] / inv[ch] + config.latentsMean[ch] }
+        }
+    }
+
+    private func checkLatentChannels(_ x: VAEFrames, _ what: String) throws {
+        guard x.channels == config.zDim else {
+            throw QwenImageError.invalidInput("VAE \(what): expected latents with z_dim = \(config.zDim) channels, found \(x.channels)")
         }
     }
 
@@ -359,19 +385,27 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     }
 }
 
-/// Wraps a source and counts the bytes of what it hands out.
-private final class CountingSource: VAEWeightSource {
-    let inner: VAEWeightSource
-    var bytes = 0
-    init(_ inner: VAEWeightSource) { self.inner = inner }
-    func weight(_ name: String, rows: Int, cols: Int) throws -> Weight {
-        let w = try inner.weight(name, rows: rows, cols: cols)
-        bytes += qk_weight_bytes(w.raw.scheme, w.raw.group, w.raw.n, w.raw.k)
+/// Wraps a source and counts the bytes of what it hands out (all prefixes share one count).
+private final class CountingSource: TensorSource {
+    final class Counter { var bytes = 0 }
+    let inner: TensorSource
+    let counter: Counter
+    var path: String { inner.path }
+    init(_ inner: TensorSource, counter: Counter = Counter()) {
+        self.inner = inner
+        self.counter = counter
+    }
+    func matrix(_ name: String, _ layout: MatrixLayout) throws -> Weight {
+        let w = try inner.matrix(name, layout)
+        counter.bytes += qk_weight_bytes(w.raw.scheme, w.raw.group, w.raw.n, w.raw.k)
         return w
     }
-    func vector(_ name: String, count: Int) throws -> [Float] {
-        bytes += 4 * count
-        return try inner.vector(name, count: count)
+    func vector(_ name: String, shape: [Int]) throws -> [Float] {
+        let v = try inner.vector(name, shape: shape)
+        counter.bytes += 4 * v.count
+        return v
     }
-    func release(block: String) { inner.release(block: block) }
+    func prefix(_ name: String) -> CountingSource { CountingSource(inner.prefix(name), counter: counter) }
+    func prefetch() { inner.prefetch() }
+    func release() { inner.release() }
 }

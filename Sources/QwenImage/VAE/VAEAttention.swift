@@ -14,18 +14,19 @@ final class MidAttention: @unchecked Sendable {
     let proj: Conv1
     static let chunkRows = 1024
 
-    init(_ src: VAEWeightSource, _ name: String, dim: Int) throws {
+    init(_ src: TensorSource, dim: Int) throws {
         self.dim = dim
-        gamma = try src.vector(name + ".norm.gamma", count: dim)
-        let qkv = try src.weight(name + ".to_qkv.weight", rows: 3 * dim, cols: dim)
-        let b = try src.vector(name + ".to_qkv.bias", count: 3 * dim)
+        gamma = try VAENorm(src.prefix("norm"), dim: dim, images: true).gamma
+        let toQKV = src.prefix("to_qkv")
+        let qkv = try toQKV.matrix("weight", .conv1x1(cout: 3 * dim, cin: dim, spatialDims: 2))   // [3C, C, 1, 1]
+        let b = try toQKV.vector("bias", count: 3 * dim)
         // Queries from rows [0, C), keys and values from rows [C, 3C) (upstream chunks the 3C outputs in
         // that order). Split into two f32 matrices: exact for f32 / bf16 / f16 packs.
-        wq = makeWeight(name + ".to_qkv.weight[q]", dequantRows(qkv, from: 0, count: dim), rows: dim, cols: dim)
-        wkv = makeWeight(name + ".to_qkv.weight[kv]", dequantRows(qkv, from: dim, count: 2 * dim), rows: 2 * dim, cols: dim)
+        wq = try makeWeight(qkv.name + "[q]", try dequantRows(qkv, from: 0, count: dim), rows: dim, cols: dim)
+        wkv = try makeWeight(qkv.name + "[kv]", try dequantRows(qkv, from: dim, count: 2 * dim), rows: 2 * dim, cols: dim)
         bq = Array(b[0..<dim])
         bkv = Array(b[dim..<(3 * dim)])
-        proj = try Conv1(src, name + ".proj", cin: dim, cout: dim)
+        proj = try Conv1(src.prefix("proj"), cin: dim, cout: dim, spatialDims: 2)
     }
 
     /// Floats of working memory for a frame of `pixels` positions.

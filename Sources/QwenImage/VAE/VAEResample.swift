@@ -18,6 +18,13 @@ private func timeConv(_ tc: TimeConv, cur: UnsafePointer<Float>, prev1: UnsafePo
     pool.give(tmp)
 }
 
+/// `QwenImageResample`'s checkpoint keys: `resample` is Sequential(padding or upsampling, Conv2d), so
+/// the convolution is `resample.1`; `time_conv` exists in the 3-D variants only.
+enum ResampleKeys {
+    static let conv = "resample.1"
+    static let timeConv = "time_conv"
+}
+
 // MARK: - Downsampling (QwenImageResample "downsample2d" / "downsample3d")
 
 /// ZeroPad2d((0, 1, 0, 1)) then a 3×3 stride-2 convolution per frame; side n -> floor((n − 2)/2) + 1.
@@ -31,9 +38,9 @@ final class DownsampleStage: VAEStage {
     var cin: Int { conv.cin }
     var cout: Int { conv.cout }
 
-    init(_ src: VAEWeightSource, _ name: String, dim: Int, temporalConv: Bool) throws {
-        conv = try Conv2(src, name + ".resample.1", cin: dim, cout: dim)
-        time = temporalConv ? try TimeConv(src, name + ".time_conv", cin: dim, cout: dim) : nil
+    init(_ src: TensorSource, dim: Int, temporalConv: Bool) throws {
+        conv = try Conv2(src.prefix(ResampleKeys.conv), cin: dim, cout: dim)
+        time = temporalConv ? try TimeConv(src.prefix(ResampleKeys.timeConv), cin: dim, cout: dim) : nil
     }
 
     func outSize(_ s: Size) -> Size? {
@@ -98,11 +105,11 @@ final class UpsampleStage: VAEStage {
     var cin: Int { dim }
     var cout: Int { conv.cout }
 
-    init(_ src: VAEWeightSource, _ name: String, dim: Int, temporalConv: Bool, loadTime: Bool) throws {
+    init(_ src: TensorSource, dim: Int, temporalConv: Bool, loadTime: Bool) throws {
         self.dim = dim
-        conv = try Conv2(src, name + ".resample.1", cin: dim, cout: dim / 2)
-        time = temporalConv && loadTime ? try TimeConv(src, name + ".time_conv", cin: dim, cout: 2 * dim) : nil
-        let w = dequantRows(conv.w, from: 0, count: conv.cout)   // [cout, (ky, kx, cin)]
+        conv = try Conv2(src.prefix(ResampleKeys.conv), cin: dim, cout: dim / 2)
+        time = temporalConv && loadTime ? try TimeConv(src.prefix(ResampleKeys.timeConv), cin: dim, cout: 2 * dim) : nil
+        let w = try dequantRows(conv.w, from: 0, count: conv.cout)   // [cout, (ky, kx, cin)]
         let cin = dim, cout = dim / 2
         var ws: [Weight] = []
         for py in 0..<2 {
@@ -117,7 +124,7 @@ final class UpsampleStage: VAEStage {
                         } }
                     } }
                 }
-                ws.append(makeWeight(name + ".resample.1.weight[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin))
+                ws.append(try makeWeight(conv.w.name + "[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin))
             }
         }
         parity = ws

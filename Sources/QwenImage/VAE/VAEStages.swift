@@ -61,12 +61,12 @@ final class ResidualStage: VAEStage {
     var cin: Int { conv1.cin }
     var cout: Int { conv1.cout }
 
-    init(_ src: VAEWeightSource, _ name: String, cin: Int, cout: Int, temporal: Bool) throws {
-        norm1 = try VAENorm(src, name + ".norm1", dim: cin)
-        conv1 = try CausalConv3(src, name + ".conv1", cin: cin, cout: cout, temporal: temporal)
-        norm2 = try VAENorm(src, name + ".norm2", dim: cout)
-        conv2 = try CausalConv3(src, name + ".conv2", cin: cout, cout: cout, temporal: temporal)
-        shortcut = cin != cout ? try Conv1(src, name + ".conv_shortcut", cin: cin, cout: cout) : nil
+    init(_ src: TensorSource, cin: Int, cout: Int, temporal: Bool) throws {
+        norm1 = try VAENorm(src.prefix("norm1"), dim: cin)
+        conv1 = try CausalConv3(src.prefix("conv1"), cin: cin, cout: cout, temporal: temporal)
+        norm2 = try VAENorm(src.prefix("norm2"), dim: cout)
+        conv2 = try CausalConv3(src.prefix("conv2"), cin: cout, cout: cout, temporal: temporal)
+        shortcut = cin != cout ? try Conv1(src.prefix("conv_shortcut"), cin: cin, cout: cout, spatialDims: 3) : nil
     }
 
     func outSize(_ s: Size) -> Size? { s }

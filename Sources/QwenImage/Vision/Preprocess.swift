@@ -69,17 +69,19 @@ public struct RGBImage: Sendable, Equatable {
     public var height: Int
     public var pixels: [UInt8]
 
-    public init(width: Int, height: Int, pixels: [UInt8]) {
-        precondition(pixels.count == width * height * 3, "RGBImage: \(pixels.count) bytes for \(width)x\(height)x3")
+    public init(width: Int, height: Int, pixels: [UInt8]) throws {
+        guard width >= 0, height >= 0, pixels.count == width * height * 3 else {
+            throw QwenImageError.invalidInput("RGB image: \(pixels.count) bytes do not make \(width)x\(height)x3")
+        }
         self.width = width
         self.height = height
         self.pixels = pixels
     }
 
     /// PIL `Image.resize((width, height), filter)`.
-    public func resized(width w: Int, height h: Int, filter: PILResample.Filter) -> RGBImage {
-        RGBImage(width: w, height: h, pixels: PILResample.resize(pixels, width: width, height: height, channels: 3,
-                                                                 toWidth: w, toHeight: h, filter: filter))
+    public func resized(width w: Int, height h: Int, filter: PILResample.Filter) throws -> RGBImage {
+        try RGBImage(width: w, height: h, pixels: PILResample.resize(pixels, width: width, height: height, channels: 3,
+                                                                     toWidth: w, toHeight: h, filter: filter))
     }
 }
 
@@ -91,29 +93,37 @@ public struct VisionSourceImage: Sendable {
     public var channels: Int
     public var pixels: [UInt8]
 
-    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
-        precondition((channels == 3 || channels == 4) && pixels.count == width * height * channels)
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) throws {
+        guard channels == 3 || channels == 4, width >= 0, height >= 0, pixels.count == width * height * channels else {
+            throw QwenImageError.invalidInput("image: \(pixels.count) bytes do not make \(width)x\(height)x\(channels) "
+                + "(3 or 4 channels)")
+        }
         self.width = width
         self.height = height
         self.channels = channels
         self.pixels = pixels
     }
 
-    public init(_ rgb: RGBImage) { self.init(width: rgb.width, height: rgb.height, channels: 3, pixels: rgb.pixels) }
+    public init(_ rgb: RGBImage) {
+        width = rgb.width
+        height = rgb.height
+        channels = 3
+        pixels = rgb.pixels   // an RGBImage is consistent by construction
+    }
 
     /// What the pipeline hands the processor: the optional first Lanczos resize (PIL resizes RGBA through
     /// premultiplied alpha), then transformers' `convert_to_rgb` (transparency composited onto white).
-    public func pipelineRGB(resizeTo size: (width: Int, height: Int)?) -> RGBImage {
+    public func pipelineRGB(resizeTo size: (width: Int, height: Int)?) throws -> RGBImage {
         var px = pixels, w = width, h = height
         if let s = size, s.width != w || s.height != h {
             px = channels == 4
-                ? PILResample.resizeRGBA(px, width: w, height: h, toWidth: s.width, toHeight: s.height, filter: .lanczos)
-                : PILResample.resize(px, width: w, height: h, channels: 3, toWidth: s.width, toHeight: s.height,
+                ? try PILResample.resizeRGBA(px, width: w, height: h, toWidth: s.width, toHeight: s.height, filter: .lanczos)
+                : try PILResample.resize(px, width: w, height: h, channels: 3, toWidth: s.width, toHeight: s.height,
                                      filter: .lanczos)
             w = s.width
             h = s.height
         }
-        return RGBImage(width: w, height: h, pixels: channels == 4 ? PILResample.compositeOnWhite(px) : px)
+        return try RGBImage(width: w, height: h, pixels: channels == 4 ? PILResample.compositeOnWhite(px) : px)
     }
 }
 
@@ -205,15 +215,18 @@ public struct VisionPreprocessor: Sendable {
     /// The processor's resize: smart_resize then PIL bicubic (a copy when the size already fits).
     public func resize(_ image: RGBImage, path: String) throws -> RGBImage {
         let (h, w) = try targetSize(height: image.height, width: image.width, path: path)
-        return image.resized(width: w, height: h, filter: .bicubic)
+        return try image.resized(width: w, height: h, filter: .bicubic)
     }
 
     /// Patchify an image whose sides are multiples of `factor` (the output of `resize`).
     /// Returns `pixel_values` rows `[gridH·gridW, rowLength]` and the grid (1, gridH, gridW) in patches.
     /// Rows are ordered by merge unit (`[gridH/2, gridW/2, 2, 2]`); a row is (channel, temporal, y, x),
     /// the still image repeated in every temporal slot.
-    public func patchify(_ image: RGBImage) -> (pixelValues: [Float], grid: (t: Int, h: Int, w: Int)) {
-        precondition(image.height % factor == 0 && image.width % factor == 0, "patchify needs multiples of \(factor)")
+    public func patchify(_ image: RGBImage) throws -> (pixelValues: [Float], grid: (t: Int, h: Int, w: Int)) {
+        guard image.height > 0, image.width > 0, image.height % factor == 0, image.width % factor == 0 else {
+            throw QwenImageError.invalidInput("patchify: a \(image.width)x\(image.height) image; both sides must be positive "
+                + "multiples of \(factor) (patch \(patchSize) x merge \(mergeSize): resize it first)")
+        }
         let P = patchSize, M = mergeSize, T = temporalPatchSize
         let gh = image.height / P, gw = image.width / P
         // Normalise once into planes [3, H, W] exactly like numpy: f32(f64(u8) * scale), then (x - mean) / std in f32.
@@ -282,7 +295,9 @@ public struct VisionInput: Sendable {
     /// image processor, on each image in order. `paths` name the images in errors.
     public static func prepare(images: [VisionSourceImage], paths: [String], mode: EditMode, preresize: Bool,
                                processor: VisionPreprocessor) throws -> VisionInput {
-        precondition(images.count == paths.count)
+        guard images.count == paths.count else {
+            throw QwenImageError.invalidInput("\(images.count) images but \(paths.count) paths to name them")
+        }
         var pv: [Float] = []
         var grids: [(t: Int, h: Int, w: Int)] = []
         var resized: [RGBImage] = []
@@ -296,8 +311,8 @@ public struct VisionInput: Sendable {
                 }
                 target = t
             }
-            let im = try processor.resize(img.pipelineRGB(resizeTo: target), path: path)
-            let (rows, grid) = processor.patchify(im)
+            let im = try processor.resize(try img.pipelineRGB(resizeTo: target), path: path)
+            let (rows, grid) = try processor.patchify(im)
             pv.append(contentsOf: rows)
             grids.append(grid)
             resized.append(im)

@@ -29,16 +29,16 @@ public enum ReferenceImages {
             }
             switch im.channels {
             case 3:
-                return VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: im.pixels)
+                return try VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: im.pixels)
             case 4:
                 var opaque = true
                 for i in stride(from: 3, to: im.pixels.count, by: 4) where im.pixels[i] != 255 { opaque = false; break }
-                if !opaque { return VisionSourceImage(width: im.width, height: im.height, channels: 4, pixels: im.pixels) }
+                if !opaque { return try VisionSourceImage(width: im.width, height: im.height, channels: 4, pixels: im.pixels) }
                 var rgb = [UInt8](repeating: 0, count: im.width * im.height * 3)
                 for i in 0..<(im.width * im.height) {
                     rgb[i * 3] = im.pixels[i * 4]; rgb[i * 3 + 1] = im.pixels[i * 4 + 1]; rgb[i * 3 + 2] = im.pixels[i * 4 + 2]
                 }
-                return VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: rgb)
+                return try VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: rgb)
             default:
                 throw QwenImageError.image(path: path, message: "expected 3 or 4 channels after decoding, found \(im.channels)")
             }

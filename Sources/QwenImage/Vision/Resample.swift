@@ -101,8 +101,13 @@ public enum PILResample {
     /// Pillow 13.0.0 on several hundred sizes, boundary cases included). The order matters because the
     /// intermediate image is rounded to 8 bits.
     public static func resize(_ src: [UInt8], width: Int, height: Int, channels: Int,
-                              toWidth outWidth: Int, toHeight outHeight: Int, filter: Filter) -> [UInt8] {
-        precondition(src.count == width * height * channels && outWidth > 0 && outHeight > 0)
+                              toWidth outWidth: Int, toHeight outHeight: Int, filter: Filter) throws -> [UInt8] {
+        guard width > 0, height > 0, channels > 0, src.count == width * height * channels else {
+            throw QwenImageError.invalidInput("resize: \(src.count) bytes do not make a \(width)x\(height)x\(channels) image")
+        }
+        guard outWidth > 0, outHeight > 0 else {
+            throw QwenImageError.invalidInput("resize: \(width)x\(height) to \(outWidth)x\(outHeight): the target must have positive sides")
+        }
         let needH = outWidth != width
         let needV = outHeight != height
         if !needH && !needV { return src }
@@ -188,7 +193,10 @@ public enum PILResample {
 
     /// Pillow's resize of an "RGBA" image: convert to premultiplied "RGBa", resize, convert back.
     public static func resizeRGBA(_ src: [UInt8], width: Int, height: Int,
-                                  toWidth outWidth: Int, toHeight outHeight: Int, filter: Filter) -> [UInt8] {
+                                  toWidth outWidth: Int, toHeight outHeight: Int, filter: Filter) throws -> [UInt8] {
+        guard width > 0, height > 0, src.count == width * height * 4 else {
+            throw QwenImageError.invalidInput("resize: \(src.count) bytes do not make a \(width)x\(height) RGBA image")
+        }
         if outWidth == width && outHeight == height { return src }
         var pre = src
         // rgbA2rgba: c * a / 255 with Pillow's rounding MULDIV255.
@@ -199,7 +207,7 @@ public enum PILResample {
                 pre[p + c] = UInt8(((t >> 8) + t) >> 8)
             }
         }
-        var out = resize(pre, width: width, height: height, channels: 4,
+        var out = try resize(pre, width: width, height: height, channels: 4,
                          toWidth: outWidth, toHeight: outHeight, filter: filter)
         // rgba2rgbA: c * 255 / a (integer division, clipped); alpha 0 and 255 leave colours unchanged.
         for p in stride(from: 0, to: out.count, by: 4) {

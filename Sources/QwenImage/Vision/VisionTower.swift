@@ -18,25 +18,34 @@ import Quant
 ///   -> processor order (the window permutation undone).
 public final class VisionTower: @unchecked Sendable {
     public let config: VisionConfig
-    let component: PackComponent
-    let packPath: String
+    /// `visual.*` of the pack's `text_encoder`.
+    let parts: VisionTowerSources<PackTensorSource>
 
     /// Opens the vision tower of a pack's `text_encoder`. Throws `missingComponent` when the pack has no
     /// text encoder or its text encoder has no vision tower.
     public init(pack: Pack) throws {
-        packPath = pack.path
         guard pack.hasComponent("text_encoder") else {
             throw QwenImageError.missingComponent(pack: pack.path, component: "text_encoder",
                                                   hint: "Convert a checkpoint that has a text_encoder (with its vision tower).")
         }
-        component = try pack.component("text_encoder")
-        guard component.tensorInfo("visual.patch_embed.proj.weight") != nil else {
+        let component = try pack.component("text_encoder")
+        parts = VisionTowerSources(root: PackTensorSource(component: component))
+        guard !parts.patchEmbed.isEmpty else {
             throw QwenImageError.missingComponent(pack: pack.path, component: "vision tower (text_encoder visual.*)",
                                                   hint: "Reference images need the Qwen2.5-VL vision tower: convert the "
                                                   + "text encoder with its visual.* tensors.")
         }
         config = try VisionConfig.fromTextEncoderConfig(component.configData(),
                                                         file: pack.path + "/text_encoder/config.json")
+    }
+
+    /// Asks `source` (scoped to the checkpoint root) for every weight of the tower once, as `forward`
+    /// does (the converter's plan runs this against a `ShapeOnlySource`).
+    public static func requestWeights<S: TensorSource>(config c: VisionConfig, from source: S) throws {
+        let p = VisionTowerSources(root: source)
+        _ = try p.patchEmbedding(c)
+        for b in 0..<c.depth { _ = try VisionBlockWeights(p.blocks.prefix(b), config: c) }
+        _ = try VisionMergerWeights(p.merger, config: c)
     }
 
     /// Intermediate tensors for tests: (name, values). Names as in the oracle: `patch_embed` (processor
@@ -59,16 +68,15 @@ public final class VisionTower: @unchecked Sendable {
         }
 
         // MARK: patch embedding  [N, 1176] -> [N, Dv]
-        component.prefetch("visual.blocks.0")
+        parts.blocks.prefix(0).prefetch()
         var hidden: [Float]
         do {
-            let shard = try component.shard("visual.patch_embed")
-            let w = try matrix(shard, "visual.patch_embed.proj.weight", n: dv, k: feat)
+            defer { parts.patchEmbed.release() }
+            let w = try parts.patchEmbedding(c)
             hidden = [Float](repeating: 0, count: n * dv)
             pixelValues.withUnsafeBufferPointer { x in
                 hidden.withUnsafeMutableBufferPointer { y in w.matmul(x.baseAddress!, rows: n, into: y.baseAddress!) }
             }
-            shard.release()
         }
         trace?("patch_embed", hidden)
         hidden = windows.toWindowOrder(hidden, dim: dv)
@@ -86,12 +94,12 @@ public final class VisionTower: @unchecked Sendable {
         // MARK: blocks
         var scratch = BlockScratch(patches: n, config: c)
         for b in 0..<c.depth {
-            if b + 1 < c.depth { component.prefetch("visual.blocks.\(b + 1)") } else { component.prefetch("visual.merger") }
-            let shard = try component.shard("visual.blocks.\(b)")
-            let block = try VisionBlockWeights(shard: shard, index: b, config: c, tower: self)
+            if b + 1 < c.depth { parts.blocks.prefix(b + 1).prefetch() } else { parts.merger.prefetch() }
+            let blockSource = parts.blocks.prefix(b)
+            defer { blockSource.release() }
+            let block = try VisionBlockWeights(blockSource, config: c)
             let seg = c.fullattBlockIndexes.contains(b) ? imageSeg : windowSeg
             block.run(&hidden, patches: n, cos: cos, sin: sin, segments: seg, scratch: &scratch, config: c)
-            shard.release()
             trace?("block\(b)", hidden)
             onBlock?(b)
         }
@@ -100,12 +108,9 @@ public final class VisionTower: @unchecked Sendable {
 
         // MARK: merger  [N, Dv] -> [N/4, 4·Dv] -> [N/4, out]
         let units = windows.unitCount, m = dv * windows.unit, out = c.outHiddenSize
-        let shard = try component.shard("visual.merger")
-        let lnQ = try vector(shard, "visual.merger.ln_q.weight", count: dv)
-        let w0 = try matrix(shard, "visual.merger.mlp.0.weight", n: m, k: m)
-        let b0 = try vector(shard, "visual.merger.mlp.0.bias", count: m)
-        let w2 = try matrix(shard, "visual.merger.mlp.2.weight", n: out, k: m)
-        let b2 = try vector(shard, "visual.merger.mlp.2.bias", count: out)
+        let merger: VisionMergerWeights
+        do { merger = try VisionMergerWeights(parts.merger, config: c) } catch { parts.merger.release(); throw error }
+        let lnQ = merger.lnQ, w0 = merger.mlp0, b0 = merger.mlp0Bias, w2 = merger.mlp2, b2 = merger.mlp2Bias
         hidden.withUnsafeMutableBufferPointer { h in
             qk_rmsnorm(h.baseAddress!, lnQ, Int64(n), Int64(dv), c.rmsNormEps, h.baseAddress!)
         }
@@ -119,7 +124,7 @@ public final class VisionTower: @unchecked Sendable {
         mid.withUnsafeBufferPointer { x in
             merged.withUnsafeMutableBufferPointer { y in w2.matmul(x.baseAddress!, rows: units, bias: b2, into: y.baseAddress!) }
         }
-        shard.release()
+        parts.merger.release()
 
         // MARK: back to processor order
         var embeds = [Float](repeating: 0, count: units * out)
@@ -132,25 +137,47 @@ public final class VisionTower: @unchecked Sendable {
         }
         return embeds
     }
+}
 
-    // MARK: - weight access with shape checks
+// MARK: - Weights
 
-    func matrix(_ shard: PackShard, _ name: String, n: Int, k: Int) throws -> Weight {
-        let w = try shard.weight(name)
-        guard w.n == n && w.k == k else {
-            throw QwenImageError.tensor(name: name, message: "expected shape [\(n), \(k)] for the vision config, "
-                                        + "found [\(w.n), \(w.k)] in \(packPath)")
-        }
-        return w
+/// Where the parts of `Qwen2_5_VisionTransformerPretrainedModel` live under a source scoped to the
+/// checkpoint root (hub names: `visual.patch_embed`, `visual.blocks.N`, `visual.merger`).
+struct VisionTowerSources<Source: TensorSource> {
+    let patchEmbed: Source
+    let blocks: Source
+    let merger: Source
+
+    init(root: Source) {
+        let visual = root.prefix("visual")
+        patchEmbed = visual.prefix("patch_embed")
+        blocks = visual.prefix("blocks")
+        merger = visual.prefix("merger")
     }
 
-    func vector(_ shard: PackShard, _ name: String, count: Int) throws -> [Float] {
-        let v = try shard.vector(name)
-        guard v.count == count else {
-            throw QwenImageError.tensor(name: name, message: "expected \(count) values for the vision config, "
-                                        + "found \(v.count) in \(packPath)")
-        }
-        return v
+    /// `patch_embed.proj`: the Conv3d kernel [Dv, C, T, P, P] as the matrix [Dv, C·T·P·P] (a
+    /// pixel_values row is in the same (c, t, y, x) order).
+    func patchEmbedding(_ c: VisionConfig) throws -> Weight {
+        try patchEmbed.matrix("proj.weight", .flattened([c.hiddenSize, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize]))
+    }
+}
+
+/// `Qwen2_5_VLPatchMerger`: ln_q, then mlp = Sequential(Linear, GELU, Linear).
+struct VisionMergerWeights {
+    let lnQ: [Float]      // ln_q.weight [Dv]
+    let mlp0: Weight      // mlp.0.weight [4·Dv, 4·Dv]
+    let mlp0Bias: [Float]
+    let mlp2: Weight      // mlp.2.weight [out, 4·Dv]
+    let mlp2Bias: [Float]
+
+    init(_ src: TensorSource, config c: VisionConfig) throws {
+        let dv = c.hiddenSize, m = dv * c.mergeUnit, out = c.outHiddenSize
+        lnQ = try src.vector("ln_q.weight", count: dv)
+        let mlp = src.prefix("mlp")
+        mlp0 = try mlp.matrix("0.weight", .linear(rows: m, cols: m))
+        mlp0Bias = try mlp.vector("0.bias", count: m)
+        mlp2 = try mlp.matrix("2.weight", .linear(rows: out, cols: m))
+        mlp2Bias = try mlp.vector("2.bias", count: out)
     }
 }
 
@@ -181,7 +208,7 @@ struct BlockScratch {
     }
 }
 
-/// One vision block's weights (checkpoint names `visual.blocks.N.*`), taken from its shard.
+/// One vision block's weights (`visual.blocks.N`), from a source scoped to the block.
 struct VisionBlockWeights {
     let norm1: [Float]         // norm1.weight [Dv]
     let norm2: [Float]         // norm2.weight [Dv]
@@ -196,21 +223,21 @@ struct VisionBlockWeights {
     let down: Weight           // mlp.down_proj.weight [Dv, I]
     let downBias: [Float]
 
-    init(shard: PackShard, index b: Int, config c: VisionConfig, tower: VisionTower) throws {
-        let p = "visual.blocks.\(b)."
+    init(_ src: TensorSource, config c: VisionConfig) throws {
         let dv = c.hiddenSize, i = c.intermediateSize
-        norm1 = try tower.vector(shard, p + "norm1.weight", count: dv)
-        norm2 = try tower.vector(shard, p + "norm2.weight", count: dv)
-        qkv = try tower.matrix(shard, p + "attn.qkv.weight", n: 3 * dv, k: dv)
-        qkvBias = try tower.vector(shard, p + "attn.qkv.bias", count: 3 * dv)
-        proj = try tower.matrix(shard, p + "attn.proj.weight", n: dv, k: dv)
-        projBias = try tower.vector(shard, p + "attn.proj.bias", count: dv)
-        gate = try tower.matrix(shard, p + "mlp.gate_proj.weight", n: i, k: dv)
-        gateBias = try tower.vector(shard, p + "mlp.gate_proj.bias", count: i)
-        up = try tower.matrix(shard, p + "mlp.up_proj.weight", n: i, k: dv)
-        upBias = try tower.vector(shard, p + "mlp.up_proj.bias", count: i)
-        down = try tower.matrix(shard, p + "mlp.down_proj.weight", n: dv, k: i)
-        downBias = try tower.vector(shard, p + "mlp.down_proj.bias", count: dv)
+        norm1 = try src.vector("norm1.weight", count: dv)
+        norm2 = try src.vector("norm2.weight", count: dv)
+        let attn = src.prefix("attn"), mlp = src.prefix("mlp")
+        qkv = try attn.matrix("qkv.weight", .linear(rows: 3 * dv, cols: dv))
+        qkvBias = try attn.vector("qkv.bias", count: 3 * dv)
+        proj = try attn.matrix("proj.weight", .linear(rows: dv, cols: dv))
+        projBias = try attn.vector("proj.bias", count: dv)
+        gate = try mlp.matrix("gate_proj.weight", .linear(rows: i, cols: dv))
+        gateBias = try mlp.vector("gate_proj.bias", count: i)
+        up = try mlp.matrix("up_proj.weight", .linear(rows: i, cols: dv))
+        upBias = try mlp.vector("up_proj.bias", count: i)
+        down = try mlp.matrix("down_proj.weight", .linear(rows: dv, cols: i))
+        downBias = try mlp.vector("down_proj.bias", count: dv)
     }
 
     /// x: [N, Dv] in window order, updated in place.
