@@ -45,10 +45,12 @@ run_in_cgroup() {   # LIMIT NAME CMD...: runs CMD in the cgroup, classifies its 
 $R vae-encode --pack "$PACK" --image "$IMAGE" --out "$W/lat.safetensors" --force >/dev/null 2>&1
 for L in $LIMITS; do
   run_in_cgroup "$L" "convert (tiny)" $Q convert Tests/Fixtures/tiny-random-qwen-image -o "$W/c.pack" --scheme q4 --force
+  if [ -d "$PACK/text_encoder" ]; then
   run_in_cgroup "$L" "encode" $R encode --pack "$PACK" --prompts-file "$W/prompts.jsonl" --out "$W/e.safetensors" --force
   run_in_cgroup "$L" "encode --max-ram 64M" $R encode --pack "$PACK" --prompts-file "$W/prompts.jsonl" --out "$W/e.safetensors" --force --max-ram 64M
+  fi
   run_in_cgroup "$L" "vae-encode (default cap)" $R vae-encode --pack "$PACK" --image "$IMAGE" --out "$W/l.safetensors" --force
-  run_in_cgroup "$L" "vae-encode --max-ram 96M" $R vae-encode --pack "$PACK" --image "$IMAGE" --out "$W/l.safetensors" --force --max-ram 96M
+  run_in_cgroup "$L" "vae-encode --max-ram ${SMALL_CAP:-96M}" $R vae-encode --pack "$PACK" --image "$IMAGE" --out "$W/l.safetensors" --force --max-ram "${SMALL_CAP:-96M}"
   run_in_cgroup "$L" "vae-decode (default cap)" $R vae-decode --pack "$PACK" --latents "$W/lat.safetensors" --out "$W/d.png" --force
   run_in_cgroup "$L" "vae-decode --max-ram 8G (over the cap)" $R vae-decode --pack "$PACK" --latents "$W/lat.safetensors" --out "$W/d.png" --force --max-ram 8G
 done

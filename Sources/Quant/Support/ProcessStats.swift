@@ -45,6 +45,16 @@ public enum ProcessStats {
         return min(max(limit / 2, 256 << 20), limit / 4 * 3, 4 << 30)
     }
 
+    /// A budget the user asked for, lowered to three quarters of `memoryLimit()` when it is above
+    /// that (a budget the machine or cgroup cannot give ends in an OOM kill); the note says so.
+    public static func clampBudget(_ bytes: Int) -> (bytes: Int, note: String?) {
+        let limit = memoryLimit()
+        guard limit > 0, bytes > limit / 4 * 3 else { return (bytes, nil) }
+        let use = limit / 4 * 3
+        return (use, "--max-ram \(ByteSize.format(bytes)) is more than this process can use (memory limit \(ByteSize.format(limit)), "
+                     + "machine or cgroup); using \(ByteSize.format(use))")
+    }
+
     private static func field(_ key: String) -> Int {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
         for line in text.split(separator: "\n") where line.hasPrefix(key) {
