@@ -38,8 +38,10 @@ struct Report: ParsableCommand {
 /// Every results file, loaded once.
 struct ReportData {
     let files: [String: [String: Any]]
+    let dir: URL
 
     init(dir: URL) {
+        self.dir = dir
         var f: [String: [String: Any]] = [:]
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
         for n in names.sorted() where n.hasSuffix(".json") {

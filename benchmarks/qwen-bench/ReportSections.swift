@@ -57,7 +57,17 @@ struct ReportWriter {
         s += visionSection()
         s += vaeSection()
         s += reportedSection()
+        s += extraSections()
         return s
+    }
+
+    /// Sections kept beside the results as Markdown (`results/*.section.md`, in name order): measurements
+    /// made by scripts rather than by qwen-bench (fuzzing, kill -9, cgroup runs) and labelled estimates.
+    func extraSections() -> String {
+        let dir = data.dir
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.hasSuffix(".section.md") }.sorted()
+        return names.compactMap { try? String(contentsOf: dir.appendingPathComponent($0), encoding: .utf8) }
+            .map { $0.hasSuffix("\n") ? $0 + "\n" : $0 + "\n\n" }.joined()
     }
 
     /// When and how long the last `run_all.sh` took (results/run_all.json), if recorded.
