@@ -58,7 +58,7 @@ struct TextBench: ParsableCommand {
             }
             func argv(_ n: Int) throws -> [String] {
                 if prompts[n] == nil { prompts[n] = try PromptMaker.prompt(tokens: n, pack: pack, qwenRun: qwenRun) }
-                return [qwenRun, "encode", "--pack", pack, "--prompt", prompts[n]!, "--out", work + "/out.safetensors",
+                return [qwenRun, "encode", "--pack", pack, "--prompt", prompts[n]!, "--out", work + "/out.safetensors", "--force",
                         "--threads", String(threads), "--json"]
             }
             // Another pack may have pushed this one out of the page cache: the first run reads it from disk.

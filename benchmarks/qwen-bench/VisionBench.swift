@@ -52,7 +52,7 @@ struct VisionBench: ParsableCommand {
             for (label, s) in sizes {
                 var rec = try SpeedCase.measure(
                     [qwenRun, "vision", "--pack", pack, "--image", "\(work)/photo\(s).png", "--preresize", "none",
-                     "--out", work + "/out.safetensors", "--threads", String(threads), "--json"],
+                     "--out", work + "/out.safetensors", "--force", "--threads", String(threads), "--json"],
                     repeat: quick ? 1 : self.repeat, label: "vision \(c) \(label)")
                 rec["case"] = c
                 rec["input"] = label
