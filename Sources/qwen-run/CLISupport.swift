@@ -63,3 +63,10 @@ func checkOutput(_ path: String, force: Bool, extensions: [String], inputs: [Str
         throw ValidationError("--out: \(e.description)")
     }
 }
+
+/// A --max-ram budget, lowered (with a note) when the machine or cgroup cannot give it.
+func usableBudget(_ bytes: Int) -> Int {
+    let (use, warning) = ProcessStats.clampBudget(bytes)
+    if let warning { note("note: " + warning) }
+    return use
+}

@@ -111,7 +111,7 @@ struct Encode: ParsableCommand {
         let plan = try TextEncoderPlan.choose(
             config: model.config, weights: model.weightFootprint(),
             sequenceLengths: tokenized.map { $0.ids.count },
-            budget: maxRam.flatMap(ByteSize.parse).map(clampedBudget), baselineBytes: ProcessStats.currentRSS())
+            budget: maxRam.flatMap(ByteSize.parse).map(usableBudget), baselineBytes: ProcessStats.currentRSS())
         if !common.json { note("plan: \(plan)") }
 
         let layers = model.config.numHiddenLayers
@@ -164,13 +164,6 @@ struct Encode: ParsableCommand {
             throw QwenImageError.io(path: path, message: "cannot read the prompts file: it does not exist")
         }
         return try PromptsFile.parse(data, path: path)
-    }
-
-    /// The --max-ram budget, lowered (with a note) when the machine or cgroup cannot give it.
-    private func clampedBudget(_ bytes: Int) -> Int {
-        let (use, warning) = ProcessStats.clampBudget(bytes)
-        if let warning { note("note: " + warning) }
-        return use
     }
 
     private func rounded(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }

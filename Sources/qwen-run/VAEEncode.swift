@@ -31,9 +31,7 @@ struct VAEOptions: ParsableArguments {
             guard let bytes = ByteSize.parse(m), bytes > 0 else {
                 throw ValidationError("--max-ram: cannot read '\(m)' as a size (examples: 512M, 1.5G)")
             }
-            let (use, warning) = ProcessStats.clampBudget(bytes)
-            if let warning { note("note: " + warning) }
-            return .maxRAM(use)
+            return .maxRAM(usableBudget(bytes))
         }
         // No cap given: one that fits this machine (the whole image when it fits; tiling is exact).
         return .maxRAM(ProcessStats.defaultBudget())

@@ -56,7 +56,6 @@ struct ReportWriter {
         s += textSection()
         s += visionSection()
         s += vaeSection()
-        s += reportedSection()
         s += extraSections()
         return s
     }
@@ -454,7 +453,7 @@ struct ReportWriter {
         if !colds.isEmpty {
             s += "\nThe table's runs follow an untimed warm-up run per pack, so the pack is in the page cache. That first run, which reads the pack from disk (24 GiB of RAM cannot cache every pack of the benchmark), took: " + colds.joined(separator: ", ") + ".\n"
         }
-        s += "\nTargets (issue 4): peak RSS ≤ 1 GiB for q4/q8 at 256 tokens; end-to-end ≤ ~9 s (half of llama.cpp Q4_0 as reported in issue 4); ≤ 1.5× the pure matrix-product time.\n\n"
+        s += "\nTargets (issue 4): peak RSS ≤ 1 GiB for q4/q8 at 256 tokens; ≤ 1.5× the pure matrix-product time. No peer (llama.cpp, PyTorch) was measured in the same run on the same weights, so no ratio to one is given.\n\n"
         return s
     }
 
@@ -471,7 +470,7 @@ struct ReportWriter {
             rows.append([c, r["input"] as? String ?? "", "\(r["patches"] ?? "")", F.secs(r["wall_s_median"]) + " (×\(r["repeats"] ?? 1))", cpuPerThread(r), F.gib(r["peak_rss_bytes"]), split])
         }
         s += F.table(["pack", "input", "patches", "wall (median)", "CPU s ÷ threads", "peak RSS", "time split (s)"], rows)
-        s += "\nTargets (issue 5): peak RSS ≤ 1 GiB; at least 2× faster than PyTorch fp32 (≈ 38 s for 1008², ≈ 5.9 s for 392², as reported in issue 5).\n\n"
+        s += "\nTargets (issue 5): peak RSS ≤ 1 GiB. The speed target is relative to PyTorch, which was not measured in the same run: no ratio is given.\n\n"
         return s
     }
 
@@ -498,31 +497,7 @@ struct ReportWriter {
         }
         if !any { return "## VAE speed (full-size synthetic)\n\n\(notMeasured); no `results/vae.json` yet.\n\n" }
         s += "Runs whose command has no `--max-ram` use qwen-run's default memory plan (the whole image when it fits); `--max-ram 512M` makes the runner tile (exactly). An earlier, CPU-time-based table by the VAE's author is in [`results/vae.md`](results/vae.md).\n\n"
-        s += "Targets (issue 6): 1024² and 2048² decodes within 512 MiB peak RSS (tiled); at least 4× faster than PyTorch fp32 untiled (≈ 93 s decode 1024², ≈ 51 s encode 1024², as reported in issue 6).\n\n"
+        s += "Targets (issue 6): 1024² and 2048² decodes within 512 MiB peak RSS (tiled). The speed target is relative to diffusers, which was not measured in the same run: no ratio is given.\n\n"
         return s
-    }
-
-    func reportedSection() -> String {
-        var s = "## For scale: numbers reported in the issues (not measured by this tool)\n\n"
-        s += "These were measured on this machine by the issue authors, with the same shapes and random weights; they are quoted, not re-measured here.\n\n"
-        s += F.table(["what", "tool", "time", "peak RSS", "source"], [
-            ["text encoder, 256-token prompt, 2 threads", "llama.cpp Q4_0 (AVX-512 VNNI)", "≈ 17.5 s", "7.4 GiB", "reported in issue 4"],
-            ["text encoder, 256-token prompt, 2 threads", "llama.cpp Q8_0", "≈ 27 s", "7.2 GiB", "reported in issue 4"],
-            ["text encoder, 256-token prompt, 2 threads", "PyTorch bf16", "≈ 25 s", "14 GiB", "reported in issue 4"],
-            ["vision tower 1008² (5,184 patches)", "transformers fp32 (bf16: 64 s)", "≈ 38 s", "3.9 GiB", "reported in issue 5"],
-            ["vision tower 392²", "transformers fp32", "≈ 5.9 s", "–", "reported in issue 5"],
-            ["VAE decode 1024², untiled", "diffusers fp32", "≈ 93 s", "9.4 GiB", "reported in issue 6"],
-            ["VAE decode 1024², tiled", "diffusers fp32", "≈ 132 s", "2.2 GiB", "reported in issue 6"],
-            ["VAE encode 1024²", "diffusers fp32", "≈ 51 s", "6.5 GiB", "reported in issue 6"],
-        ])
-        if let py = data.files["pytorch"] {
-            s += "\nMeasured here with PyTorch (`benchmarks/scripts/pytorch_bench.py`, \(py["date"] as? String ?? "")):\n\n"
-            var rows: [[String]] = []
-            for r in data.records("pytorch") {
-                rows.append([r["job"] as? String ?? "", F.secs(r["wall_s"]), F.gib(r["peak_rss_bytes"]), r["status"] as? String ?? ""])
-            }
-            s += F.table(["job", "wall", "peak RSS", "status"], rows)
-        }
-        return s + "\n"
     }
 }

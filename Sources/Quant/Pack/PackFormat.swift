@@ -243,8 +243,9 @@ public func packPayloadBytes(layout: PackLayout, scheme: PackScheme, group: Int,
     case .qkWeight:
         // qk_weight_bytes computes in size_t: keep n and k small enough that its products cannot wrap
         // (2^40 elements is far beyond any real matrix and leaves 2^23 of headroom per element).
-        guard shape.count == 2, shape[0].multipliedReportingOverflow(by: shape[1]).partialValue < (1 << 40),
-              !shape[0].multipliedReportingOverflow(by: shape[1]).overflow else { return nil }
+        guard shape.count == 2 else { return nil }
+        let (elements, overflow) = shape[0].multipliedReportingOverflow(by: shape[1])
+        guard !overflow, elements < 1 << 40 else { return nil }
         let b = qk_weight_bytes(scheme.qk, group32, Int64(shape[0]), Int64(shape[1]))
         return b == 0 ? nil : Int(exactly: b)
     }
