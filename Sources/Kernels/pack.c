@@ -98,7 +98,7 @@ static int g_scale_search = 1;
 void qk_set_weight_scale_search(int on) { g_scale_search = on ? 1 : 0; }
 
 /* Squared error of quantizing v[len] with step d, codes clamped to [qmin, qmax]. Rounding is to
-   nearest even through the 1.5 * 2^23 trick (exact for |v / d| < 2^22; here |v / d| <= qmax / 0.72).
+   nearest even through the 1.5 * 2^23 trick (exact for |v / d| < 2^22; here |v / d| <= qmax / 0.70).
    Sixteen float lanes summed in a fixed order, so the result (and the scale it picks) is the same on
    every machine and instruction set; the compiler maps the lanes onto whatever vectors it has. */
 typedef float qk_f16v __attribute__((vector_size(64)));
@@ -154,12 +154,17 @@ static float quant_group(const float *v, int64_t len, int qmin, int qmax, int8_t
     if (amax == 0) { for (int64_t i = 0; i < len; i++) q[i] = 0; return 0; }
     float best_d = amax / (float)qmax;
     if (g_scale_search) {
-        /* candidates: amax/(qmax*f) for f in a clipping grid, and (asymmetric range) the one that
-           maps the signed extreme onto qmin exactly. Least squared error wins (first on ties). */
-        static const float grid[] = { 1.0f, 0.96f, 0.92f, 0.88f, 0.84f, 0.80f, 0.76f, 0.72f };
-        float cands[10]; int nc = 0;
-        for (int i = 0; i < 8; i++) cands[nc++] = amax / ((float)qmax * grid[i]);
-        if (-qmin > qmax && smax < 0) cands[nc++] = smax / (float)qmin;
+        /* Candidates: the step that maps amax onto qmax, and smaller steps that clip the largest few
+           weights (f < 1: d = f * amax / qmax). For an asymmetric range (Q4: [-8, 7]) also the steps
+           that map the signed extreme onto qmin, clipped the same way; the step is negative when that
+           extreme is positive (w ~= d * q either way), so both signs of extreme get all 16 levels, as
+           ggml's Q4_0 does. Least squared error wins (first on ties). */
+        static const float grid[] = { 1.0f, 0.95f, 0.90f, 0.85f, 0.80f, 0.75f, 0.70f };
+        enum { NG = sizeof grid / sizeof grid[0] };
+        float cands[2 * NG]; int nc = 0;
+        for (int i = 0; i < NG; i++) cands[nc++] = grid[i] * amax / (float)qmax;
+        if (-qmin > qmax)
+            for (int i = 0; i < NG; i++) cands[nc++] = grid[i] * smax / (float)qmin;
         float best_err = INFINITY;
         for (int c = 0; c < nc; c++) {
             float err = group_sq_error(v, len, cands[c], (float)qmin, (float)qmax);

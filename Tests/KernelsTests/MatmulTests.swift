@@ -218,4 +218,32 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
             #expect(err[1] <= err[0], "\(s): search made it worse")
         }
     }
+
+    @Test("q4 gives a group whose extreme is positive the same 16 levels as one whose extreme is negative")
+    func q4SignSymmetry() {
+        // Gaussian-like values (sum of three uniforms), each run of 32 flipped so that its largest
+        // magnitude is positive: every group, whatever its size, has a positive extreme in w and a
+        // negative one in -w, and both must quantize equally well. A step that can only be positive
+        // puts the 16th level (-8) on the negative side alone, so w got 15 levels: measured ratios
+        // 1.25-1.32 before the scale could take either sign, 1.004-1.015 after (not 1: the clipped
+        // candidates d = f·amax/7 clamp at +7 and -8, which are not mirror images).
+        let n = 64, k = 256
+        var rng = MMRng(91)
+        var wv = (0..<(n * k)).map { _ in rng.float() + rng.float() + rng.float() }
+        for c in stride(from: 0, to: n * k, by: 32) {
+            let run = wv[c..<(c + 32)]
+            if let m = run.max(by: { abs($0) < abs($1) }), m < 0 { for i in c..<(c + 32) { wv[i] = -wv[i] } }
+        }
+        for s in MMScheme.all where s.scheme == QK_Q4 {
+            var err = [0.0, 0.0]
+            for (i, sign) in [Float(1), -1].enumerated() {
+                let v = wv.map { $0 * sign }
+                let w = MMWeight(s, n: n, k: k, values: v)
+                for r in 0..<n { for (a, b) in zip(w.row(r), v[(r * k)..<((r + 1) * k)]) { err[i] += Double(a - b) * Double(a - b) } }
+            }
+            let ratio = max(err[0], err[1]) / min(err[0], err[1])
+            print("q4 sign symmetry \(s): squared error w \(String(format: "%.4e", err[0])), -w \(String(format: "%.4e", err[1])) (ratio \(String(format: "%.4f", ratio)))")
+            #expect(ratio < 1.05, "\(s): w and -w quantize with different error (ratio \(ratio))")
+        }
+    }
 }

@@ -32,9 +32,11 @@
  *    The 16 x 4 byte arrangement of a k4 step is exactly one 512-bit vpdpbusd operand (16 i32 lanes,
  *    one per output row, 4 consecutive k each); Q4 splits into two such operands with and/shift.
  *
- * Weight quantization (pack time): per (row, group), symmetric; scale candidates
- * d = amax / (qmax * f) for a small grid of clipping factors f (and amax / 8 for Q4), keeping the d with
- * the least squared error of the group (qk_set_weight_scale_search(0) restores plain absmax).
+ * Weight quantization (pack time): per (row, group), one scale d (f32, either sign); candidates
+ * d = f * amax / qmax for clipping factors f in 0.70...1, and for Q4 also d = f * smax / -8 (smax: the
+ * weight of largest magnitude, with its sign, so the 16th level goes to whichever sign the extreme
+ * has), keeping the d with the least squared error of the group (qk_set_weight_scale_search(0)
+ * restores plain absmax, d = amax / qmax).
  *
  * ==== Activation quantization (integer schemes, at run time) ======================================
  * Each activation row x[kk] is split into blocks of QK_ABLK = 32 along k (zero padded to kp); per
