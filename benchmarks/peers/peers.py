@@ -52,20 +52,50 @@ class Failed(Exception):
     pass
 
 
+# Children are started by a small spawner process, not by this one: a child's peak RSS (ru_maxrss from
+# wait4) includes the address space it was forked from, and this process holds hundreds of MiB of
+# reference outputs. The spawner stays at a few MiB, so the figures are the children's own.
+SPAWNER = r"""
+import json, os, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd_in = os.open(os.devnull, os.O_RDONLY)
+            fd_out = os.open(job["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd_err = os.open(job["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd_in, 0); os.dup2(fd_out, 1); os.dup2(fd_err, 2)
+            os.execv(job["argv"][0], job["argv"])
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    sys.stdout.write(json.dumps({"exit": os.waitstatus_to_exitcode(status), "seconds": time.perf_counter() - t0,
+                                 "maxrss": usage.ru_maxrss * 1024}) + "\n")
+    sys.stdout.flush()
+"""
+_spawner = None
+
+
 def run(argv, label, check=True):
     """Runs a child to completion: (seconds, peak RSS bytes, stdout, stderr, exit status)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(p.pid, 0)
-        secs = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        so, se = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if check and p.returncode != 0:
-        raise Failed(f"{label}: exit {p.returncode}: {se.strip().splitlines()[-1] if se.strip() else '(no message)'}")
-    return secs, usage.ru_maxrss * 1024, so, se, p.returncode
+    global _spawner
+    if _spawner is None:
+        _spawner = subprocess.Popen([sys.executable, "-S", "-c", SPAWNER], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+    with tempfile.NamedTemporaryFile() as out, tempfile.NamedTemporaryFile() as err:
+        _spawner.stdin.write(json.dumps({"argv": argv, "out": out.name, "err": err.name}) + "\n")
+        _spawner.stdin.flush()
+        line = _spawner.stdout.readline()
+        if not line:
+            raise SystemExit("peers: the spawner process died")
+        r = json.loads(line)
+        so = open(out.name, errors="replace").read()
+        se = open(err.name, errors="replace").read()
+    if check and r["exit"] != 0:
+        raise Failed(f"{label}: exit {r['exit']}: {se.strip().splitlines()[-1] if se.strip() else '(no message)'}")
+    return r["seconds"], r["maxrss"], so, se, r["exit"]
 
 
 def last_json(text):
