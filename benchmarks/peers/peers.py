@@ -557,13 +557,15 @@ def machine():
 
 
 def versions():
+    from importlib import metadata
     v = {"python": platform.python_version()}
-    for mod in ("torch", "transformers", "diffusers", "llama_cpp", "gguf", "numpy", "safetensors", "PIL"):
+    for mod, dist in (("torch", "torch"), ("transformers", "transformers"), ("diffusers", "diffusers"),
+                      ("llama_cpp", "llama-cpp-python"), ("gguf", "gguf"), ("numpy", "numpy"),
+                      ("safetensors", "safetensors"), ("PIL", "pillow")):
         try:
-            m = __import__(mod)
-            v[mod] = getattr(m, "__version__", "?")
-        except Exception as e:   # recorded, never fatal: the cases that need it are reported as not measured
-            v[mod] = f"not importable ({type(e).__name__})"
+            v[mod] = metadata.version(dist)
+        except metadata.PackageNotFoundError:   # recorded, never fatal: the cases that need it fail as not measured
+            v[mod] = "not installed"
     try:
         v["qwen-run"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -599,6 +601,7 @@ def main():
     p.add_argument("--vae-ours", default="f32,q8-pc")
     p.add_argument("--vae-caps", default="default,512M")
     p.add_argument("--vae-repeat", type=int, default=3)
+    p.add_argument("--merge", action="store_true", help="keep the existing peers.json results of the components not run now")
     p.add_argument("--delete", action="store_true", help="delete each pack and GGUF once measured (saves disk)")
     a = p.parse_args()
     for tool in ("qwen-run", "qwen-quant"):
@@ -606,6 +609,19 @@ def main():
             raise SystemExit(f"peers: {os.path.join(BIN, tool)} missing: run `swift build -c release` first")
     b = Bench(a)
     comps = a.components.split(",")
+    old_path = os.path.join(a.results, "peers.json")
+    if a.merge and os.path.exists(old_path):
+        # Keep the earlier run's results for the components not run this time (each keeps its own command).
+        old = json.load(open(old_path))
+        keys = {"text": ["text_speed", "text_accuracy"], "vision": ["vision"], "vae": ["vae"]}
+        for comp, fields in keys.items():
+            if comp not in comps:
+                for f in fields:
+                    b.results[f] = old.get(f, [])
+        b.results["not_measured"] += [n for n in old.get("not_measured", []) if not any(
+            (c == "text" and "model" in n) or (c in n.get("case", "")) for c in comps)]
+        b.results["merged_from"] = {"date": old.get("date"), "command": old.get("command"),
+                                    "total_seconds": old.get("total_seconds"), "components": [c for c in keys if c not in comps]}
     t0 = time.time()
     if "text" in comps:
         b.text()

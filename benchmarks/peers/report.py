@@ -203,6 +203,10 @@ def write(res, out_dir):
              f"Versions: this project {v.get('qwen-run', '?')}, llama.cpp through llama-cpp-python {v.get('llama_cpp')}, "
              f"gguf {v.get('gguf')}, torch {v.get('torch')}, transformers {v.get('transformers')}, diffusers {v.get('diffusers')}, "
              f"Python {v.get('python')}.",
+             *([f"The {', '.join(res['merged_from']['components'])} results are kept from the run of "
+                f"{res['merged_from']['date']} (`{res['merged_from']['command']}`, "
+                f"{(res['merged_from'].get('total_seconds') or 0) / 60:.0f} min) on the same machine and weights; "
+                f"the rest was measured by `{res['command']}`."] if res.get("merged_from") else []),
              "",
              "All three read the same synthetic bf16 safetensors (`qwen-bench synth`, real shapes, random weights): "
              "this project through `qwen-quant convert`, llama.cpp through a BF16 GGUF written from those files by "
