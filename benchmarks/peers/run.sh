@@ -38,16 +38,18 @@ if (( QUICK )); then
     --work "$DATA/peers-work-quick" --results "$DATA/results-quick" --quick --repeat 1 --warmup 1 \
     --components text,vision --vision-ours q4-g32 --delete "$@"
 else
-  # Full size: the text encoder (every speed case at 256 tokens, q4-g32 against Q4_0 also at 64 tokens
-  # and on 1 thread), the vision tower, the VAE; then every format's accuracy on the 4-layer cut, where
-  # the slow-to-make llama.cpp types (Q6_K, Q5_K_M, IQ4_XS: minutes each at 4 layers) are affordable.
+  # Full size: the text encoder (every speed case at 256 tokens, q4-g32 against Q4_0 also at 64 and
+  # 1,024 tokens and on 1 thread), the vision tower, the VAE; then every format's accuracy on the 4-layer
+  # cuts (plain and with outlier columns), where the slow-to-make llama.cpp types (Q6_K, Q5_K_M, IQ4_XS:
+  # minutes each at 4 layers) are affordable.
   synth "$DATA/synth"
   synth "$DATA/synth-depth4" --components text_encoder,vae --text-layers 4
+  synth "$DATA/synth-depth4-outliers" --components text_encoder --text-layers 4 --outliers
   "$PY" benchmarks/peers/peers.py --model "$DATA/synth" --model-name main \
-    --accuracy-model depth4="$DATA/synth-depth4" \
+    --accuracy-model depth4="$DATA/synth-depth4" --accuracy-model depth4-outliers="$DATA/synth-depth4-outliers" \
     --ours bf16,q8-pc,q4-g32,q4-g128 --llama BF16,Q8_0,Q4_K_M,Q4_0 \
     --accuracy-ours bf16,q8-pc,q8-g32,q4-g32,q4-g128 --accuracy-llama BF16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,IQ4_XS \
-    --tokens 64,256 --one-thread --speed-extra ours:q4-g32,llama:Q4_0 --vae-repeat 2 \
+    --tokens 64,256,1024 --one-thread --speed-extra ours:q4-g32,llama:Q4_0 --vae-repeat 2 \
     --work "$DATA/peers-work" --delete "$@"
   $B report
 fi
