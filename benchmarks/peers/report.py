@@ -21,6 +21,15 @@ def tool(peer):
     return {"ours": "**this project**", "llama.cpp": "llama.cpp", "pytorch": "PyTorch"}[peer]
 
 
+TIE = 0.02          # relative L2 differences under 2% are within the spread of two prompts: "as accurate"
+BPW_SLACK = 0.1     # "the same bits per weight": IQ4_XS's 4.26 counts as the same size as our 4.25
+
+
+def names_of(rows):
+    return ", ".join(f"{p['case']} ({p['bits_per_weight']:.2f} bpw, {p['rel_l2']:.4f})" for p in
+                     sorted(rows, key=lambda p: p["bits_per_weight"]))
+
+
 def accuracy_tables(res):
     out = []
     models = []
@@ -41,15 +50,16 @@ def accuracy_tables(res):
         ours = [r for r in rows if r["peer"] == "ours" and r["case"] != "bf16"]
         peers = [r for r in rows if r["peer"] == "llama.cpp" and r["case"] != "BF16"]
         for o in sorted(ours, key=lambda r: r["bits_per_weight"]):
-            better = [p for p in peers if p["bits_per_weight"] <= o["bits_per_weight"] + 1e-9 and p["rel_l2"] < o["rel_l2"]]
+            fewer = [p for p in peers if p["bits_per_weight"] <= o["bits_per_weight"] + BPW_SLACK]
+            better = [p for p in fewer if p["rel_l2"] < o["rel_l2"] * (1 - TIE)]
+            tied = [p for p in fewer if p not in better and p["rel_l2"] <= o["rel_l2"] * (1 + TIE)]
+            head = f"- ours **{o['case']}** ({o['bits_per_weight']:.2f} bpw, {o['rel_l2']:.4f})"
             if better:
-                names = ", ".join(f"{p['case']} ({p['bits_per_weight']:.2f} bpw, {p['rel_l2']:.4f})" for p in
-                                  sorted(better, key=lambda p: p["bits_per_weight"]))
-                out.append(f"- ours **{o['case']}** ({o['bits_per_weight']:.2f} bpw, {o['rel_l2']:.4f}) is **less accurate** "
-                           f"than llama.cpp {names} at the same or fewer bits per weight.")
+                out.append(f"{head} is **less accurate** than llama.cpp {names_of(better)} at about the same (±0.1) or fewer bits per weight.")
+            elif tied:
+                out.append(f"{head} is as accurate (within {TIE:.0%}) as llama.cpp {names_of(tied)}, which needs about the same (±0.1) or fewer bits per weight.")
             else:
-                out.append(f"- ours **{o['case']}** ({o['bits_per_weight']:.2f} bpw, {o['rel_l2']:.4f}): no llama.cpp type "
-                           f"at the same or fewer bits per weight is more accurate.")
+                out.append(f"{head}: no llama.cpp type at about the same (±0.1) or fewer bits per weight is as accurate.")
     return out
 
 

@@ -4,7 +4,7 @@
 # benchmarks/results/peers.json, peers.section.md and peers_accuracy.svg, then regenerates RESULTS.md.
 #
 #   benchmarks/peers/run.sh            # full-size text encoder, vision tower and VAE, plus every format's
-#                                      # accuracy on the 4-layer cut (about 1.5 h on 2 cores)
+#                                      # accuracy on the 4-layer cut (98 min on 2 Zen 4 cores)
 #   benchmarks/peers/run.sh --quick    # the text encoder cut to 4 layers, every format, vision 392²,
 #                                      # 1 repeat (~20 min once the peers are installed; IQ4_XS alone
 #                                      # takes ~7 min to quantize); writes into $DATA/results-quick

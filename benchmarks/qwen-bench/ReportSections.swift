@@ -72,7 +72,18 @@ struct ReportWriter {
     /// When and how long the last `run_all.sh` took (results/run_all.json), if recorded.
     func runLine() -> String {
         guard let f = data.files["run_all"], let total = f["total_seconds"] as? Int else { return "" }
-        return "The numbers below come from one `\(f["command"] as? String ?? "run_all.sh")` run that ended \(f["date"] as? String ?? "") and took \(total / 60) min \(total % 60) s in all (steps in \"How to reproduce\")."
+        let end = f["date"] as? String ?? ""
+        var s = "The numbers below come from one `\(f["command"] as? String ?? "run_all.sh")` run that ended \(end) and took \(total / 60) min \(total % 60) s in all (steps in \"How to reproduce\")."
+        // ISO 8601 days order as strings: a file recorded on a later day was rerun on its own (its
+        // section names its command).
+        let day = { (d: String) in String(d.prefix(10)) }
+        let later = data.files.filter { $0.key != "run_all" && day($0.value["date"] as? String ?? "") > day(end) }
+            .map { "`\($0.key)` (\($0.value["date"] as? String ?? ""))" }.sorted()
+        if !later.isEmpty {
+            s += " Rerun on a later day, on their own: " + later.joined(separator: ", ") + "."
+        }
+        s += " The q4 quantizer changed on 2026-12-02 (commit 8e7a4bb, scale search): q4 rows recorded before that date show the old quantizer."
+        return s
     }
 
     func machineLine() -> String {
@@ -453,7 +464,7 @@ struct ReportWriter {
         if !colds.isEmpty {
             s += "\nThe table's runs follow an untimed warm-up run per pack, so the pack is in the page cache. That first run, which reads the pack from disk (24 GiB of RAM cannot cache every pack of the benchmark), took: " + colds.joined(separator: ", ") + ".\n"
         }
-        s += "\nTargets (issue 4): peak RSS ≤ 1 GiB for q4/q8 at 256 tokens; ≤ 1.5× the pure matrix-product time. No peer (llama.cpp, PyTorch) was measured in the same run on the same weights, so no ratio to one is given.\n\n"
+        s += "\nTargets (issue 4): peak RSS ≤ 1 GiB for q4/q8 at 256 tokens; ≤ 1.5× the pure matrix-product time. Ratios to llama.cpp and PyTorch measured in one run on the same weights are in the last section, \"Peers side by side\" (`benchmarks/peers/run.sh`); none is given here, because this table's run measured no peer.\n\n"
         return s
     }
 
