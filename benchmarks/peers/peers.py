@@ -394,7 +394,7 @@ class Bench:
                     self.save()
                 except Failed as e:
                     note(f"NOT MEASURED: {e}")
-                    self.results["not_measured"].append({"model": mname, "peer": peer, "case": case, "reason": str(e)})
+                    self.not_measured("text", e, model=mname, peer=peer, case=case)
                     self.save()
                 finally:
                     # Our bf16 pack is the baseline, but its outputs are kept in memory: once measured it can go
@@ -405,6 +405,10 @@ class Bench:
                         self.delete(model, peer, case)
             if a.delete:
                 self.delete(model, "llama.cpp", "BF16")
+
+    def not_measured(self, component, error, **case):
+        """Records a case that failed, with the reason and its component (what --merge keeps or replaces)."""
+        self.results["not_measured"].append({"component": component, **case, "reason": str(error)})
 
     def speed_cases(self, extra=False):
         names = self.a.speed_extra if extra else self.a.speed
@@ -448,7 +452,7 @@ class Bench:
                 r.update({"peer": "pytorch", "case": "f32", "size": s})
                 self.results["vision"].append(r)
             except Failed as e:
-                self.results["not_measured"].append({"peer": "pytorch", "case": f"vision {s}", "reason": str(e)})
+                self.not_measured("vision", e, peer="pytorch", case=f"vision {s}")
         for c in pack_cases:
             try:
                 pack = self.our_pack(a.model, c)
@@ -462,7 +466,7 @@ class Bench:
                         r.update({"vs_pytorch_f32": compare(ref[s], read_safetensors(out, "image_embeds"))})
                     self.results["vision"].append(r)
             except Failed as e:
-                self.results["not_measured"].append({"peer": "ours", "case": f"vision {c}", "reason": str(e)})
+                self.not_measured("vision", e, peer="ours", case=f"vision {c}")
             finally:
                 if a.delete:
                     self.delete(a.model, "ours", c)
@@ -494,7 +498,7 @@ class Bench:
                         r["vs_untiled"] = compare(ref[job].reshape(1, -1), np.load(out).reshape(1, -1))
                     self.results["vae"].append(r)
                 except (Failed, KeyError) as e:
-                    self.results["not_measured"].append({"peer": "pytorch", "case": label, "reason": str(e)})
+                    self.not_measured("vae", e, peer="pytorch", case=label)
                 self.save()
         for c in a.vae_ours.split(","):
             try:
@@ -516,7 +520,7 @@ class Bench:
                         self.results["vae"].append(r)
                         self.save()
             except Failed as e:
-                self.results["not_measured"].append({"peer": "ours", "case": f"vae {c}", "reason": str(e)})
+                self.not_measured("vae", e, peer="ours", case=f"vae {c}")
             finally:
                 if a.delete:
                     self.delete(a.model, "ours", c)
@@ -618,8 +622,7 @@ def main():
             if comp not in comps:
                 for f in fields:
                     b.results[f] = old.get(f, [])
-        b.results["not_measured"] += [n for n in old.get("not_measured", []) if not any(
-            (c == "text" and "model" in n) or (c in n.get("case", "")) for c in comps)]
+        b.results["not_measured"] += [n for n in old.get("not_measured", []) if n.get("component") not in comps]
         b.results["merged_from"] = {"date": old.get("date"), "command": old.get("command"),
                                     "total_seconds": old.get("total_seconds"), "components": [c for c in keys if c not in comps]}
     t0 = time.time()

@@ -55,11 +55,11 @@ def accuracy_tables(res):
             tied = [p for p in fewer if p not in better and p["rel_l2"] <= o["rel_l2"] * (1 + TIE)]
             head = f"- ours **{o['case']}** ({o['bits_per_weight']:.2f} bpw, {o['rel_l2']:.4f})"
             if better:
-                out.append(f"{head} is **less accurate** than llama.cpp {names_of(better)} at about the same (±0.1) or fewer bits per weight.")
+                out.append(f"{head} is **less accurate** than llama.cpp {names_of(better)} at about the same (±{BPW_SLACK}) or fewer bits per weight.")
             elif tied:
-                out.append(f"{head} is as accurate (within {TIE:.0%}) as llama.cpp {names_of(tied)}, which needs about the same (±0.1) or fewer bits per weight.")
+                out.append(f"{head} is as accurate (within {TIE:.0%}) as llama.cpp {names_of(tied)}, which needs about the same (±{BPW_SLACK}) or fewer bits per weight.")
             else:
-                out.append(f"{head}: no llama.cpp type at about the same (±0.1) or fewer bits per weight is as accurate.")
+                out.append(f"{head}: no llama.cpp type at about the same (±{BPW_SLACK}) or fewer bits per weight is as accurate.")
     return out
 
 

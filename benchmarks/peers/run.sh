@@ -4,10 +4,10 @@
 # benchmarks/results/peers.json, peers.section.md and peers_accuracy.svg, then regenerates RESULTS.md.
 #
 #   benchmarks/peers/run.sh            # full-size text encoder, vision tower and VAE, plus every format's
-#                                      # accuracy on the 4-layer cut (98 min on 2 Zen 4 cores)
+#                                      # accuracy on the 4-layer cuts (98 min on 2 Zen 4 cores)
 #   benchmarks/peers/run.sh --quick    # the text encoder cut to 4 layers, every format, vision 392²,
 #                                      # 1 repeat (~20 min once the peers are installed; IQ4_XS alone
-#                                      # takes ~7 min to quantize); writes into $DATA/results-quick
+#                                      # takes ~4 min to quantize); writes into $DATA/results-quick
 #
 # Extra arguments go to peers.py (see `peers.py --help`), e.g. --tokens 64,256,1024 --repeat 5.
 # DATA (default /work/bench-data) holds everything large, never inside the repository: the synthetic

@@ -69,6 +69,9 @@ struct ReportWriter {
             .map { $0.hasSuffix("\n") ? $0 + "\n" : $0 + "\n\n" }.joined()
     }
 
+    /// The day q4 quantization last changed its output (commit 8e7a4bb): older q4 rows are said to be stale.
+    static let q4QuantizerChanged = "2026-12-02"
+
     /// When and how long the last `run_all.sh` took (results/run_all.json), if recorded.
     func runLine() -> String {
         guard let f = data.files["run_all"], let total = f["total_seconds"] as? Int else { return "" }
@@ -82,7 +85,9 @@ struct ReportWriter {
         if !later.isEmpty {
             s += " Rerun on a later day, on their own: " + later.joined(separator: ", ") + "."
         }
-        s += " The q4 quantizer changed on 2026-12-02 (commit 8e7a4bb, scale search): q4 rows recorded before that date show the old quantizer."
+        if day(end) < Self.q4QuantizerChanged {
+            s += " The q4 quantizer changed on \(Self.q4QuantizerChanged) (commit 8e7a4bb, scale search): q4 rows recorded before that day show the old quantizer."
+        }
         return s
     }
 
