@@ -37,6 +37,7 @@ static void mm_task(void *ctx, int64_t task, int tid) {
     int64_t rb0 = p * j->nbpanel, rb1 = rb0 + j->nbpanel;
     int64_t nb = (j->a.n + QK_NR - 1) / QK_NR;
     if (rb1 > nb) rb1 = nb;
+    /* a tier without a kernel for the scheme falls back to the reference kernel (which ignores c) */
     qk_mm_kernel kf = j->tier->kern[j->a.scheme] ? j->tier->kern[j->a.scheme] : qk_mm_tier_ref.kern[j->a.scheme];
     kf(&j->a, m0, m1, rb0, rb1);
 }
@@ -60,14 +61,17 @@ void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float
     j.a.gshift = w->group == 32 ? 0 : w->group == 64 ? 1 : w->group == 128 ? 2 : 63;
     j.a.rb_bytes = qk_weight_block_bytes(w->scheme, w->group, w->k);
     j.a.scales_bytes = qk_weight_scales_bytes(w->scheme, w->group, w->k);
+    j.a.codes_off = (size_t)qk_weight_nsuper(w->scheme, w->group, w->k) * QK_NR * 4;
     j.a.w = w->data;
     j.a.x = x;
     j.a.xq = NULL;
     j.a.xq_stride = 0;
     j.a.bias = bias;
     j.a.y = y;
-    if (w->scheme == QK_Q8 || w->scheme == QK_Q4) {
-        j.off = w->scheme == QK_Q8 ? tier->q8_off : 8;
+    if (qk_scheme_is_int(w->scheme)) {
+        /* the offset the tier's kernel removes through c: Q4 nibbles are q + 8; Q8, Q8S and Q4C values
+           are signed (the VNNI kernels flip them to q + 128) */
+        j.off = w->scheme == QK_Q4 ? 8 : tier->q8_off;
         j.a.xq_stride = qk_xq_row_bytes(kp);
         j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
         qk_parallel_for((m + 15) / 16, quant_task, &j);

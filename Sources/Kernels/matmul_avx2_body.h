@@ -16,6 +16,7 @@
 #define dot_q8 QK_T_NAME(dot_q8)
 #define dot_u4 QK_T_NAME(dot_u4)
 #define itile QK_T_NAME(itile)
+#define load_ws QK_T_NAME(load_ws)
 #define ikern QK_T_NAME(ikern)
 
 static void QK_T_NAME(quantx)(const float *x, int64_t k, int64_t kp, int32_t off, void *out) {
@@ -126,7 +127,7 @@ static void QK_T_NAME(kern_bf16)(const qk_mm_args *a, int64_t m0, int64_t m1, in
 static void QK_T_NAME(kern_f16)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_F16, m0, m1, rb0, rb1); }
 
 /* ---- integer schemes ---------------------------------------------------------------------------- */
-/* acc += dot4(w, x) per i32 lane. Q8: w is signed (non-VNNI: sign trick, |x| * (w * sign x), pair sums
+/* acc += dot4(w, x) per i32 lane. Q8 (and Q8S, and Q4C after the codebook lookup): w is signed (non-VNNI: sign trick, |x| * (w * sign x), pair sums
    <= 2 * 127 * 127 < 32767; VNNI: w ^ 0x80 unsigned, offset removed by c). Q4: w is 0..15 unsigned. */
 AI __m256i dot_q8(__m256i acc, __m256i w, __m256i xb) {
 #if QK_T_VNNI == 2
@@ -148,10 +149,17 @@ AI __m256i dot_u4(__m256i acc, __m256i w, __m256i xb) {
 #endif
 }
 
+/* Weight scales of group g, rows 8h .. 8h+7 of the block: f32 (Q8, Q4) or int8 code x f32
+   super-scale (Q8S, Q4C; one rounded product, as the reference). */
+AI __m256 load_ws(const qk_mm_args *a, qk_scheme s, const uint8_t *blk, int64_t g, int h) {
+    if (!qk_scheme_is_compact(s)) return _mm256_loadu_ps((const float *)blk + g * QK_NR + 8 * h);
+    __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + a->codes_off + g * QK_NR + 8 * h))));
+    return _mm256_mul_ps(c, _mm256_loadu_ps((const float *)blk + (g / QK_SUPER_GROUPS) * QK_NR + 8 * h));
+}
+
 AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_t rb) {
     const int64_t kp = a->kp, nblk = kp / QK_ABLK;
     const uint8_t *blk = a->w + (size_t)rb * a->rb_bytes;
-    const float *sc = (const float *)blk;
     const uint8_t *d = blk + a->scales_bytes;
     const uint8_t *xr[2];
     const float *xd[2];
@@ -162,12 +170,14 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const __m256i low4 = _mm256_set1_epi8(0x0f);
+    /* Q4C: nibble -> signed codebook value (then the Q8 dot) */
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qk_q4c_codebook));
     __m256 acc[2][2];
     UNROLL for (int i = 0; i < MR; i++) for (int h = 0; h < 2; h++) acc[i][h] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         __m256i ia[2][2];
         UNROLL for (int i = 0; i < MR; i++) for (int h = 0; h < 2; h++) ia[i][h] = _mm256_set1_epi32(xc[i][b]);
-        if (s == QK_Q8) {
+        if (!qk_scheme_is_nibble(s)) {
             UNROLL for (int st = 0; st < 8; st++) {
                 __m256i w0 = _mm256_loadu_si256((const __m256i *)(d + (b * 8 + st) * 64));
                 __m256i w1 = _mm256_loadu_si256((const __m256i *)(d + (b * 8 + st) * 64 + 32));
@@ -183,6 +193,19 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_
                 __m256i v1 = _mm256_loadu_si256((const __m256i *)(d + (b * 4 + p) * 64 + 32));
                 __m256i lo0 = _mm256_and_si256(v0, low4), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low4);
                 __m256i lo1 = _mm256_and_si256(v1, low4), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4);
+                if (s == QK_Q4C) {
+                    lo0 = _mm256_shuffle_epi8(lut, lo0); hi0 = _mm256_shuffle_epi8(lut, hi0);
+                    lo1 = _mm256_shuffle_epi8(lut, lo1); hi1 = _mm256_shuffle_epi8(lut, hi1);
+                    UNROLL for (int i = 0; i < MR; i++) {
+                        __m256i xl = _mm256_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
+                        __m256i xh = _mm256_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8 + 4));
+                        ia[i][0] = dot_q8(ia[i][0], lo0, xl);
+                        ia[i][1] = dot_q8(ia[i][1], lo1, xl);
+                        ia[i][0] = dot_q8(ia[i][0], hi0, xh);
+                        ia[i][1] = dot_q8(ia[i][1], hi1, xh);
+                    }
+                    continue;
+                }
                 UNROLL for (int i = 0; i < MR; i++) {
                     __m256i xl = _mm256_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
                     __m256i xh = _mm256_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8 + 4));
@@ -194,7 +217,7 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_
             }
         }
         int64_t g = b >> a->gshift;
-        __m256 ws0 = _mm256_loadu_ps(sc + g * QK_NR), ws1 = _mm256_loadu_ps(sc + g * QK_NR + 8);
+        __m256 ws0 = load_ws(a, s, blk, g, 0), ws1 = load_ws(a, s, blk, g, 1);
         UNROLL for (int i = 0; i < MR; i++) {
             __m256 xs = _mm256_set1_ps(xd[i][b]);
             acc[i][0] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(ia[i][0]), xs), ws0, acc[i][0]);
@@ -214,6 +237,8 @@ AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t 
 }
 static void QK_T_NAME(kern_q8)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8, m0, m1, rb0, rb1); }
 static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q4c)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4C, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q8s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8S, m0, m1, rb0, rb1); }
 
 #undef AI
 #undef UNROLL
@@ -225,4 +250,5 @@ static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int6
 #undef dot_q8
 #undef dot_u4
 #undef itile
+#undef load_ws
 #undef ikern

@@ -1,7 +1,7 @@
 /* matmul_avx512.c: AVX-512 tier (F/BW/VL/DQ + VNNI). One zmm holds one 16-row block of outputs.
    Float schemes: register tiles of MR tokens x NB blocks (up to 12 x 2), one FMA chain per output in
-   k order. Integer schemes: vpdpbusd with the weights as the unsigned operand (Q8 is flipped to
-   q + 128 by an xor, Q4 nibbles are q + 8) and the activations as the signed broadcast operand; the
+   k order. Integer schemes: vpdpbusd with the weights as the unsigned operand (Q8 and Q8S are flipped
+   to q + 128 by an xor, Q4 nibbles are q + 8, Q4C nibbles become codebook value + 128 by vpshufb) and the activations as the signed broadcast operand; the
    offset is removed by starting each block's int32 sum at c = -offset * sum(q_x) (qk_quantize_x).
    Arithmetic and order follow qk_matmul_internal.h exactly, so results equal the reference. */
 #include "qk_matmul_internal.h"
@@ -104,11 +104,18 @@ static void kern_bf16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, 
 static void kern_f16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_F16, m0, m1, rb0, rb1); }
 
 /* ---- integer schemes ---------------------------------------------------------------------------- */
+/* The 16 weight scales of group g in the block at blk: f32 (Q8, Q4) or int8 code x f32 super-scale
+   (Q8S, Q4C; one rounded product, as the reference). */
+AI __m512 load_ws(const qk_mm_args *a, qk_scheme s, const uint8_t *blk, int64_t g) {
+    if (!qk_scheme_is_compact(s)) return _mm512_loadu_ps((const float *)blk + g * QK_NR);
+    __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + a->codes_off + g * QK_NR))));
+    return _mm512_mul_ps(c, _mm512_loadu_ps((const float *)blk + (g / QK_SUPER_GROUPS) * QK_NR));
+}
+
 AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
     const int64_t kp = a->kp, nblk = kp / QK_ABLK;
     const uint8_t *blk0 = a->w + (size_t)rb * a->rb_bytes;
     const size_t rbb = a->rb_bytes;
-    const float *sc0 = (const float *)blk0;
     const uint8_t *d0 = blk0 + a->scales_bytes;
     const uint8_t *xr[6];
     const float *xd[6];
@@ -119,12 +126,18 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const __m512i flip = _mm512_set1_epi8((char)0x80), low4 = _mm512_set1_epi8(0x0f);
+    /* Q4C: nibble -> codebook value + 128 (unsigned for vpdpbusd; c removes the 128) */
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(
+        (char)(qk_q4c_codebook[0] + 128), (char)(qk_q4c_codebook[1] + 128), (char)(qk_q4c_codebook[2] + 128), (char)(qk_q4c_codebook[3] + 128),
+        (char)(qk_q4c_codebook[4] + 128), (char)(qk_q4c_codebook[5] + 128), (char)(qk_q4c_codebook[6] + 128), (char)(qk_q4c_codebook[7] + 128),
+        (char)(qk_q4c_codebook[8] + 128), (char)(qk_q4c_codebook[9] + 128), (char)(qk_q4c_codebook[10] + 128), (char)(qk_q4c_codebook[11] + 128),
+        (char)(qk_q4c_codebook[12] + 128), (char)(qk_q4c_codebook[13] + 128), (char)(qk_q4c_codebook[14] + 128), (char)(qk_q4c_codebook[15] + 128)));
     __m512 acc[6][4];
     UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
         __m512i ia[6][4];
         UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) ia[i][j] = _mm512_set1_epi32(xc[i][b]);
-        if (s == QK_Q8) {
+        if (!qk_scheme_is_nibble(s)) {
             UNROLL for (int st = 0; st < 8; st++) {
                 __m512i wv[4];
                 UNROLL for (int j = 0; j < NB; j++) wv[j] = _mm512_xor_si512(_mm512_loadu_si512(d0 + j * rbb + (b * 8 + st) * 64), flip);
@@ -142,6 +155,7 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                     __m512i v = _mm512_loadu_si512(d0 + j * rbb + (b * 4 + p) * 64);
                     lo[j] = _mm512_and_si512(v, low4);
                     hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+                    if (s == QK_Q4C) { lo[j] = _mm512_shuffle_epi8(lut, lo[j]); hi[j] = _mm512_shuffle_epi8(lut, hi[j]); }
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
                     __m512i xl = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
@@ -158,7 +172,7 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
         }
         int64_t g = b >> a->gshift;
         __m512 ws[4];
-        UNROLL for (int j = 0; j < NB; j++) ws[j] = _mm512_loadu_ps((const float *)((const uint8_t *)sc0 + j * rbb) + g * QK_NR);
+        UNROLL for (int j = 0; j < NB; j++) ws[j] = load_ws(a, s, blk0 + j * rbb, g);
         UNROLL for (int i = 0; i < MR; i++) {
             __m512 xs = _mm512_set1_ps(xd[i][b]);
             UNROLL for (int j = 0; j < NB; j++)
@@ -197,11 +211,13 @@ AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t 
 }
 static void kern_q8(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8, m0, m1, rb0, rb1); }
 static void kern_q4(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
+static void kern_q4c(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4C, m0, m1, rb0, rb1); }
+static void kern_q8s(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8S, m0, m1, rb0, rb1); }
 
 #pragma clang attribute pop
 
 const qk_mm_tier qk_mm_tier_avx512 = {
-    .kern = { kern_f32, kern_bf16, kern_f16, kern_q8, kern_q4 },
+    .kern = { kern_f32, kern_bf16, kern_f16, kern_q8, kern_q4, kern_q4c, kern_q8s },
     .quantx = quantx_avx512,
     .q8_off = 128,
 };

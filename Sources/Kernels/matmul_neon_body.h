@@ -29,6 +29,7 @@
 #define itile QK_T_NAME(itile)
 #define itile_mm QK_T_NAME(itile_mm)
 #define ikern QK_T_NAME(ikern)
+#define load_ws QK_T_NAME(load_ws)
 
 /* y[t, col .. col+3] = v (+ bias), only the columns < n. */
 AI void store_quad(const qk_mm_args *a, int64_t t, int64_t col, float32x4_t v) {
@@ -151,6 +152,17 @@ AI float32x4_t isum_to_acc(float32x4_t acc, int32x4_t biased, float xd, float32x
     return vfmaq_f32(acc, vmulq_n_f32(f, xd), d);
 }
 
+/* Weight scales of group g, rows 4h .. 4h+3 of the block: f32 (Q8, Q4) or int8 code x f32 super-scale
+   (Q8S, Q4C; one rounded product, as the reference). */
+AI float32x4_t load_ws(const qk_mm_args *a, qk_scheme s, const uint8_t *blk, int64_t g, int h) {
+    if (!qk_scheme_is_compact(s)) return vld1q_f32((const float *)blk + g * QK_NR + 4 * h);
+    int32_t c4;
+    memcpy(&c4, blk + a->codes_off + g * QK_NR + 4 * h, 4);
+    int16x8_t c16 = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(c4)));
+    float32x4_t c = vcvtq_f32_s32(vmovl_s16(vget_low_s16(c16)));
+    return vmulq_f32(c, vld1q_f32((const float *)blk + (g / QK_SUPER_GROUPS) * QK_NR + 4 * h));
+}
+
 /* MR tokens x NB blocks with SDOT (QK_T_DOT >= 1) or SMULL/SADALP (QK_T_DOT == 0). */
 AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
     const int64_t kp = a->kp, nblk = kp / QK_ABLK;
@@ -166,13 +178,14 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const uint8x16_t low4 = vdupq_n_u8(0x0f);
+    const int8x16_t cb = vld1q_s8(qk_q4c_codebook);   /* Q4C: nibble -> signed value (TBL) */
     float32x4_t acc[3][8];
     UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++) acc[i][q] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nblk; b++) {
         int32x4_t isum[3][8];
 #if QK_T_DOT >= 1
         UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++) isum[i][q] = vdupq_n_s32(xc[i][b] + QK_I2F_BIAS);
-        if (s == QK_Q8) {
+        if (!qk_scheme_is_nibble(s)) {
             UNROLL for (int st = 0; st < 8; st++) {
                 int8x16_t w[8], x16[3];
                 UNROLL for (int q = 0; q < 4 * NB; q++)
@@ -189,6 +202,7 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                     uint8x16_t v = vld1q_u8(d0 + (q >> 2) * rbb + (b * 4 + p) * 64 + 16 * (q & 3));
                     lo[q] = vreinterpretq_s8_u8(vandq_u8(v, low4));
                     hi[q] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+                    if (s == QK_Q4C) { lo[q] = vqtbl1q_s8(cb, vreinterpretq_u8_s8(lo[q])); hi[q] = vqtbl1q_s8(cb, vreinterpretq_u8_s8(hi[q])); }
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
                     int8x16_t x16 = vld1q_s8((const int8_t *)xr[i] + b * 32 + (p >> 1) * 16);
@@ -205,11 +219,18 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
            Q8: |q_w q_x| <= 127^2, two products per int16 lane (<= 32258); Q4: <= 15 * 127, all eight. */
         int32x4_t plo[3][8], phi[3][8];
         UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++) plo[i][q] = phi[i][q] = vdupq_n_s32(0);
-        if (s == QK_Q8) {
+        if (s != QK_Q4) {   /* Q8, Q8S, and Q4C decoded to values (|q_w| <= 127: Q4's int16 sums would overflow) */
             UNROLL for (int st = 0; st < 8; st += 2) {
                 /* 8-byte weight loads: against a broadcast x, LLVM turns SMULL2 into EXT + SMULL */
                 int8x8_t w0l[8], w0h[8], w1l[8], w1h[8];
                 UNROLL for (int q = 0; q < 4 * NB; q++) {
+                    if (s == QK_Q4C) {   /* the nibbles of 8 k = Q8 steps st (low) and st + 1 (high) */
+                        uint8x16_t v = vld1q_u8(d0 + (q >> 2) * rbb + (b * 4 + st / 2) * 64 + 16 * (q & 3));
+                        int8x16_t l = vqtbl1q_s8(cb, vandq_u8(v, low4)), h = vqtbl1q_s8(cb, vshrq_n_u8(v, 4));
+                        w0l[q] = vget_low_s8(l); w0h[q] = vget_high_s8(l);
+                        w1l[q] = vget_low_s8(h); w1h[q] = vget_high_s8(h);
+                        continue;
+                    }
                     const int8_t *p = (const int8_t *)(d0 + (q >> 2) * rbb + (b * 8 + st) * 64 + 16 * (q & 3));
                     w0l[q] = vld1_s8(p); w0h[q] = vld1_s8(p + 8);
                     w1l[q] = vld1_s8(p + 64); w1h[q] = vld1_s8(p + 72);
@@ -257,7 +278,7 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
 #endif
         int64_t g = b >> a->gshift;
         float32x4_t ws[8];
-        UNROLL for (int q = 0; q < 4 * NB; q++) ws[q] = vld1q_f32((const float *)(blk0 + (q >> 2) * rbb) + g * QK_NR + 4 * (q & 3));
+        UNROLL for (int q = 0; q < 4 * NB; q++) ws[q] = load_ws(a, s, blk0 + (q >> 2) * rbb, g, q & 3);
         UNROLL for (int i = 0; i < MR; i++) {
             float xs = xd[i][b];
             UNROLL for (int q = 0; q < 4 * NB; q++) acc[i][q] = isum_to_acc(acc[i][q], isum[i][q], xs, ws[q]);
@@ -273,7 +294,6 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
 AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int64_t rb, int h) {
     const int64_t kp = a->kp, nblk = kp / QK_ABLK;
     const uint8_t *blk = a->w + (size_t)rb * a->rb_bytes;
-    const float *sc = (const float *)blk;
     const uint8_t *d = blk + a->scales_bytes;
     const uint8_t *xr[4];
     const float *xd[4];
@@ -284,6 +304,7 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const uint8x16_t low4 = vdupq_n_u8(0x0f);
+    const int8x16_t cb = vld1q_s8(qk_q4c_codebook);
     float32x4_t acc[4][2];
     UNROLL for (int i = 0; i < 2 * NP; i++) UNROLL for (int q = 0; q < 2; q++) acc[i][q] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nblk; b++) {
@@ -294,7 +315,7 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
             int8x16_t op[2][2];
             UNROLL for (int q = 0; q < 2; q++) {
                 int32x4_t u, v;
-                if (s == QK_Q8) {
+                if (!qk_scheme_is_nibble(s)) {
                     const int8_t *p = (const int8_t *)(d + (b * 8 + 2 * e) * 64 + 16 * (2 * h + q));
                     u = vreinterpretq_s32_s8(vld1q_s8(p));
                     v = vreinterpretq_s32_s8(vld1q_s8(p + 64));
@@ -302,6 +323,10 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
                     uint8x16_t raw = vld1q_u8(d + (b * 4 + e) * 64 + 16 * (2 * h + q));
                     u = vreinterpretq_s32_u8(vandq_u8(raw, low4));
                     v = vreinterpretq_s32_u8(vshrq_n_u8(raw, 4));
+                    if (s == QK_Q4C) {
+                        u = vreinterpretq_s32_s8(vqtbl1q_s8(cb, vreinterpretq_u8_s32(u)));
+                        v = vreinterpretq_s32_s8(vqtbl1q_s8(cb, vreinterpretq_u8_s32(v)));
+                    }
                 }
                 op[q][0] = vreinterpretq_s8_s32(vzip1q_s32(u, v));   /* rows 0, 1 of the quad, 8 k each */
                 op[q][1] = vreinterpretq_s8_s32(vzip2q_s32(u, v));   /* rows 2, 3 */
@@ -320,7 +345,7 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
         }
         int64_t g = b >> a->gshift;
         float32x4_t ws[2];
-        UNROLL for (int q = 0; q < 2; q++) ws[q] = vld1q_f32(sc + g * QK_NR + 4 * (2 * h + q));
+        UNROLL for (int q = 0; q < 2; q++) ws[q] = load_ws(a, s, blk, g, 2 * h + q);
         UNROLL for (int pr = 0; pr < NP; pr++) UNROLL for (int q = 0; q < 2; q++) {
             int64x2_t r01 = vreinterpretq_s64_s32(mm[pr][q][0]), r23 = vreinterpretq_s64_s32(mm[pr][q][1]);
             int32x4_t s0 = vaddq_s32(vreinterpretq_s32_s64(vzip1q_s64(r01, r23)), vdupq_n_s32(xc[2 * pr][b] + QK_I2F_BIAS));
@@ -358,6 +383,8 @@ AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t 
 }
 static void QK_T_NAME(kern_q8)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8, m0, m1, rb0, rb1); }
 static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q4c)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4C, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q8s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8S, m0, m1, rb0, rb1); }
 
 #undef AI
 #undef UNROLL
@@ -371,3 +398,4 @@ static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int6
 #undef itile
 #undef itile_mm
 #undef ikern
+#undef load_ws

@@ -59,7 +59,9 @@ static void kern_int_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb
     for (int64_t rb = rb0; rb < rb1; rb++) {
         const uint8_t *blk = a->w + (size_t)rb * a->rb_bytes;
         const float *scales = (const float *)blk;
+        const int8_t *codes = (const int8_t *)(blk + a->codes_off);
         const uint8_t *data = blk + a->scales_bytes;
+        const int compact = qk_scheme_is_compact(a->scheme);
         for (int lane = 0; lane < QK_NR; lane++) {
             int64_t col = rb * QK_NR + lane;
             if (col >= a->n) break;
@@ -71,15 +73,18 @@ static void kern_int_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb
                     int32_t isum = 0;
                     for (int64_t i = b * QK_ABLK; i < (b + 1) * QK_ABLK; i++) {
                         int q;
-                        if (a->scheme == QK_Q8) q = (int8_t)data[(i >> 2) * 64 + lane * 4 + (i & 3)];
+                        if (!qk_scheme_is_nibble(a->scheme)) q = (int8_t)data[(i >> 2) * 64 + lane * 4 + (i & 3)];
                         else {
                             uint8_t byte = data[(i >> 3) * 64 + lane * 4 + (i & 3)];
-                            q = ((i & 4) ? (byte >> 4) : (byte & 15)) - 8;
+                            int nib = (i & 4) ? (byte >> 4) : (byte & 15);
+                            q = a->scheme == QK_Q4 ? nib - 8 : qk_q4c_codebook[nib];
                         }
                         isum += q * xq[i];
                     }
                     int64_t g = a->gblk ? b / a->gblk : 0;
-                    acc = fmaf((float)isum * xd[b], scales[g * QK_NR + lane], acc);
+                    float ws = compact ? (float)codes[g * QK_NR + lane] * scales[(g / QK_SUPER_GROUPS) * QK_NR + lane]
+                                       : scales[g * QK_NR + lane];
+                    acc = fmaf((float)isum * xd[b], ws, acc);
                 }
                 a->y[t * a->n + col] = a->bias ? acc + a->bias[col] : acc;
             }
@@ -88,7 +93,7 @@ static void kern_int_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb
 }
 
 const qk_mm_tier qk_mm_tier_ref = {
-    .kern = { kern_float_ref, kern_float_ref, kern_float_ref, kern_int_ref, kern_int_ref },
+    .kern = { kern_float_ref, kern_float_ref, kern_float_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref },
     .quantx = qk_quantize_x_ref,
     .q8_off = 0,
 };

@@ -13,7 +13,7 @@ struct Convert: ParsableCommand {
         temporary folder beside PACK and renamed into place at the end.
 
         Policy: vectors (biases, norms) are always f32; matrices under 4096 elements stay f32;
-        lm_head.weight is dropped; q4 is not offered for VAE convolutions (q8 is used instead).
+        lm_head.weight is dropped; q4 is not offered for VAE convolutions (q8 is used instead; q4c: q8s).
         --rule 'REGEX=SCHEME[:GROUP]' overrides the scheme of matching pack tensors (the regex is
         searched anywhere in the name); rules apply in order and the LAST match wins.
 
@@ -31,10 +31,10 @@ struct Convert: ParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Pack folder to write.")
     var output: String?
 
-    @Option(help: "Default scheme: q4, q8, bf16, f16 or f32.")
+    @Option(help: "Default scheme: q4c (4.375 bits/weight), q4, q8s (8.375), q8, bf16, f16 or f32.")
     var scheme: String = "q8"
 
-    @Option(name: .customLong("group-size"), help: "Quantization group along k: 0 (per output row), 32, 64 or 128.")
+    @Option(name: .customLong("group-size"), help: "Quantization group along k for q8/q4: 0 (per output row), 32, 64 or 128 (q4c and q8s: always 32).")
     var groupSize: Int = 64
 
     @Option(help: "Compress shards with zstd at this level (1-19; the embedding table stays raw); default: raw, mmap-able shards.")
@@ -88,7 +88,7 @@ struct Convert: ParsableCommand {
             let interrupt = removeTemporaryOnInterrupt(output: URL(fileURLWithPath: output!))
             defer { interrupt.forEach { $0.cancel() } }
             note("converting \(checkpoint.root.path) -> \(output!) (\(ByteSize.format(plan.totalSourceBytes)) of tensors, "
-                 + "\(opts.scheme.rawValue)\(opts.scheme.isQuantized ? " group \(opts.group)" : "")\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
+                 + "\(opts.scheme.rawValue)\(opts.scheme.isQuantized ? " group \(opts.scheme.fixedGroup ?? opts.group)" : "")\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
             let summary = try Converter.convert(checkpoint: checkpoint, plan: plan, output: URL(fileURLWithPath: output!),
                                                 options: opts, toolVersion: "qwen-quant (pack format \(PackFormat.version))")
             if json { try printJSON(summary) }

@@ -105,7 +105,7 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
                     }
                 }
                 let err = mmRelL2(y, exact)
-                let key = s.scheme == QK_Q8 ? "q8" : "q4"
+                let key = s.isFourBit ? "q4" : "q8"
                 print("matmul accuracy \(s) outliers=\(!outliers.isEmpty): relative L2 vs f32 = \(String(format: "%.2e", err))")
                 #expect(err <= MatmulTolerance.relL2[key]!, "\(s): relative L2 \(err)")
             }
@@ -161,6 +161,8 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
         #expect(qk_weight_bytes(QK_BF16, 32, 16, 16) == 0)
         #expect(qk_weight_bytes(QK_Q8, 48, 16, 16) == 0)
         #expect(qk_weight_bytes(QK_Q4, 0, 0, 16) == 0)
+        #expect(qk_weight_bytes(QK_Q4C, 64, 16, 256) == 0)   // compact scales: group 32 only
+        #expect(qk_weight_bytes(QK_Q8S, 0, 16, 256) == 0)
         var out = [UInt8](repeating: 0, count: qk_weight_bytes(QK_Q8, 32, 40, 8))
         let w = [Float](repeating: 1, count: 40 * 8)
         #expect(qk_weight_pack_rows(QK_Q8, 32, 40, 8, 8, 16, w, &out) == -1)     // row0 not aligned
@@ -245,5 +247,86 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
             print("q4 sign symmetry \(s): squared error w \(String(format: "%.4e", err[0])), -w \(String(format: "%.4e", err[1])) (ratio \(String(format: "%.4f", ratio)))")
             #expect(ratio < 1.05, "\(s): w and -w quantize with different error (ratio \(ratio))")
         }
+    }
+
+    @Test("q4c and q8s sizes: 4.375 and 8.375 bits per weight when k is a multiple of 256")
+    func compactSizes() {
+        #expect(qk_weight_bytes(QK_Q4C, 32, 16, 3584) * 8 == 16 * 3584 * 4375 / 1000)
+        #expect(qk_weight_bytes(QK_Q8S, 32, 16, 3584) * 8 == 16 * 3584 * 8375 / 1000)
+        // k = 100: kp 128, 4 groups, 1 super-group: 64 + 64 (codes padded) + 128 * 8 bytes per 16 rows
+        #expect(qk_weight_bytes(QK_Q4C, 32, 17, 100) == 2 * (64 + 64 + 128 * 8))
+    }
+
+    @Test("q4c and q8s round trip: exactly representable weights come back exactly")
+    func compactExactRoundTrip() {
+        // every group: d · (codebook values) with d = 127 · 2^-10, its first value at the outer level
+        // -127 (so the plain candidate d = smax / -127 is exact), so that D = d / 127 = 2^-10 and the
+        // 8-bit code 127 reproduce d exactly; q8s: d · integers in [-127, 127] likewise
+        let cb: [Float] = [-127, -100, -79, -63, -48, -34, -22, -9, 2, 14, 25, 37, 50, 65, 83, 108]
+        let n = 19, k = 300, d = Float(127) / 1024
+        var rng = MMRng(5)
+        for (scheme, level) in [(QK_Q4C, { (r: inout MMRng) in cb[Int(r.next() % 16)] }),
+                                (QK_Q8S, { (r: inout MMRng) in Float(Int(r.next() % 255) - 127) })] {
+            var wv = [Float](repeating: 0, count: n * k)
+            for r in 0..<n { for i in 0..<k { wv[r * k + i] = d * (i % 32 == 0 ? -127 : level(&rng)) } }
+            let w = MMWeight(MMScheme(scheme: scheme, group: 32), n: n, k: k, values: wv)
+            for r in 0..<n { #expect(w.row(r) == Array(wv[(r * k)..<((r + 1) * k)]), "\(scheme) row \(r)") }
+        }
+    }
+
+    @Test("q4c: lower weight error than q4/g32 at fewer bits; q8s not above q8/g32 (Gaussian-like weights, measured)")
+    func compactWeightError() {
+        let n = 64, k = 1024
+        var rng = MMRng(13)
+        let wv = (0..<(n * k)).map { _ in rng.float() + rng.float() + rng.float() + rng.float() }
+        func relErr(_ s: MMScheme) -> Double {
+            let w = MMWeight(s, n: n, k: k, values: wv)
+            var e = 0.0, t = 0.0
+            for r in 0..<n { for (a, b) in zip(w.row(r), wv[(r * k)..<((r + 1) * k)]) { e += Double(a - b) * Double(a - b); t += Double(b) * Double(b) } }
+            return (e / t).squareRoot()
+        }
+        let q4 = relErr(MMScheme(scheme: QK_Q4, group: 32)), q4c = relErr(MMScheme(scheme: QK_Q4C, group: 32))
+        let q8 = relErr(MMScheme(scheme: QK_Q8, group: 32)), q8s = relErr(MMScheme(scheme: QK_Q8S, group: 32))
+        print("weight error: q4/g32 \(String(format: "%.4f", q4)), q4c \(String(format: "%.4f", q4c)); q8/g32 \(String(format: "%.5f", q8)), q8s \(String(format: "%.5f", q8s))")
+        #expect(q4c < q4 * 0.95, "q4c \(q4c) is not clearly below q4/g32 \(q4)")
+        #expect(q8s <= q8 * 1.01, "q8s \(q8s) is above q8/g32 \(q8)")
+    }
+
+    @Test("importance-weighted packing lowers the importance-weighted error; imp = all ones equals no importance")
+    func importancePacking() {
+        let n = 32, k = 512
+        var rng = MMRng(17)
+        let wv = (0..<(n * k)).map { _ in rng.float() + rng.float() + rng.float() }
+        // a few columns 100x as important (the outlier channels of real activations)
+        var imp = [Float](repeating: 1, count: k)
+        for c in stride(from: 3, to: k, by: 37) { imp[c] = 100 }
+        let ones = [Float](repeating: 1, count: k)
+        for s in MMScheme.all where s.isInt && s.group != 0 {
+            let bytes = qk_weight_bytes(s.scheme, s.group, Int64(n), Int64(k))
+            var plain = [UInt8](repeating: 0, count: bytes), weighted = plain, unit = plain
+            #expect(qk_weight_pack_rows(s.scheme, s.group, Int64(n), Int64(k), 0, Int64(n), wv, &plain) == 0)
+            #expect(qk_weight_pack_rows_imp(s.scheme, s.group, Int64(n), Int64(k), 0, Int64(n), wv, imp, &weighted) == 0)
+            #expect(qk_weight_pack_rows_imp(s.scheme, s.group, Int64(n), Int64(k), 0, Int64(n), wv, ones, &unit) == 0)
+            #expect(unit == plain, "\(s): importance of all ones changed the packing")
+            func werr(_ buf: [UInt8]) -> Double {
+                var e = 0.0
+                buf.withUnsafeBytes { p in
+                    var w = qk_weight(scheme: s.scheme, group: s.group, n: Int64(n), k: Int64(k), data: p.baseAddress)
+                    var row = [Float](repeating: 0, count: k)
+                    for r in 0..<n {
+                        qk_weight_dequant_row(&w, Int64(r), &row)
+                        for i in 0..<k { let d = Double(row[i] - wv[r * k + i]); e += Double(imp[i]) * d * d }
+                    }
+                }
+                return e
+            }
+            let ep = werr(plain), ew = werr(weighted)
+            print("importance packing \(s): weighted error \(String(format: "%.4e", ew)) vs plain \(String(format: "%.4e", ep)) (ratio \(String(format: "%.3f", ew / ep)))")
+            // 8-bit: the clipping grid rarely moves at 8 bits, so equal is allowed there
+            #expect(s.isFourBit ? ew < ep : ew <= ep, "\(s): importance did not lower the weighted error")
+        }
+        var bad = imp; bad[7] = -1
+        var out = [UInt8](repeating: 0, count: qk_weight_bytes(QK_Q4C, 32, Int64(n), Int64(k)))
+        #expect(qk_weight_pack_rows_imp(QK_Q4C, 32, Int64(n), Int64(k), 0, Int64(n), wv, bad, &out) == -1)
     }
 }

@@ -25,6 +25,8 @@ struct SchemeCase: Hashable {
         case "bf16", "f16": return 16
         case "q8": return 8 + (group.map { $0 == 0 ? 0 : 16 / Double($0) } ?? 0)
         case "q4": return 4 + (group.map { $0 == 0 ? 0 : 16 / Double($0) } ?? 0)
+        case "q4c": return 4.375
+        case "q8s": return 8.375
         default: return .nan
         }
     }
@@ -41,7 +43,7 @@ struct SchemeCase: Hashable {
         var parts = text.split(separator: "-").map(String.init)
         var zstd: Int?
         if let last = parts.last, last.hasPrefix("zstd"), let z = Int(last.dropFirst(4)) { zstd = z; parts.removeLast() }
-        guard let scheme = parts.first, ["f32", "bf16", "f16", "q8", "q4"].contains(scheme) else {
+        guard let scheme = parts.first, ["f32", "bf16", "f16", "q8", "q4", "q4c", "q8s"].contains(scheme) else {
             throw ValidationError("unknown scheme case '\(text)' (examples: bf16, q8-pc, q4-g32, q4-g32-zstd3)")
         }
         var group: Int?

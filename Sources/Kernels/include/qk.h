@@ -16,7 +16,9 @@
  *    schemes below, in the layout the kernels consume. The packed layout is private to this target:
  *    other code only calls qk_weight_bytes / qk_weight_pack_rows / qk_weight_dequant_row.
  *  - group = 0 means one scale per output row (per-channel); otherwise 32, 64 or 128 along k.
- *    k need not be a multiple of the group (the last group is padded with zeros).
+ *    k need not be a multiple of the group (the last group is padded with zeros). The compact-scale
+ *    schemes QK_Q4C / QK_Q8S take group 32 only (their scales are 8-bit codes under one f32 scale per
+ *    256 k, so the group costs 0.375 bits per weight instead of 1.0 for f32 scales per 32).
  *  - Packing is row-chunked so converters can stream huge tensors: rows [row0, row0+nrows) can be
  *    packed independently when row0 and nrows are multiples of qk_weight_row_align(scheme)
  *    (except for the final chunk, which may end at n).
@@ -36,7 +38,10 @@ typedef enum {
     QK_F16 = 2,
     QK_Q8 = 3,
     QK_Q4 = 4,
+    QK_Q4C = 5,   /* 4-bit codebook values, 8-bit group scales under a per-256 f32 scale: 4.375 bits/weight */
+    QK_Q8S = 6,   /* 8-bit values with the same compact scales: 8.375 bits/weight */
 } qk_scheme;
+#define QK_NSCHEMES 7
 
 typedef struct {
     qk_scheme scheme;
@@ -66,6 +71,12 @@ int qk_weight_pack_rows(qk_scheme scheme, int32_t group, int64_t n, int64_t k,
 /* Same from bf16 source rows (the checkpoint dtype); bf16 -> QK_BF16 is a bit-exact copy. */
 int qk_weight_pack_rows_bf16(qk_scheme scheme, int32_t group, int64_t n, int64_t k,
                              int64_t row0, int64_t nrows, const uint16_t *w, void *out);
+/* The same with per-input-column importance imp[k] (>= 0, finite; e.g. the mean square of each input
+   channel over calibration activations): the scale search of the integer schemes minimises
+   sum_j imp[j] * (w[j] - dq(w)[j])^2 instead of the plain squared error. imp = NULL is the plain error
+   (the two functions above). Float schemes ignore it. */
+int qk_weight_pack_rows_imp(qk_scheme scheme, int32_t group, int64_t n, int64_t k,
+                            int64_t row0, int64_t nrows, const float *w, const float *imp, void *out);
 /* Dequantize one logical row to f32 out[k] (embedding lookup, verification). */
 void qk_weight_dequant_row(const qk_weight *w, int64_t row, float *out);
 

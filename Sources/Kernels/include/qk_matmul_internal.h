@@ -32,11 +32,29 @@
  *    The 16 x 4 byte arrangement of a k4 step is exactly one 512-bit vpdpbusd operand (16 i32 lanes,
  *    one per output row, 4 consecutive k each); Q4 splits into two such operands with and/shift.
  *
+ *  QK_Q4C and QK_Q8S (compact scales), group 32 only: kp = roundup(k, 32), ng = kp / 32 groups,
+ *    nsup = ceil(ng / 8) super-groups (256 k; the last may be shorter). A block is
+ *      [super][codes][data]:
+ *      super: for sg in 0..nsup-1, for r in 0..15: f32 D[16b+r][sg]               (64 bytes per sg)
+ *      codes: for grp in 0..ng-1, for r in 0..15: int8 c[16b+r][grp], zero padded to a multiple of 64
+ *      data : exactly as QK_Q8 (QK_Q8S) or QK_Q4 (QK_Q4C, but the nibble is a codebook index i in
+ *             0..15, stored as is, not offset by 8).
+ *    The group scale is d = (float)c * D[sg of the group] (one f32 product, as the kernels compute it);
+ *    QK_Q8S: w ~= d * q, q in [-127, 127]; QK_Q4C: w ~= d * qk_q4c_codebook[i].
+ *    stride = nsup * 64 + roundup(ng * 16, 64) + kp * 16 (Q8S) or kp * 8 (Q4C):
+ *    8.375 / 4.375 bits per weight when k is a multiple of 256.
+ *
  * Weight quantization (pack time): per (row, group), one scale d (f32, either sign); candidates
  * d = f * amax / qmax for clipping factors f in 0.70...1, and for Q4 also d = f * smax / -8 (smax: the
  * weight of largest magnitude, with its sign, so the 16th level goes to whichever sign the extreme
  * has), keeping the d with the least squared error of the group (qk_set_weight_scale_search(0)
  * restores plain absmax, d = amax / qmax).
+ * QK_Q4C: per (row, group) the scale d = f * smax / cb[0] or f * smax / cb[15] for 7 factors f in
+ * 0.85..1.05, each followed by one least-squares step d' = sum(w q) / sum(q q) with q = codebook values
+ * of the nearest entries, keeping the least squared error; QK_Q8S: the Q8 search. Then per super-group
+ * D = max |d| / 127 and each group's code c = round(d / D), trying c - 1, c, c + 1 with the values
+ * requantized to the rounded scale, keeping the least error. With importance imp[k]
+ * (qk_weight_pack_rows_imp) every error and least-squares sum is weighted by imp of the column.
  *
  * ==== Activation quantization (integer schemes, at run time) ======================================
  * Each activation row x[kk] is split into blocks of QK_ABLK = 32 along k (zero padded to kp); per
@@ -47,8 +65,9 @@
  * ==== Arithmetic (identical in every tier, so tiers, thread counts and batch sizes agree bit for bit)
  * float schemes : acc = 0; for kk = 0..k-1: acc = fma(x[t][kk], (float)w[n][kk], acc); y = acc + bias.
  * integer       : acc = 0; for each activation block bk (32 k):
- *                   i = sum over the block of q_w * q_x (exact int32);
+ *                   i = sum over the block of q_w * q_x (exact int32; q_w = the codebook value for Q4C);
  *                   acc = fma((float)i * xd[t][bk], d[n][group of bk], acc);
+ *                 (compact schemes: d = (float)c * D, rounded to f32 before the fma)
  *                 y = acc + bias.
  * Each output depends only on its own x row and W row: row r of an M-row call equals an M = 1 call.
  *
@@ -64,10 +83,18 @@
 
 #define QK_NR 16
 #define QK_ABLK 32
+#define QK_SUPER_GROUPS 8   /* compact schemes: groups of 32 under one f32 super-scale (256 k) */
+
+static inline int qk_scheme_is_int(qk_scheme s) { return s == QK_Q8 || s == QK_Q4 || s == QK_Q4C || s == QK_Q8S; }
+static inline int qk_scheme_is_compact(qk_scheme s) { return s == QK_Q4C || s == QK_Q8S; }
+static inline int qk_scheme_is_nibble(qk_scheme s) { return s == QK_Q4 || s == QK_Q4C; }
+/* QK_Q4C: the value of nibble i is qk_q4c_codebook[i] times the group scale. */
+extern const int8_t qk_q4c_codebook[16];
 
 /* Layout helpers (pure functions of the arguments). Return 0 for an unsupported (scheme, group). */
 int64_t qk_weight_kp(qk_scheme scheme, int32_t group, int64_t k);   /* padded k (int schemes), else k */
 int64_t qk_weight_ngroups(qk_scheme scheme, int32_t group, int64_t k);
+int64_t qk_weight_nsuper(qk_scheme scheme, int32_t group, int64_t k);   /* compact schemes, else 0 */
 size_t qk_weight_block_bytes(qk_scheme scheme, int32_t group, int64_t k);
 size_t qk_weight_scales_bytes(qk_scheme scheme, int32_t group, int64_t k);
 
@@ -98,6 +125,7 @@ typedef struct {
     int64_t n, k, kp, ng, gblk;        /* gblk = activation blocks per scale group (0: all) */
     int gshift;                        /* group of block b = b >> gshift (63 when group = 0) */
     size_t rb_bytes, scales_bytes;     /* block stride, scale bytes at the start of an int block */
+    size_t codes_off;                  /* compact schemes: offset of the int8 group-scale codes */
     const uint8_t *w;                  /* packed data */
     const float *x;                    /* float schemes: x [m, k] */
     const uint8_t *xq;                 /* int schemes: quantized rows, stride xq_stride */
@@ -111,7 +139,7 @@ typedef void (*qk_mm_kernel)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_
 typedef void (*qk_quantx_fn)(const float *x, int64_t k, int64_t kp, int32_t off, void *out);
 
 typedef struct {
-    qk_mm_kernel kern[5];   /* by scheme */
+    qk_mm_kernel kern[QK_NSCHEMES];   /* by scheme; NULL: the reference kernel */
     qk_quantx_fn quantx;
     int32_t q8_off;         /* activation offset the Q8 kernel expects in c (128 with vpdpbusd, 0 else) */
 } qk_mm_tier;

@@ -40,9 +40,10 @@ public enum PackLayout: Int, Codable, Sendable {
     case qkWeight = 1
 }
 
-/// Storage schemes.
+/// Storage schemes. q4c and q8s keep their group scales as 8-bit codes under one f32 scale per 256
+/// weights of a row (4.375 and 8.375 bits per weight); q4c's 16 levels are a fitted codebook.
 public enum PackScheme: String, Codable, Sendable, CaseIterable {
-    case f32, bf16, f16, q8, q4
+    case f32, bf16, f16, q8, q4, q4c, q8s
 
     public var qk: qk_scheme {
         switch self {
@@ -51,10 +52,30 @@ public enum PackScheme: String, Codable, Sendable, CaseIterable {
         case .f16: return QK_F16
         case .q8: return QK_Q8
         case .q4: return QK_Q4
+        case .q4c: return QK_Q4C
+        case .q8s: return QK_Q8S
         }
     }
 
-    public var isQuantized: Bool { self == .q8 || self == .q4 }
+    public var isQuantized: Bool { self == .q8 || self == .q4 || self == .q4c || self == .q8s }
+
+    /// The one group size a compact-scale scheme takes (whatever --group-size says); nil for the others.
+    public var fixedGroup: Int? { self == .q4c || self == .q8s ? 32 : nil }
+
+    /// The scheme used instead where 4-bit is not offered (VAE convolutions).
+    public var eightBitSibling: PackScheme { self == .q4 ? .q8 : self == .q4c ? .q8s : self }
+
+    /// Payload bits per weight when k is a multiple of 256 (group 0: the per-row scale is not counted).
+    public func bitsPerWeight(group: Int) -> Double {
+        switch self {
+        case .f32: return 32
+        case .bf16, .f16: return 16
+        case .q8: return 8 + (group == 0 ? 0 : 32 / Double(group))
+        case .q4: return 4 + (group == 0 ? 0 : 32 / Double(group))
+        case .q4c: return 4.375
+        case .q8s: return 8.375
+        }
+    }
 
     /// Group sizes a scheme accepts: 0 (per output row) or 32/64/128 along k for q8/q4; 0 for the others.
     public static let groupSizes = [0, 32, 64, 128]
@@ -69,6 +90,14 @@ public enum PackScheme: String, Codable, Sendable, CaseIterable {
     public static func validateGroup(_ g: Int) throws {
         guard groupSizes.contains(g) else {
             throw QuantError.invalidArgument("unsupported group size \(g) (expected 0 = per output row, 32, 64 or 128)")
+        }
+    }
+
+    /// A group given explicitly for this scheme (a rule's `:GROUP`).
+    public func validateGroup(_ g: Int) throws {
+        try Self.validateGroup(g)
+        if let f = fixedGroup, g != f {
+            throw QuantError.invalidArgument("\(rawValue) takes group \(f) only, got \(g) (leave the group out)")
         }
     }
 }

@@ -107,7 +107,7 @@ public enum Converter {
                 entries.append(PackComponentEntry(kind: "files", name: name, files: files))
             }
             let sources = try hasher.wait()
-            var opts = ["scheme": options.scheme.rawValue, "group": String(options.group),
+            var opts = ["scheme": options.scheme.rawValue, "group": String(options.scheme.fixedGroup ?? options.group),
                         "compression": options.zstdLevel.map { "zstd:\($0)" } ?? "none"]
             if !options.rules.isEmpty { opts["rules"] = options.rules.map(\.text).joined(separator: " ") }
             let manifest = PackManifest(createdBy: toolVersion, components: entries,

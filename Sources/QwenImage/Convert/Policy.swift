@@ -30,7 +30,7 @@ public struct PolicyRule: @unchecked Sendable, CustomStringConvertible {
         }
         if rhs.count == 2 {
             guard let g = Int(rhs[1]) else { throw QuantError.invalidArgument("--rule '\(text)': group '\(rhs[1])' is not a number") }
-            do { try PackScheme.validateGroup(g) } catch let e as QuantError {
+            do { try scheme.validateGroup(g) } catch let e as QuantError {
                 throw QuantError.invalidArgument("--rule '\(text)': \(e.description)")
             }
             group = g
@@ -60,8 +60,8 @@ public struct SchemeChoice: Sendable, Equatable {
 /// than `tinyElements` elements stay f32 (their bytes do not matter and they are often the most
 /// sensitive, e.g. the VAE's first and last convolutions); everything else, including the embedding
 /// table, uses the chosen scheme. Then the user rules, last match wins. Finally q4 is not offered for
-/// VAE convolutions (their error compounds over the decoder's many 3×3 layers): a q4 choice becomes q8.
-/// Float schemes always have group 0.
+/// VAE convolutions (their error compounds over the decoder's many 3×3 layers): a q4 choice becomes q8
+/// (q4c: q8s). Float schemes always have group 0; q4c and q8s always group 32.
 public struct ConversionPolicy: Sendable {
     public static let tinyElements = 4096
     public let scheme: PackScheme
@@ -90,11 +90,13 @@ public struct ConversionPolicy: Sendable {
             group = rule.group ?? self.group
             notes = ["rule '\(rule.text)'"]
         }
-        if t.role == .conv && scheme == .q4 {
-            scheme = .q8
-            notes.append("q4 is not offered for VAE convolutions: q8")
+        if t.role == .conv && scheme.eightBitSibling != scheme {
+            let was = scheme
+            scheme = scheme.eightBitSibling
+            notes.append("\(was.rawValue) is not offered for VAE convolutions: \(scheme.rawValue)")
         }
         if !scheme.isQuantized { group = 0 }
+        if let g = scheme.fixedGroup { group = g }
         return SchemeChoice(scheme: scheme, group: group, note: notes.joined(separator: "; "))
     }
 }
