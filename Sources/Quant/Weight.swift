@@ -17,9 +17,13 @@ public final class Weight: @unchecked Sendable {
     public var n: Int { Int(raw.n) }
     public var k: Int { Int(raw.k) }
 
+    /// While set, every product records its input rows (`qwen-quant calibrate`); nil otherwise.
+    nonisolated(unsafe) public static var recorder: ActivationRecorder?
+
     /// y[m, n] = x[m, k] · Wᵀ (+ bias[n]).
     public func matmul(_ x: UnsafePointer<Float>, rows m: Int, bias: UnsafePointer<Float>? = nil,
                        into y: UnsafeMutablePointer<Float>) {
+        Self.recorder?.record(name, x, rows: m, cols: k)
         withUnsafePointer(to: raw) { qk_matmul($0, x, Int64(m), bias, y) }
     }
 

@@ -23,6 +23,7 @@ struct Convert: ParsableCommand {
           qwen-quant convert Qwen-Image -o mixed.pack --scheme q4 --rule 'embed_tokens=q8' --rule '^visual\\.=bf16'
           qwen-quant convert Qwen-Image -o small.pack --zstd 3 --threads 8
           qwen-quant convert Qwen-Image -o x.pack --dry-run --json
+          qwen-quant convert Qwen-Image -o q4c.pack --scheme q4c --importance importance.safetensors
         """)
 
     @Argument(help: "Checkpoint folder (diffusers root or one component).")
@@ -42,6 +43,9 @@ struct Convert: ParsableCommand {
 
     @Option(name: .customLong("rule"), help: "REGEX=SCHEME[:GROUP]; repeatable; last match wins.")
     var rules: [String] = []
+
+    @Option(help: "Importance file from `qwen-quant calibrate`: scale groups minimise the activation-weighted error.")
+    var importance: String?
 
     @Option(help: "Comma-separated components to convert (e.g. text_encoder,vae); tokenizer and processor come with text_encoder; default: all.")
     var components: String?
@@ -74,6 +78,7 @@ struct Convert: ParsableCommand {
             opts.group = groupSize
             opts.zstdLevel = zstd
             opts.rules = try rules.map(PolicyRule.init(parsing:))
+            opts.importance = try importance.map { try ImportanceTable.load(path: $0) }
             opts.threads = try applyThreads(threads)
             opts.force = force
             if let c = components {

@@ -90,14 +90,14 @@ struct BenchScheme {
     let label: String
     init(_ s: String) throws {
         let parts = s.split(separator: "/")
-        let names: [String: qk_scheme] = ["f32": QK_F32, "bf16": QK_BF16, "f16": QK_F16, "q8": QK_Q8, "q4": QK_Q4]
+        let names: [String: qk_scheme] = ["f32": QK_F32, "bf16": QK_BF16, "f16": QK_F16, "q8": QK_Q8, "q4": QK_Q4, "q4c": QK_Q4C, "q8s": QK_Q8S]
         guard let name = parts.first, let sc = names[String(name)], parts.count <= 2,
               let g = parts.count == 2 ? Int32(parts[1]) : 0, qk_weight_bytes(sc, g, 16, 64) > 0 else {
-            throw ValidationError("--schemes: expected scheme/group like q8/32 (schemes f32 bf16 f16 q8 q4; group 0, 32, 64, 128; float schemes group 0), found \(s)")
+            throw ValidationError("--schemes: expected scheme/group like q8/32 (schemes f32 bf16 f16 q8 q4 q4c q8s; group 0, 32, 64, 128; float schemes group 0; q4c and q8s group 32), found \(s)")
         }
         scheme = sc; group = g; label = "\(name)/g\(g)"
     }
-    var isInt: Bool { scheme == QK_Q8 || scheme == QK_Q4 }
+    var isInt: Bool { scheme == QK_Q8 || scheme == QK_Q4 || scheme == QK_Q4C || scheme == QK_Q8S }
 }
 
 struct BenchShape {

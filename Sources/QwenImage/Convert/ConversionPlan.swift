@@ -16,6 +16,8 @@ public struct ConvertOptions: Sendable {
     /// nil: a progress bar when stderr is a terminal.
     public var progress: Bool?
     public var chunkBytes = PackFormat.defaultChunkBytes
+    /// Per-input-column importance for the integer schemes' scale search (`--importance`).
+    public var importance: ImportanceTable?
     public init() {}
 }
 
@@ -94,6 +96,16 @@ public struct ConversionPlan: Sendable {
                 PlannedShard(name: s, tensors: byShard[s]!.sorted { naturalLess($0.output.name, $1.output.name) })
             }
             comps.append(PlannedComponent(name: name, kind: requests.kind, shards: shards, dropped: requests.dropped))
+        }
+        if let imp = options.importance {
+            // Every vector must fit its tensor, and at least one must name a tensor of this conversion.
+            var used = 0
+            for t in comps.flatMap(\.shards).flatMap(\.tensors) where t.layout == .qkWeight {
+                if try imp.vector(for: t.output.name, k: t.output.shape[1]) != nil { used += 1 }
+            }
+            guard used > 0 else {
+                throw QwenImageError.invalidInput("\(imp.path): none of its \(imp.vectors.count) importance vectors names a matrix of this conversion (e.g. \(imp.vectors.keys.sorted().first!)); calibrate on a pack of the same model")
+            }
         }
         var folders: [(String, [String])] = []
         for (name, url) in checkpoint.fileFolders.sorted(by: { $0.key < $1.key }) {

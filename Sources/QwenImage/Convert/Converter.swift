@@ -110,6 +110,10 @@ public enum Converter {
             var opts = ["scheme": options.scheme.rawValue, "group": String(options.scheme.fixedGroup ?? options.group),
                         "compression": options.zstdLevel.map { "zstd:\($0)" } ?? "none"]
             if !options.rules.isEmpty { opts["rules"] = options.rules.map(\.text).joined(separator: " ") }
+            if let imp = options.importance {
+                opts["importance"] = URL(fileURLWithPath: imp.path).lastPathComponent
+                if let p = imp.metadata["prompts"], let n = imp.metadata["tokens"] { opts["importance_calibration"] = "\(p) prompts, \(n) tokens" }
+            }
             let manifest = PackManifest(createdBy: toolVersion, components: entries,
                                         source: PackSourceRecord(path: plan.source, files: sources), options: opts)
             try writeJSON(manifest, to: out.temporary.appendingPathComponent(PackFormat.packFile))
@@ -147,7 +151,8 @@ public enum Converter {
             var errors: [Double] = []
             for (i, t) in ps.tensors.enumerated() {
                 let (file, _) = try comp.locate(t.source)
-                let e = try convertTensor(t, file: file, writer: writer, slot: i, threads: max(1, options.threads), progress: progress)
+                let e = try convertTensor(t, file: file, writer: writer, slot: i, threads: max(1, options.threads), progress: progress,
+                                          importance: t.layout == .qkWeight ? try options.importance?.vector(for: t.output.name, k: t.output.shape[1]) : nil)
                 writer.seal(i)
                 errors.append(e)
                 results.append(ConvertedTensor(component: pc.name, name: t.output.name, source: t.source, shape: t.output.shape,
@@ -177,7 +182,7 @@ public enum Converter {
 
     /// Converts one tensor into its slot; returns the relative RMSE of the stored values vs the source.
     static func convertTensor(_ t: PlannedTensor, file: SafetensorsFile, writer: PackShardWriter, slot: Int, threads: Int,
-                              progress: Quant.Progress) throws -> Double {
+                              progress: Quant.Progress, importance: [Float]? = nil) throws -> Double {
         let count = t.sourceShape.reduce(1, *)
         let info = try file.info(t.source)
         if t.layout == .dense {
@@ -241,7 +246,10 @@ public enum Converter {
                 let byteStart = row0 / align * blockBytes
                 let byteEnd = min(t.bytes, (row0 + nr + align - 1) / align * blockBytes)
                 let base = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: packed) &- UInt(byteStart))!
-                if qk_weight_pack_rows(scheme, group, Int64(n), Int64(k), Int64(row0), Int64(nr), rows, base) != 0 {
+                let status = importance.map { imp in
+                    imp.withUnsafeBufferPointer { qk_weight_pack_rows_imp(scheme, group, Int64(n), Int64(k), Int64(row0), Int64(nr), rows, $0.baseAddress, base) }
+                } ?? qk_weight_pack_rows(scheme, group, Int64(n), Int64(k), Int64(row0), Int64(nr), rows, base)
+                if status != 0 {
                     state.fail(QwenImageError.tensor(name: t.output.name,
                         message: "rows \(row0)..<\(row0 + nr) cannot be stored as \(t.choice.scheme.rawValue): a value is not finite or beyond the f16 range (±65504); choose another scheme for it with --rule"))
                     return
