@@ -3,16 +3,19 @@ import Foundation
 /// Per-input-column activation statistics of every matrix product, for importance-aware quantization
 /// (`qwen-quant calibrate`): for each weight (by name) the sum over all recorded rows of x[j]² for every
 /// input column j, and the row count. While `Weight.recorder` is set, every `Weight.matmul` adds its
-/// input rows here; the products themselves are unchanged.
+/// input rows here; the products themselves are unchanged. Only products computed on the thread that
+/// created the recorder count (the text encoder runs its layers on the caller's thread), so other work in
+/// the same process, such as tests running in parallel, does not leak into the statistics.
 public final class ActivationRecorder: @unchecked Sendable {
     private let lock = NSLock()
     private var sums: [String: [Double]] = [:]
     private var rowCounts: [String: Int] = [:]
+    private let owner = pthread_self()
 
     public init() {}
 
     public func record(_ name: String, _ x: UnsafePointer<Float>, rows m: Int, cols k: Int) {
-        guard m > 0, k > 0 else { return }
+        guard m > 0, k > 0, pthread_equal(pthread_self(), owner) != 0 else { return }
         lock.lock(); defer { lock.unlock() }
         var s = sums[name] ?? [Double](repeating: 0, count: k)
         guard s.count == k else { return }   // one name, one width (a sliced weight has its own name)

@@ -17,6 +17,12 @@ struct Convert: ParsableCommand {
         --rule 'REGEX=SCHEME[:GROUP]' overrides the scheme of matching pack tensors (the regex is
         searched anywhere in the name); rules apply in order and the LAST match wins.
 
+        Presets (--preset NAME; the preset's rules come first, so --rule and --scheme still win):
+        \(ConversionPreset.all.map { "  \($0.name): \($0.summary)" }.joined(separator: "\n"))
+
+        Importance (--importance FILE from `qwen-quant calibrate`): each scale group of the integer
+        schemes minimises the error weighted by the calibration activations' mean squares per input column.
+
         Examples:
           qwen-quant convert Qwen-Image -o qwen-image-q8.pack
           qwen-quant convert Qwen-Image -o te-q4.pack --components text_encoder --scheme q4 --group-size 32
@@ -24,6 +30,7 @@ struct Convert: ParsableCommand {
           qwen-quant convert Qwen-Image -o small.pack --zstd 3 --threads 8
           qwen-quant convert Qwen-Image -o x.pack --dry-run --json
           qwen-quant convert Qwen-Image -o q4c.pack --scheme q4c --importance importance.safetensors
+          qwen-quant convert Qwen-Image -o mix.pack --preset q4-mix --importance importance.safetensors
         """)
 
     @Argument(help: "Checkpoint folder (diffusers root or one component).")
@@ -32,8 +39,11 @@ struct Convert: ParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Pack folder to write.")
     var output: String?
 
-    @Option(help: "Default scheme: q4c (4.375 bits/weight), q4, q8s (8.375), q8, bf16, f16 or f32.")
-    var scheme: String = "q8"
+    @Option(help: "Default scheme: q4c (4.375 bits/weight), q4, q8s (8.375), q8, bf16, f16 or f32 (default q8, or the preset's).")
+    var scheme: String?
+
+    @Option(help: ArgumentHelp("A named recipe: \(ConversionPreset.all.map(\.name).joined(separator: ", ")) (see the discussion above); --rule still overrides it."))
+    var preset: String?
 
     @Option(name: .customLong("group-size"), help: "Quantization group along k for q8/q4: 0 (per output row), 32, 64 or 128 (q4c and q8s: always 32).")
     var groupSize: Int = 64
@@ -73,11 +83,13 @@ struct Convert: ParsableCommand {
         signal(SIGXFSZ, SIG_IGN)
         try runReportingErrors {
             var opts = ConvertOptions()
-            opts.scheme = try PackScheme.parse(scheme)
+            let recipe = try preset.map(ConversionPreset.named)
+            opts.scheme = try scheme.map(PackScheme.parse) ?? recipe?.scheme ?? .q8
             try PackScheme.validateGroup(groupSize)
             opts.group = groupSize
             opts.zstdLevel = zstd
-            opts.rules = try rules.map(PolicyRule.init(parsing:))
+            opts.rules = try ((recipe?.rules ?? []) + rules).map(PolicyRule.init(parsing:))
+            if let recipe { opts.preset = recipe.name }
             opts.importance = try importance.map { try ImportanceTable.load(path: $0) }
             opts.threads = try applyThreads(threads)
             opts.force = force

@@ -222,7 +222,10 @@ func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
         let dir = try TempDir()
         let vae = Fixtures.tinyModel.appendingPathComponent("vae").path
         let cases: [([String], String)] = [
-            (["--scheme", "q3"], "unknown scheme 'q3' (expected one of: f32, bf16, f16, q8, q4)"),
+            (["--scheme", "q3"], "unknown scheme 'q3' (expected one of: f32, bf16, f16, q8, q4, q4c, q8s)"),
+            (["--preset", "q5-mix"], "unknown preset 'q5-mix' (expected one of: q4-lean, q4-mix, q8)"),
+            (["--rule", "conv=q4c:64"], "--rule 'conv=q4c:64': q4c takes group 32 only, got 64"),
+            (["--importance", dir.path("missing.safetensors")], "missing.safetensors"),
             (["--group-size", "48"], "unsupported group size 48 (expected 0 = per output row, 32, 64 or 128)"),
             (["--rule", "conv=q5"], "--rule 'conv=q5': unknown scheme 'q5'"),
             (["--rule", "conv"], "--rule 'conv': expected REGEX=SCHEME[:GROUP]"),

@@ -264,16 +264,34 @@ class Bench:
 
     # -- conversions
     def our_pack(self, model, case, components="text_encoder"):
-        pack = os.path.join(self.work, f"pack-{os.path.basename(model)}-{case}")
+        """Case names: SCHEME[-pc|-gN] (q8-pc, q4-g32, q4c), preset:NAME (qwen-quant's --preset), either
+        with +imp: converted with an importance file calibrated on this model's bf16 pack."""
+        pack = os.path.join(self.work, f"pack-{os.path.basename(model)}-{case.replace(':', '_')}")
         if not os.path.exists(os.path.join(pack, "pack.json")):
-            scheme, *rest = case.split("-")
-            flags = ["--scheme", scheme]
-            if rest:
-                flags += ["--group-size", "0" if rest[0] == "pc" else rest[0][1:]]
+            base, imp = (case[:-4], True) if case.endswith("+imp") else (case, False)
+            if base.startswith("preset:"):
+                flags = ["--preset", base[7:]]
+            else:
+                scheme, *rest = base.split("-")
+                flags = ["--scheme", scheme]
+                if rest:
+                    flags += ["--group-size", "0" if rest[0] == "pc" else rest[0][1:]]
+            if imp:
+                flags += ["--importance", self.importance(model)]
             s, rss, _, _, _ = run([self.qquant, "convert", model, "-o", pack, "--components", components, "--force",
                                    "--threads", str(self.a.threads)] + flags, f"convert {case}")
             note(f"converted {case} in {s:.0f} s (peak RSS {rss / 2**20:.0f} MiB)")
         return pack
+
+    def importance(self, model):
+        """`qwen-quant calibrate` on this model's bf16 pack (the first --calibration-prompts bundled prompts), once."""
+        path = os.path.join(self.work, f"importance-{os.path.basename(model)}.safetensors")
+        if not os.path.exists(path):
+            base = self.our_pack(model, "bf16")
+            s, rss, _, _, _ = run([self.qquant, "calibrate", base, "-o", path, "--limit", str(self.a.calibration_prompts),
+                                   "--threads", str(self.a.threads)], "calibrate")
+            note(f"calibrated on {self.a.calibration_prompts} prompts in {s:.0f} s (peak RSS {rss / 2**20:.0f} MiB)")
+        return path
 
     def gguf_bf16(self, model):
         path = os.path.join(self.work, f"{os.path.basename(model)}-BF16.gguf")
@@ -400,11 +418,14 @@ class Bench:
                     # Our bf16 pack is the baseline, but its outputs are kept in memory: once measured it can go
                     # (disk: a full-size run must fit in ~40 GB). llama.cpp's BF16 GGUF is the source of its types.
                     keep = (peer == "ours" and speed and "vision" in a.components.split(",")
-                            and case in a.vision_ours.split(",")) or (peer == "llama.cpp" and case == "BF16")
+                            and case in a.vision_ours.split(",")) or (peer == "llama.cpp" and case == "BF16") \
+                        or (peer == "ours" and case == "bf16")   # the +imp cases calibrate on it
                     if a.delete and not keep:
                         self.delete(model, peer, case)
             if a.delete:
                 self.delete(model, "llama.cpp", "BF16")
+                if not (speed and "vision" in a.components.split(",") and "bf16" in a.vision_ours.split(",")):
+                    self.delete(model, "ours", "bf16")
 
     def not_measured(self, component, error, **case):
         """Records a case that failed, with the reason and its component (what --merge keeps or replaces)."""
@@ -427,7 +448,7 @@ class Bench:
 
     def delete(self, model, peer, case):
         if peer == "ours":
-            shutil.rmtree(os.path.join(self.work, f"pack-{os.path.basename(model)}-{case}"), ignore_errors=True)
+            shutil.rmtree(os.path.join(self.work, f"pack-{os.path.basename(model)}-{case.replace(':', '_')}"), ignore_errors=True)
         elif peer == "llama.cpp":
             p = os.path.join(self.work, f"{os.path.basename(model)}-{case}.gguf")
             if os.path.exists(p):
@@ -605,6 +626,7 @@ def main():
     p.add_argument("--vae-ours", default="f32,q8-pc")
     p.add_argument("--vae-caps", default="default,512M")
     p.add_argument("--vae-repeat", type=int, default=3)
+    p.add_argument("--calibration-prompts", type=int, default=64, help="bundled prompts `qwen-quant calibrate` uses for the +imp cases")
     p.add_argument("--merge", action="store_true", help="keep the existing peers.json results of the components not run now")
     p.add_argument("--delete", action="store_true", help="delete each pack and GGUF once measured (saves disk)")
     a = p.parse_args()

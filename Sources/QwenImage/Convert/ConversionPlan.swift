@@ -18,6 +18,8 @@ public struct ConvertOptions: Sendable {
     public var chunkBytes = PackFormat.defaultChunkBytes
     /// Per-input-column importance for the integer schemes' scale search (`--importance`).
     public var importance: ImportanceTable?
+    /// The `--preset` used (recorded in pack.json's options), if any.
+    public var preset: String?
     public init() {}
 }
 

@@ -110,6 +110,7 @@ public enum Converter {
             var opts = ["scheme": options.scheme.rawValue, "group": String(options.scheme.fixedGroup ?? options.group),
                         "compression": options.zstdLevel.map { "zstd:\($0)" } ?? "none"]
             if !options.rules.isEmpty { opts["rules"] = options.rules.map(\.text).joined(separator: " ") }
+            if let preset = options.preset { opts["preset"] = preset }
             if let imp = options.importance {
                 opts["importance"] = URL(fileURLWithPath: imp.path).lastPathComponent
                 if let p = imp.metadata["prompts"], let n = imp.metadata["tokens"] { opts["importance_calibration"] = "\(p) prompts, \(n) tokens" }
