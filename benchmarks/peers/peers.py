@@ -232,7 +232,7 @@ class Bench:
         self.qquant = os.path.join(BIN, "qwen-quant")
         self.results = {"bench": "peers", "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "command": " ".join(sys.argv), "machine": machine(), "versions": versions(),
-                        "threads": a.threads, "quick": a.quick, "same_weights_cos": a.same_weights_cos, "text_speed": [], "text_accuracy": [],
+                        "threads": a.threads, "quick": a.quick, "calibration_prompts": a.calibration_prompts, "same_weights_cos": a.same_weights_cos, "text_speed": [], "text_accuracy": [],
                         "vision": [], "vae": [], "not_measured": []}
         self.prompt_cache = {}
         self.llama_info = []
