@@ -17,7 +17,8 @@ struct Convert: ParsableCommand {
         --rule 'REGEX=SCHEME[:GROUP]' overrides the scheme of matching pack tensors (the regex is
         searched anywhere in the name); rules apply in order and the LAST match wins.
 
-        Presets (--preset NAME; the preset's rules come first, so --rule and --scheme still win):
+        Presets (--preset NAME: a default scheme and rules; --scheme replaces the default, and --rule
+        rules come after the preset's, so they win):
         \(ConversionPreset.all.map { "  \($0.name): \($0.summary)" }.joined(separator: "\n"))
 
         Importance (--importance FILE from `qwen-quant calibrate`): each scale group of the integer
