@@ -69,9 +69,10 @@ void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float
     j.a.bias = bias;
     j.a.y = y;
     if (qk_scheme_is_int(w->scheme)) {
-        /* the offset the tier's kernel removes through c: Q4 nibbles are q + 8; Q8, Q8S and Q4C values
-           are signed (the VNNI kernels flip them to q + 128) */
-        j.off = w->scheme == QK_Q4 ? 8 : tier->q8_off;
+        /* the offset the tier's kernel removes through c: Q4 nibbles are q + 8, Q5S / Q6S values q + 16
+           / q + 32 (unsigned in every tier); Q8, Q8S and Q4C values are signed (the VNNI kernels flip them
+           to q + 128) */
+        j.off = qk_scheme_nibble_offset(w->scheme) ? qk_scheme_nibble_offset(w->scheme) : tier->q8_off;
         j.a.xq_stride = qk_xq_row_bytes(kp);
         j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
         qk_parallel_for((m + 15) / 16, quant_task, &j);

@@ -8,7 +8,7 @@
 #pragma clang attribute pop
 
 const qk_mm_tier qk_mm_tier_avx2 = {
-    .kern = { kern_f32_avx2, kern_bf16_avx2, kern_f16_avx2, kern_q8_avx2, kern_q4_avx2, kern_q4c_avx2, kern_q8s_avx2 },
+    .kern = { kern_f32_avx2, kern_bf16_avx2, kern_f16_avx2, kern_q8_avx2, kern_q4_avx2, kern_q4c_avx2, kern_q8s_avx2, kern_q5s_avx2, kern_q6s_avx2 },
     .quantx = quantx_avx2,
     .q8_off = 0,
 };

@@ -128,7 +128,8 @@ static void QK_T_NAME(kern_f16)(const qk_mm_args *a, int64_t m0, int64_t m1, int
 
 /* ---- integer schemes ---------------------------------------------------------------------------- */
 /* acc += dot4(w, x) per i32 lane. Q8 (and Q8S, and Q4C after the codebook lookup): w is signed (non-VNNI: sign trick, |x| * (w * sign x), pair sums
-   <= 2 * 127 * 127 < 32767; VNNI: w ^ 0x80 unsigned, offset removed by c). Q4: w is 0..15 unsigned. */
+   <= 2 * 127 * 127 < 32767; VNNI: w ^ 0x80 unsigned, offset removed by c). Q4, Q5S, Q6S: w is 0..15,
+   0..31, 0..63 unsigned (maddubs pair sums <= 2 * 63 * 127 < 32767). */
 AI __m256i dot_q8(__m256i acc, __m256i w, __m256i xb) {
 #if QK_T_VNNI == 2
     return _mm256_dpbusd_epi32(acc, _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80)), xb);
@@ -150,7 +151,7 @@ AI __m256i dot_u4(__m256i acc, __m256i w, __m256i xb) {
 }
 
 /* Weight scales of group g, rows 8h .. 8h+7 of the block: f32 (Q8, Q4) or int8 code x f32
-   super-scale (Q8S, Q4C; one rounded product, as the reference). */
+   super-scale (compact schemes; one rounded product, as the reference). */
 AI __m256 load_ws(const qk_mm_args *a, qk_scheme s, const uint8_t *blk, int64_t g, int h) {
     if (!qk_scheme_is_compact(s)) return _mm256_loadu_ps((const float *)blk + g * QK_NR + 8 * h);
     __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + a->codes_off + g * QK_NR + 8 * h))));
@@ -170,6 +171,15 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_
         xc[i] = (const int32_t *)(xd[i] + nblk);
     }
     const __m256i low4 = _mm256_set1_epi8(0x0f);
+    /* Q5S / Q6S: the 16-byte high-bit vector of an operand in both 128-bit lanes, shifted right per lane
+       (lane l of half h is chunk c = 2h + l: 2c for Q6S; c, or 4 + c for the high nibbles, for Q5S), up
+       by 4 and masked: the bits u >> 4 above each nibble (qk_matmul_internal.h) */
+    const int hb = qk_scheme_hbits(s), hstep = hb == 2 ? 2 : 1, hhi = hb == 2 ? 0 : 4;
+    const __m256i cnt_lo0 = _mm256_setr_epi32(0, 0, 0, 0, hstep, hstep, hstep, hstep);
+    const __m256i cnt_lo1 = _mm256_add_epi32(cnt_lo0, _mm256_set1_epi32(2 * hstep));
+    const __m256i cnt_hi0 = _mm256_add_epi32(cnt_lo0, _mm256_set1_epi32(hhi));
+    const __m256i cnt_hi1 = _mm256_add_epi32(cnt_lo1, _mm256_set1_epi32(hhi));
+    const __m256i hmask = _mm256_set1_epi8(hb == 2 ? 0x30 : 0x10);
     /* Q4C: nibble -> signed codebook value (then the Q8 dot) */
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qk_q4c_codebook));
     __m256 acc[2][2];
@@ -193,6 +203,15 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, int64_t t0, int64_
                 __m256i v1 = _mm256_loadu_si256((const __m256i *)(d + (b * 4 + p) * 64 + 32));
                 __m256i lo0 = _mm256_and_si256(v0, low4), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low4);
                 __m256i lo1 = _mm256_and_si256(v1, low4), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4);
+                if (hb) {
+                    const uint8_t *hp = d + kp * 8 + (b * 4 + p) * 16 * hb;
+                    __m256i hl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hp));
+                    __m256i hh = hb == 2 ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(hp + 16))) : hl;
+                    lo0 = _mm256_or_si256(lo0, _mm256_and_si256(_mm256_slli_epi32(_mm256_srlv_epi32(hl, cnt_lo0), 4), hmask));
+                    lo1 = _mm256_or_si256(lo1, _mm256_and_si256(_mm256_slli_epi32(_mm256_srlv_epi32(hl, cnt_lo1), 4), hmask));
+                    hi0 = _mm256_or_si256(hi0, _mm256_and_si256(_mm256_slli_epi32(_mm256_srlv_epi32(hh, cnt_hi0), 4), hmask));
+                    hi1 = _mm256_or_si256(hi1, _mm256_and_si256(_mm256_slli_epi32(_mm256_srlv_epi32(hh, cnt_hi1), 4), hmask));
+                }
                 if (s == QK_Q4C) {
                     lo0 = _mm256_shuffle_epi8(lut, lo0); hi0 = _mm256_shuffle_epi8(lut, hi0);
                     lo1 = _mm256_shuffle_epi8(lut, lo1); hi1 = _mm256_shuffle_epi8(lut, hi1);
@@ -239,6 +258,8 @@ static void QK_T_NAME(kern_q8)(const qk_mm_args *a, int64_t m0, int64_t m1, int6
 static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
 static void QK_T_NAME(kern_q4c)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4C, m0, m1, rb0, rb1); }
 static void QK_T_NAME(kern_q8s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8S, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q5s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q5S, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q6s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q6S, m0, m1, rb0, rb1); }
 
 #undef AI
 #undef UNROLL

@@ -1,7 +1,8 @@
 /* matmul_avx512.c: AVX-512 tier (F/BW/VL/DQ + VNNI). One zmm holds one 16-row block of outputs.
    Float schemes: register tiles of MR tokens x NB blocks (up to 12 x 2), one FMA chain per output in
    k order. Integer schemes: vpdpbusd with the weights as the unsigned operand (Q8 and Q8S are flipped
-   to q + 128 by an xor, Q4 nibbles are q + 8, Q4C nibbles become codebook value + 128 by vpshufb) and the activations as the signed broadcast operand; the
+   to q + 128 by an xor, Q4 nibbles are q + 8, Q4C nibbles become codebook value + 128 by vpshufb, Q5S / Q6S
+   get their high bits ORed in above the nibble: q + 16 / q + 32) and the activations as the signed broadcast operand; the
    offset is removed by starting each block's int32 sum at c = -offset * sum(q_x) (qk_quantize_x).
    Arithmetic and order follow qk_matmul_internal.h exactly, so results equal the reference. */
 #include "qk_matmul_internal.h"
@@ -104,6 +105,13 @@ static void kern_bf16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, 
 static void kern_f16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_F16, m0, m1, rb0, rb1); }
 
 /* ---- integer schemes ---------------------------------------------------------------------------- */
+/* 16-bit shift counts c0 + step * l for the 128-bit lane l (Q5S / Q6S high-bit planes). */
+AI __m512i lane_counts(int c0, int step) {
+    int v[4];
+    UNROLL for (int l = 0; l < 4; l++) v[l] = (c0 + step * l) * 0x10001;
+    return _mm512_setr_epi32(v[0], v[0], v[0], v[0], v[1], v[1], v[1], v[1], v[2], v[2], v[2], v[2], v[3], v[3], v[3], v[3]);
+}
+
 /* The 16 weight scales of group g in the block at blk: f32 (Q8, Q4) or int8 code x f32 super-scale
    (Q8S, Q4C; one rounded product, as the reference). */
 AI __m512 load_ws(const qk_mm_args *a, qk_scheme s, const uint8_t *blk, int64_t g) {
@@ -132,6 +140,12 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
         (char)(qk_q4c_codebook[4] + 128), (char)(qk_q4c_codebook[5] + 128), (char)(qk_q4c_codebook[6] + 128), (char)(qk_q4c_codebook[7] + 128),
         (char)(qk_q4c_codebook[8] + 128), (char)(qk_q4c_codebook[9] + 128), (char)(qk_q4c_codebook[10] + 128), (char)(qk_q4c_codebook[11] + 128),
         (char)(qk_q4c_codebook[12] + 128), (char)(qk_q4c_codebook[13] + 128), (char)(qk_q4c_codebook[14] + 128), (char)(qk_q4c_codebook[15] + 128)));
+    /* Q5S / Q6S: the 16-byte high-bit vector of an operand, broadcast to the four 128-bit lanes, shifted
+       right per lane (chunk c: 2c for Q6S; c, or 4 + c for the high nibbles, for Q5S), then up by 4 and
+       masked: the bits u >> 4 above each nibble (qk_matmul_internal.h) */
+    const int hb = qk_scheme_hbits(s);
+    const __m512i cnt_lo = lane_counts(0, hb == 2 ? 2 : 1), cnt_hi = lane_counts(hb == 2 ? 0 : 4, hb == 2 ? 2 : 1);
+    const __m512i hmask = _mm512_set1_epi8(hb == 2 ? 0x30 : 0x10);
     __m512 acc[6][4];
     UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nblk; b++) {
@@ -156,6 +170,14 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                     lo[j] = _mm512_and_si512(v, low4);
                     hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
                     if (s == QK_Q4C) { lo[j] = _mm512_shuffle_epi8(lut, lo[j]); hi[j] = _mm512_shuffle_epi8(lut, hi[j]); }
+                    if (hb) {
+                        const uint8_t *hp = d0 + j * rbb + kp * 8 + (b * 4 + p) * 16 * hb;
+                        __m512i hl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hp));
+                        __m512i hh = hb == 2 ? _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(hp + 16))) : hl;
+                        /* nibble | (shifted & mask): ternary-logic truth table A | (B & C) = 0xF8 */
+                        lo[j] = _mm512_ternarylogic_epi32(lo[j], _mm512_slli_epi16(_mm512_srlv_epi16(hl, cnt_lo), 4), hmask, 0xF8);
+                        hi[j] = _mm512_ternarylogic_epi32(hi[j], _mm512_slli_epi16(_mm512_srlv_epi16(hh, cnt_hi), 4), hmask, 0xF8);
+                    }
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
                     __m512i xl = _mm512_set1_epi32(*(const int32_t *)(xr[i] + b * 32 + p * 8));
@@ -198,7 +220,11 @@ AI void ikern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t 
     for (int64_t rb = rb0; rb < rb1; rb += 2) {
         int nb2 = rb + 1 < rb1;
         int64_t t = m0;
-        if (nb2) {
+        if (nb2 && qk_scheme_hbits(s)) {   /* Q5S / Q6S: 4 x 2 tiles (6 x 2 spills the decode's registers) */
+            for (; t + 4 <= m1; t += 4) itile(a, s, 4, 2, t, rb);
+            for (; t + 2 <= m1; t += 2) itile(a, s, 2, 2, t, rb);
+            for (; t < m1; t++) itile(a, s, 1, 2, t, rb);
+        } else if (nb2) {
             for (; t + 6 <= m1; t += 6) itile(a, s, 6, 2, t, rb);
             for (; t + 3 <= m1; t += 3) itile(a, s, 3, 2, t, rb);
             for (; t < m1; t++) itile(a, s, 1, 2, t, rb);
@@ -213,11 +239,13 @@ static void kern_q8(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, in
 static void kern_q4(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
 static void kern_q4c(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4C, m0, m1, rb0, rb1); }
 static void kern_q8s(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8S, m0, m1, rb0, rb1); }
+static void kern_q5s(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q5S, m0, m1, rb0, rb1); }
+static void kern_q6s(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q6S, m0, m1, rb0, rb1); }
 
 #pragma clang attribute pop
 
 const qk_mm_tier qk_mm_tier_avx512 = {
-    .kern = { kern_f32, kern_bf16, kern_f16, kern_q8, kern_q4, kern_q4c, kern_q8s },
+    .kern = { kern_f32, kern_bf16, kern_f16, kern_q8, kern_q4, kern_q4c, kern_q8s, kern_q5s, kern_q6s },
     .quantx = quantx_avx512,
     .q8_off = 128,
 };

@@ -9,7 +9,7 @@
 #pragma clang attribute pop
 
 const qk_mm_tier qk_mm_tier_avxvnni = {
-    .kern = { kern_f32_avxvnni, kern_bf16_avxvnni, kern_f16_avxvnni, kern_q8_avxvnni, kern_q4_avxvnni, kern_q4c_avxvnni, kern_q8s_avxvnni },
+    .kern = { kern_f32_avxvnni, kern_bf16_avxvnni, kern_f16_avxvnni, kern_q8_avxvnni, kern_q4_avxvnni, kern_q4c_avxvnni, kern_q8s_avxvnni, kern_q5s_avxvnni, kern_q6s_avxvnni },
     .quantx = quantx_avxvnni,
     .q8_off = 128,
 };
@@ -27,7 +27,7 @@ const qk_mm_tier qk_mm_tier_avxvnni = {
 #pragma clang attribute pop
 
 static const qk_mm_tier tier_vnni_evex = {
-    .kern = { kern_f32_vnni_evex, kern_bf16_vnni_evex, kern_f16_vnni_evex, kern_q8_vnni_evex, kern_q4_vnni_evex, kern_q4c_vnni_evex, kern_q8s_vnni_evex },
+    .kern = { kern_f32_vnni_evex, kern_bf16_vnni_evex, kern_f16_vnni_evex, kern_q8_vnni_evex, kern_q4_vnni_evex, kern_q4c_vnni_evex, kern_q8s_vnni_evex, kern_q5s_vnni_evex, kern_q6s_vnni_evex },
     .quantx = quantx_vnni_evex,
     .q8_off = 128,
 };

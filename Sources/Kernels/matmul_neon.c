@@ -89,17 +89,17 @@ static void quantx_neon(const float *x, int64_t k, int64_t kp, int32_t off, void
 #endif
 
 const qk_mm_tier qk_mm_tier_neon = {
-    .kern = { kern_f32_neon, kern_bf16_neon, kern_f16_neon, kern_q8_neon, kern_q4_neon, kern_q4c_neon, kern_q8s_neon },
+    .kern = { kern_f32_neon, kern_bf16_neon, kern_f16_neon, kern_q8_neon, kern_q4_neon, kern_q4c_neon, kern_q8s_neon, kern_q5s_neon, kern_q6s_neon },
     .quantx = quantx_neon,
     .q8_off = 0,
 };
 const qk_mm_tier qk_mm_tier_dotprod = {
-    .kern = { kern_f32_dotprod, kern_bf16_dotprod, kern_f16_dotprod, kern_q8_dotprod, kern_q4_dotprod, kern_q4c_dotprod, kern_q8s_dotprod },
+    .kern = { kern_f32_dotprod, kern_bf16_dotprod, kern_f16_dotprod, kern_q8_dotprod, kern_q4_dotprod, kern_q4c_dotprod, kern_q8s_dotprod, kern_q5s_dotprod, kern_q6s_dotprod },
     .quantx = quantx_neon,
     .q8_off = 0,
 };
 const qk_mm_tier qk_mm_tier_i8mm = {
-    .kern = { kern_f32_i8mm, kern_bf16_i8mm, kern_f16_i8mm, kern_q8_i8mm, kern_q4_i8mm, kern_q4c_i8mm, kern_q8s_i8mm },
+    .kern = { kern_f32_i8mm, kern_bf16_i8mm, kern_f16_i8mm, kern_q8_i8mm, kern_q4_i8mm, kern_q4c_i8mm, kern_q8s_i8mm, kern_q5s_i8mm, kern_q6s_i8mm },
     .quantx = quantx_neon,
     .q8_off = 0,
 };

@@ -7,8 +7,8 @@
    A 16-row block is four "quads" of 4 rows (one float32x4 of outputs each). The packed bytes of one Q8
    k4 step (16 rows x 4 k) are four SDOT operands as they stand; SMMLA wants 2 rows x 8 consecutive k,
    which is a 32-bit zip of two k4 steps (Q8) or of a Q4 step's low and high nibbles.
-   Q4 nibbles stay unsigned (q + 8, a non-negative int8); the offset is removed by starting each block's
-   int32 sum at c = -8 * sum(q_x) (qk_quantize_x). Q8 uses signed x signed products (offset 0).
+   Q4 nibbles stay unsigned (q + 8, a non-negative int8; Q5S / Q6S q + 16 / q + 32 with their high bits
+   ORed in); the offset is removed by starting each block's int32 sum at c = -8 * sum(q_x) (qk_quantize_x). Q8 uses signed x signed products (offset 0).
    Arithmetic and order follow qk_matmul_internal.h exactly (int32 block sums are exact, then
    fma((float)isum * xd, d, acc) per block), so results equal the reference bit for bit. */
 #include <arm_neon.h>
@@ -30,6 +30,7 @@
 #define itile_mm QK_T_NAME(itile_mm)
 #define ikern QK_T_NAME(ikern)
 #define load_ws QK_T_NAME(load_ws)
+#define with_hbits QK_T_NAME(with_hbits)
 
 /* y[t, col .. col+3] = v (+ bias), only the columns < n. */
 AI void store_quad(const qk_mm_args *a, int64_t t, int64_t col, float32x4_t v) {
@@ -163,6 +164,17 @@ AI float32x4_t load_ws(const qk_mm_args *a, qk_scheme s, const uint8_t *blk, int
     return vmulq_f32(c, vld1q_f32((const float *)blk + (g / QK_SUPER_GROUPS) * QK_NR + 4 * h));
 }
 
+/* Q5S / Q6S: the nibbles of chunk c (0..3) of a step's low (o = 0) or high (o = 1) operand with the
+   high bits u >> 4 ORed in above them, from the step's high-bit plane hp (qk_matmul_internal.h); other
+   schemes: the nibbles as they are. `o` and `c` are constants after unrolling. */
+AI uint8x16_t with_hbits(qk_scheme s, uint8x16_t nib, const uint8_t *hp, int o, int c) {
+    const int hb = qk_scheme_hbits(s);
+    if (!hb) return nib;
+    uint8x16_t h = vld1q_u8(hp + (hb == 2 ? 16 * o : 0));
+    h = vshlq_u8(h, vdupq_n_s8((int8_t)-(hb == 2 ? 2 * c : 4 * o + c)));   /* right shift */
+    return vorrq_u8(nib, vshlq_n_u8(vandq_u8(h, vdupq_n_u8(hb == 2 ? 3 : 1)), 4));
+}
+
 /* MR tokens x NB blocks with SDOT (QK_T_DOT >= 1) or SMULL/SADALP (QK_T_DOT == 0). */
 AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
     const int64_t kp = a->kp, nblk = kp / QK_ABLK;
@@ -200,8 +212,9 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                 int8x16_t lo[8], hi[8];
                 UNROLL for (int q = 0; q < 4 * NB; q++) {
                     uint8x16_t v = vld1q_u8(d0 + (q >> 2) * rbb + (b * 4 + p) * 64 + 16 * (q & 3));
-                    lo[q] = vreinterpretq_s8_u8(vandq_u8(v, low4));
-                    hi[q] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+                    const uint8_t *hp = d0 + (q >> 2) * rbb + kp * 8 + (b * 4 + p) * 16 * qk_scheme_hbits(s);
+                    lo[q] = vreinterpretq_s8_u8(with_hbits(s, vandq_u8(v, low4), hp, 0, q & 3));
+                    hi[q] = vreinterpretq_s8_u8(with_hbits(s, vshrq_n_u8(v, 4), hp, 1, q & 3));
                     if (s == QK_Q4C) { lo[q] = vqtbl1q_s8(cb, vreinterpretq_u8_s8(lo[q])); hi[q] = vqtbl1q_s8(cb, vreinterpretq_u8_s8(hi[q])); }
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
@@ -216,17 +229,24 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
 #else
         /* Per quad: int16 lanes hold (row, j) partial sums (rows 0-1 in `lo`, rows 2-3 in `hi`), widened
            pairwise into int32 [r(j0+j1), r(j2+j3), r'(..), r'(..)]; a final pairwise add gives the 4 rows.
-           Q8: |q_w q_x| <= 127^2, two products per int16 lane (<= 32258); Q4: <= 15 * 127, all eight. */
+           Q8: |q_w q_x| <= 127^2, two products per int16 lane (<= 32258); Q4: <= 15 * 127, all eight
+           (Q5S: 31 * 127 * 8 = 31496 still fits; Q6S, 63 * 127, takes the two-product path). */
         int32x4_t plo[3][8], phi[3][8];
         UNROLL for (int i = 0; i < MR; i++) UNROLL for (int q = 0; q < 4 * NB; q++) plo[i][q] = phi[i][q] = vdupq_n_s32(0);
-        if (s != QK_Q4) {   /* Q8, Q8S, and Q4C decoded to values (|q_w| <= 127: Q4's int16 sums would overflow) */
+        if (s != QK_Q4 && s != QK_Q5S) {   /* Q8, Q8S, and Q4C / Q6S decoded to values (Q4's int16 sums would overflow) */
             UNROLL for (int st = 0; st < 8; st += 2) {
                 /* 8-byte weight loads: against a broadcast x, LLVM turns SMULL2 into EXT + SMULL */
                 int8x8_t w0l[8], w0h[8], w1l[8], w1h[8];
                 UNROLL for (int q = 0; q < 4 * NB; q++) {
-                    if (s == QK_Q4C) {   /* the nibbles of 8 k = Q8 steps st (low) and st + 1 (high) */
+                    if (s == QK_Q4C || s == QK_Q6S) {   /* the nibbles of 8 k = Q8 steps st (low) and st + 1 (high) */
                         uint8x16_t v = vld1q_u8(d0 + (q >> 2) * rbb + (b * 4 + st / 2) * 64 + 16 * (q & 3));
-                        int8x16_t l = vqtbl1q_s8(cb, vandq_u8(v, low4)), h = vqtbl1q_s8(cb, vshrq_n_u8(v, 4));
+                        int8x16_t l, h;
+                        if (s == QK_Q4C) { l = vqtbl1q_s8(cb, vandq_u8(v, low4)); h = vqtbl1q_s8(cb, vshrq_n_u8(v, 4)); }
+                        else {
+                            const uint8_t *hp = d0 + (q >> 2) * rbb + kp * 8 + (b * 4 + st / 2) * 32;
+                            l = vreinterpretq_s8_u8(with_hbits(s, vandq_u8(v, low4), hp, 0, q & 3));
+                            h = vreinterpretq_s8_u8(with_hbits(s, vshrq_n_u8(v, 4), hp, 1, q & 3));
+                        }
                         w0l[q] = vget_low_s8(l); w0h[q] = vget_high_s8(l);
                         w1l[q] = vget_low_s8(h); w1h[q] = vget_high_s8(h);
                         continue;
@@ -252,8 +272,9 @@ AI void itile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
                 int8x16_t lo[8], hi[8];
                 UNROLL for (int q = 0; q < 4 * NB; q++) {
                     uint8x16_t v = vld1q_u8(d0 + (q >> 2) * rbb + (b * 4 + p) * 64 + 16 * (q & 3));
-                    lo[q] = vreinterpretq_s8_u8(vandq_u8(v, low4));
-                    hi[q] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+                    const uint8_t *hp = d0 + (q >> 2) * rbb + kp * 8 + (b * 4 + p) * 16 * qk_scheme_hbits(s);
+                    lo[q] = vreinterpretq_s8_u8(with_hbits(s, vandq_u8(v, low4), hp, 0, q & 3));
+                    hi[q] = vreinterpretq_s8_u8(with_hbits(s, vshrq_n_u8(v, 4), hp, 1, q & 3));
                 }
                 UNROLL for (int i = 0; i < MR; i++) {
                     int8x16_t xl = bcast4(xr[i] + b * 32 + p * 8), xh = bcast4(xr[i] + b * 32 + p * 8 + 4);
@@ -321,8 +342,9 @@ AI void itile_mm(const qk_mm_args *a, qk_scheme s, const int NP, int64_t t0, int
                     v = vreinterpretq_s32_s8(vld1q_s8(p + 64));
                 } else {
                     uint8x16_t raw = vld1q_u8(d + (b * 4 + e) * 64 + 16 * (2 * h + q));
-                    u = vreinterpretq_s32_u8(vandq_u8(raw, low4));
-                    v = vreinterpretq_s32_u8(vshrq_n_u8(raw, 4));
+                    const uint8_t *hp = d + kp * 8 + (b * 4 + e) * 16 * qk_scheme_hbits(s);
+                    u = vreinterpretq_s32_u8(with_hbits(s, vandq_u8(raw, low4), hp, 0, 2 * h + q));
+                    v = vreinterpretq_s32_u8(with_hbits(s, vshrq_n_u8(raw, 4), hp, 1, 2 * h + q));
                     if (s == QK_Q4C) {
                         u = vreinterpretq_s32_s8(vqtbl1q_s8(cb, vreinterpretq_u8_s32(u)));
                         v = vreinterpretq_s32_s8(vqtbl1q_s8(cb, vreinterpretq_u8_s32(v)));
@@ -385,6 +407,8 @@ static void QK_T_NAME(kern_q8)(const qk_mm_args *a, int64_t m0, int64_t m1, int6
 static void QK_T_NAME(kern_q4)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4, m0, m1, rb0, rb1); }
 static void QK_T_NAME(kern_q4c)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q4C, m0, m1, rb0, rb1); }
 static void QK_T_NAME(kern_q8s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q8S, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q5s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q5S, m0, m1, rb0, rb1); }
+static void QK_T_NAME(kern_q6s)(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q6S, m0, m1, rb0, rb1); }
 
 #undef AI
 #undef UNROLL
@@ -399,3 +423,4 @@ static void QK_T_NAME(kern_q8s)(const qk_mm_args *a, int64_t m0, int64_t m1, int
 #undef itile_mm
 #undef ikern
 #undef load_ws
+#undef with_hbits

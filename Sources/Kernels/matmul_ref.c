@@ -71,16 +71,8 @@ static void kern_int_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb
                 float acc = 0;
                 for (int64_t b = 0; b < nblk; b++) {
                     int32_t isum = 0;
-                    for (int64_t i = b * QK_ABLK; i < (b + 1) * QK_ABLK; i++) {
-                        int q;
-                        if (!qk_scheme_is_nibble(a->scheme)) q = (int8_t)data[(i >> 2) * 64 + lane * 4 + (i & 3)];
-                        else {
-                            uint8_t byte = data[(i >> 3) * 64 + lane * 4 + (i & 3)];
-                            int nib = (i & 4) ? (byte >> 4) : (byte & 15);
-                            q = a->scheme == QK_Q4 ? nib - 8 : qk_q4c_codebook[nib];
-                        }
-                        isum += q * xq[i];
-                    }
+                    for (int64_t i = b * QK_ABLK; i < (b + 1) * QK_ABLK; i++)
+                        isum += qk_packed_q(a->scheme, data, a->kp, lane, i) * xq[i];
                     int64_t g = a->gblk ? b / a->gblk : 0;
                     float ws = compact ? (float)codes[g * QK_NR + lane] * scales[(g / QK_SUPER_GROUPS) * QK_NR + lane]
                                        : scales[g * QK_NR + lane];
@@ -93,7 +85,7 @@ static void kern_int_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb
 }
 
 const qk_mm_tier qk_mm_tier_ref = {
-    .kern = { kern_float_ref, kern_float_ref, kern_float_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref },
+    .kern = { kern_float_ref, kern_float_ref, kern_float_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref },
     .quantx = qk_quantize_x_ref,
     .q8_off = 0,
 };

@@ -40,13 +40,13 @@ struct Convert: ParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Pack folder to write.")
     var output: String?
 
-    @Option(help: "Default scheme: q4c (4.375 bits/weight), q4, q8s (8.375), q8, bf16, f16 or f32 (default q8, or the preset's).")
+    @Option(help: "Default scheme: q4c (4.375 bits/weight), q4, q5s (5.375), q6s (6.375), q8s (8.375), q8, bf16, f16 or f32 (default q8, or the preset's).")
     var scheme: String?
 
     @Option(help: ArgumentHelp("A named recipe: \(ConversionPreset.all.map(\.name).joined(separator: ", ")) (see the discussion above); --rule still overrides it."))
     var preset: String?
 
-    @Option(name: .customLong("group-size"), help: "Quantization group along k for q8/q4: 0 (per output row), 32, 64 or 128 (q4c and q8s: always 32).")
+    @Option(name: .customLong("group-size"), help: "Quantization group along k for q8/q4: 0 (per output row), 32, 64 or 128 (q4c, q5s, q6s and q8s: always 32).")
     var groupSize: Int = 64
 
     @Option(help: "Compress shards with zstd at this level (1-19; the embedding table stays raw); default: raw, mmap-able shards.")

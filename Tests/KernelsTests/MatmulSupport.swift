@@ -20,18 +20,19 @@ struct MMScheme: CustomStringConvertible {
     let scheme: qk_scheme
     let group: Int32
     var description: String {
-        let names = ["f32", "bf16", "f16", "q8", "q4", "q4c", "q8s"]
+        let names = ["f32", "bf16", "f16", "q8", "q4", "q4c", "q8s", "q5s", "q6s"]
         return "\(names[Int(scheme.rawValue)])/g\(group)"
     }
-    var isInt: Bool { scheme == QK_Q8 || scheme == QK_Q4 || scheme == QK_Q4C || scheme == QK_Q8S }
-    /// 4-bit values (q4, q4c), for tolerances.
-    var isFourBit: Bool { scheme == QK_Q4 || scheme == QK_Q4C }
+    var isInt: Bool { scheme.rawValue >= QK_Q8.rawValue }
+    /// Values of fewer than 8 bits (q4, q4c, q5s, q6s), for tolerances.
+    var isBelowEightBit: Bool { scheme == QK_Q4 || scheme == QK_Q4C || scheme == QK_Q5S || scheme == QK_Q6S }
     static let all: [MMScheme] = [
         .init(scheme: QK_F32, group: 0), .init(scheme: QK_BF16, group: 0), .init(scheme: QK_F16, group: 0),
         .init(scheme: QK_Q8, group: 0), .init(scheme: QK_Q8, group: 32), .init(scheme: QK_Q8, group: 64),
         .init(scheme: QK_Q8, group: 128), .init(scheme: QK_Q4, group: 0), .init(scheme: QK_Q4, group: 32),
         .init(scheme: QK_Q4, group: 64), .init(scheme: QK_Q4, group: 128),
         .init(scheme: QK_Q4C, group: 32), .init(scheme: QK_Q8S, group: 32),
+        .init(scheme: QK_Q5S, group: 32), .init(scheme: QK_Q6S, group: 32),
     ]
 }
 

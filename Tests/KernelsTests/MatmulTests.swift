@@ -105,7 +105,7 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
                     }
                 }
                 let err = mmRelL2(y, exact)
-                let key = s.isFourBit ? "q4" : "q8"
+                let key = s.isBelowEightBit ? "q4" : "q8"
                 print("matmul accuracy \(s) outliers=\(!outliers.isEmpty): relative L2 vs f32 = \(String(format: "%.2e", err))")
                 #expect(err <= MatmulTolerance.relL2[key]!, "\(s): relative L2 \(err)")
             }
@@ -249,32 +249,42 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
         }
     }
 
-    @Test("q4c and q8s sizes: 4.375 and 8.375 bits per weight when k is a multiple of 256")
+    @Test("q4c, q5s, q6s and q8s sizes: 4.375, 5.375, 6.375 and 8.375 bits per weight when k is a multiple of 256")
     func compactSizes() {
         #expect(qk_weight_bytes(QK_Q4C, 32, 16, 3584) * 8 == 16 * 3584 * 4375 / 1000)
+        #expect(qk_weight_bytes(QK_Q5S, 32, 16, 3584) * 8 == 16 * 3584 * 5375 / 1000)
+        #expect(qk_weight_bytes(QK_Q6S, 32, 16, 3584) * 8 == 16 * 3584 * 6375 / 1000)
         #expect(qk_weight_bytes(QK_Q8S, 32, 16, 3584) * 8 == 16 * 3584 * 8375 / 1000)
         // k = 100: kp 128, 4 groups, 1 super-group: 64 + 64 (codes padded) + 128 * 8 bytes per 16 rows
+        // (q5s / q6s: + 128 * 2 / 128 * 4 bytes of high bits)
         #expect(qk_weight_bytes(QK_Q4C, 32, 17, 100) == 2 * (64 + 64 + 128 * 8))
+        #expect(qk_weight_bytes(QK_Q5S, 32, 17, 100) == 2 * (64 + 64 + 128 * 10))
+        #expect(qk_weight_bytes(QK_Q6S, 32, 17, 100) == 2 * (64 + 64 + 128 * 12))
+        #expect(qk_weight_bytes(QK_Q6S, 64, 16, 256) == 0)
     }
 
-    @Test("q4c and q8s round trip: exactly representable weights come back exactly")
+    @Test("q4c, q5s, q6s and q8s round trip: exactly representable weights come back exactly")
     func compactExactRoundTrip() {
         // every group: d · (codebook values) with d = 127 · 2^-10, its first value at the outer level
         // -127 (so the plain candidate d = smax / -127 is exact), so that D = d / 127 = 2^-10 and the
-        // 8-bit code 127 reproduce d exactly; q8s: d · integers in [-127, 127] likewise
+        // 8-bit code 127 reproduce d exactly; q8s: d · integers in [-127, 127] likewise; q5s / q6s:
+        // d · integers in [-16, 15] / [-32, 31], the first one at -16 / -32 (the candidate smax / qmin)
         let cb: [Float] = [-127, -100, -79, -63, -48, -34, -22, -9, 2, 14, 25, 37, 50, 65, 83, 108]
         let n = 19, k = 300, d = Float(127) / 1024
         var rng = MMRng(5)
         for (scheme, level) in [(QK_Q4C, { (r: inout MMRng) in cb[Int(r.next() % 16)] }),
-                                (QK_Q8S, { (r: inout MMRng) in Float(Int(r.next() % 255) - 127) })] {
+                                (QK_Q8S, { (r: inout MMRng) in Float(Int(r.next() % 255) - 127) }),
+                                (QK_Q5S, { (r: inout MMRng) in Float(Int(r.next() % 32) - 16) }),
+                                (QK_Q6S, { (r: inout MMRng) in Float(Int(r.next() % 64) - 32) })] {
+            let outer: Float = scheme == QK_Q5S ? -16 : scheme == QK_Q6S ? -32 : -127
             var wv = [Float](repeating: 0, count: n * k)
-            for r in 0..<n { for i in 0..<k { wv[r * k + i] = d * (i % 32 == 0 ? -127 : level(&rng)) } }
+            for r in 0..<n { for i in 0..<k { wv[r * k + i] = d * (i % 32 == 0 ? outer : level(&rng)) } }
             let w = MMWeight(MMScheme(scheme: scheme, group: 32), n: n, k: k, values: wv)
             for r in 0..<n { #expect(w.row(r) == Array(wv[(r * k)..<((r + 1) * k)]), "\(scheme) row \(r)") }
         }
     }
 
-    @Test("q4c: lower weight error than q4/g32 at fewer bits; q8s not above q8/g32 (Gaussian-like weights, measured)")
+    @Test("q4c: lower weight error than q4/g32 at fewer bits; q8s not above q8/g32; q5s and q6s between (Gaussian-like weights, measured)")
     func compactWeightError() {
         let n = 64, k = 1024
         var rng = MMRng(13)
@@ -287,9 +297,12 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
         }
         let q4 = relErr(MMScheme(scheme: QK_Q4, group: 32)), q4c = relErr(MMScheme(scheme: QK_Q4C, group: 32))
         let q8 = relErr(MMScheme(scheme: QK_Q8, group: 32)), q8s = relErr(MMScheme(scheme: QK_Q8S, group: 32))
-        print("weight error: q4/g32 \(String(format: "%.4f", q4)), q4c \(String(format: "%.4f", q4c)); q8/g32 \(String(format: "%.5f", q8)), q8s \(String(format: "%.5f", q8s))")
+        let q5s = relErr(MMScheme(scheme: QK_Q5S, group: 32)), q6s = relErr(MMScheme(scheme: QK_Q6S, group: 32))
+        print("weight error: q4/g32 \(String(format: "%.4f", q4)), q4c \(String(format: "%.4f", q4c)); q5s \(String(format: "%.4f", q5s)), q6s \(String(format: "%.4f", q6s)); q8/g32 \(String(format: "%.5f", q8)), q8s \(String(format: "%.5f", q8s))")
         #expect(q4c < q4 * 0.95, "q4c \(q4c) is not clearly below q4/g32 \(q4)")
         #expect(q8s <= q8 * 1.01, "q8s \(q8s) is above q8/g32 \(q8)")
+        // one more bit halves the step: each of q5s and q6s at most 0.6x the scheme below it
+        #expect(q5s < q4c * 0.6 && q6s < q5s * 0.6 && q8s < q6s * 0.35, "q4c \(q4c), q5s \(q5s), q6s \(q6s), q8s \(q8s)")
     }
 
     @Test("importance-weighted packing lowers the importance-weighted error; imp = all ones equals no importance")
@@ -323,7 +336,7 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
             let ep = werr(plain), ew = werr(weighted)
             print("importance packing \(s): weighted error \(String(format: "%.4e", ew)) vs plain \(String(format: "%.4e", ep)) (ratio \(String(format: "%.3f", ew / ep)))")
             // 8-bit: the clipping grid rarely moves at 8 bits, so equal is allowed there
-            #expect(s.isFourBit ? ew < ep : ew <= ep, "\(s): importance did not lower the weighted error")
+            #expect(s.isBelowEightBit ? ew < ep : ew <= ep, "\(s): importance did not lower the weighted error")
         }
         var bad = imp; bad[7] = -1
         var out = [UInt8](repeating: 0, count: qk_weight_bytes(QK_Q4C, 32, Int64(n), Int64(k)))

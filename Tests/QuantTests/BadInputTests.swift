@@ -222,7 +222,7 @@ func leftovers(_ dir: URL, besides keep: Set<String>) -> [String] {
         let dir = try TempDir()
         let vae = Fixtures.tinyModel.appendingPathComponent("vae").path
         let cases: [([String], String)] = [
-            (["--scheme", "q3"], "unknown scheme 'q3' (expected one of: f32, bf16, f16, q8, q4, q4c, q8s)"),
+            (["--scheme", "q3"], "unknown scheme 'q3' (expected one of: f32, bf16, f16, q8, q4, q4c, q8s, q5s, q6s)"),
             (["--preset", "q5-mix"], "unknown preset 'q5-mix' (expected one of: q4-lean, q4-mix, q8)"),
             (["--rule", "conv=q4c:64"], "--rule 'conv=q4c:64': q4c takes group 32 only, got 64"),
             (["--importance", dir.path("missing.safetensors")], "missing.safetensors"),

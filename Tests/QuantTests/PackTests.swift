@@ -134,7 +134,8 @@ func convertTiny(_ dir: TempDir, _ name: String, scheme: PackScheme, group: Int 
                                                     "decoder.up_blocks.0", "decoder.head"]))
     }
 
-    @Test(arguments: [(PackScheme.q8, 0), (.q8, 32), (.q8, 64), (.q8, 128), (.q4, 0), (.q4, 32), (.q4, 64), (.q4, 128), (.f16, 0)])
+    @Test(arguments: [(PackScheme.q8, 0), (.q8, 32), (.q8, 64), (.q8, 128), (.q4, 0), (.q4, 32), (.q4, 64), (.q4, 128), (.f16, 0),
+                      (.q4c, 32), (.q5s, 32), (.q6s, 32), (.q8s, 32)])
     func quantizedErrorsWithinBounds(_ scheme: PackScheme, _ group: Int) throws {
         let dir = try TempDir()
         // The rule forces the scheme on every matrix, tiny ones included, to exercise it everywhere.

@@ -86,7 +86,7 @@ static const scheme_t k_schemes[] = {
     { QK_F32, 0, "f32" }, { QK_BF16, 0, "bf16" }, { QK_F16, 0, "f16" },
     { QK_Q8, 0, "q8/g0" }, { QK_Q8, 32, "q8/g32" }, { QK_Q8, 64, "q8/g64" }, { QK_Q8, 128, "q8/g128" },
     { QK_Q4, 0, "q4/g0" }, { QK_Q4, 32, "q4/g32" }, { QK_Q4, 64, "q4/g64" }, { QK_Q4, 128, "q4/g128" },
-    { QK_Q4C, 32, "q4c" }, { QK_Q8S, 32, "q8s" },
+    { QK_Q4C, 32, "q4c" }, { QK_Q8S, 32, "q8s" }, { QK_Q5S, 32, "q5s" }, { QK_Q6S, 32, "q6s" },
 };
 #define NS (int)(sizeof k_schemes / sizeof k_schemes[0])
 

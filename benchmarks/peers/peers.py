@@ -435,7 +435,7 @@ class Bench:
         names = self.a.speed_extra if extra else self.a.speed
         out = set()
         for x in filter(None, names.split(",")):
-            peer, case = x.split(":")
+            peer, case = x.split(":", 1)
             out.add(({"ours": "ours", "llama": "llama.cpp", "torch": "pytorch"}[peer], case))
         return out
 

@@ -26,6 +26,8 @@ struct SchemeCase: Hashable {
         case "q8": return 8 + (group.map { $0 == 0 ? 0 : 16 / Double($0) } ?? 0)
         case "q4": return 4 + (group.map { $0 == 0 ? 0 : 16 / Double($0) } ?? 0)
         case "q4c": return 4.375
+        case "q5s": return 5.375
+        case "q6s": return 6.375
         case "q8s": return 8.375
         default: return .nan
         }
@@ -43,7 +45,7 @@ struct SchemeCase: Hashable {
         var parts = text.split(separator: "-").map(String.init)
         var zstd: Int?
         if let last = parts.last, last.hasPrefix("zstd"), let z = Int(last.dropFirst(4)) { zstd = z; parts.removeLast() }
-        guard let scheme = parts.first, ["f32", "bf16", "f16", "q8", "q4", "q4c", "q8s"].contains(scheme) else {
+        guard let scheme = parts.first, ["f32", "bf16", "f16", "q8", "q4", "q4c", "q8s", "q5s", "q6s"].contains(scheme) else {
             throw ValidationError("unknown scheme case '\(text)' (examples: bf16, q8-pc, q4-g32, q4-g32-zstd3)")
         }
         var group: Int?
@@ -56,11 +58,15 @@ struct SchemeCase: Hashable {
         return SchemeCase(scheme: scheme, group: group, zstd: zstd)
     }
 
-    /// Every case of the issue: f32, bf16, f16; q8 per-channel and g32/64/128; q4 g32/64/128; raw and zstd.
+    /// Every case: f32, bf16, f16; q8 per-channel and g32/64/128; q8s; q4 g32/64/128; q4c; q5s; q6s; raw and zstd.
     static func all(zstdLevel: Int) -> [SchemeCase] {
         var raw: [SchemeCase] = ["f32", "bf16", "f16"].map { SchemeCase(scheme: $0, group: nil, zstd: nil) }
         raw += [0, 32, 64, 128].map { SchemeCase(scheme: "q8", group: $0, zstd: nil) }
+        raw.append(SchemeCase(scheme: "q8s", group: nil, zstd: nil))
         raw += [32, 64, 128].map { SchemeCase(scheme: "q4", group: $0, zstd: nil) }
+        raw.append(SchemeCase(scheme: "q4c", group: nil, zstd: nil))
+        raw.append(SchemeCase(scheme: "q5s", group: nil, zstd: nil))
+        raw.append(SchemeCase(scheme: "q6s", group: nil, zstd: nil))
         return raw.flatMap { [$0, SchemeCase(scheme: $0.scheme, group: $0.group, zstd: zstdLevel)] }
     }
 

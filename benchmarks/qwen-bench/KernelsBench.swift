@@ -90,10 +90,10 @@ struct BenchScheme {
     let label: String
     init(_ s: String) throws {
         let parts = s.split(separator: "/")
-        let names: [String: qk_scheme] = ["f32": QK_F32, "bf16": QK_BF16, "f16": QK_F16, "q8": QK_Q8, "q4": QK_Q4, "q4c": QK_Q4C, "q8s": QK_Q8S]
+        let names: [String: qk_scheme] = ["f32": QK_F32, "bf16": QK_BF16, "f16": QK_F16, "q8": QK_Q8, "q4": QK_Q4, "q4c": QK_Q4C, "q8s": QK_Q8S, "q5s": QK_Q5S, "q6s": QK_Q6S]
         guard let name = parts.first, let sc = names[String(name)], parts.count <= 2,
               let g = parts.count == 2 ? Int32(parts[1]) : 0, qk_weight_bytes(sc, g, 16, 64) > 0 else {
-            throw ValidationError("--schemes: expected scheme/group like q8/32 (schemes f32 bf16 f16 q8 q4 q4c q8s; group 0, 32, 64, 128; float schemes group 0; q4c and q8s group 32), found \(s)")
+            throw ValidationError("--schemes: expected scheme/group like q8/32 (schemes f32 bf16 f16 q8 q4 q4c q8s q5s q6s; group 0, 32, 64, 128; float schemes group 0; q4c, q5s, q6s and q8s group 32), found \(s)")
         }
         scheme = sc; group = g; label = "\(name)/g\(g)"
     }

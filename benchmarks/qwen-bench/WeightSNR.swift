@@ -40,7 +40,7 @@ struct WeightSNR: ParsableCommand {
     @Option(name: .long, help: "Threads.")
     var threads = 2
 
-    static let schemes: [String] = ["bf16", "f16", "q8-pc", "q8-g32", "q8-g64", "q8-g128", "q4-g32", "q4-g64", "q4-g128", "q8s", "q4c"]
+    static let schemes: [String] = ["bf16", "f16", "q8-pc", "q8-g32", "q8-g64", "q8-g128", "q4-g32", "q4-g64", "q4-g128", "q8s", "q6s", "q5s", "q4c"]
 
     func run() throws {
         qk_set_threads(Int32(threads))
@@ -68,7 +68,7 @@ struct WeightSNR: ParsableCommand {
                 for s in Self.schemes {
                     let sc = try SchemeCase.parse(s)
                     var rec: [String: Any] = ["source": label, "tensor": tname, "shape": [n, k], "case": s]
-                    for search in [1, 0] where search == 1 || sc.group != nil || sc.scheme == "q4c" || sc.scheme == "q8s" {
+                    for search in [1, 0] where search == 1 || sc.group != nil || ["q4c", "q8s", "q5s", "q6s"].contains(sc.scheme) {
                         qk_set_weight_scale_search(Int32(search))
                         rec[search == 1 ? "snr_db" : "snr_db_absmax"] = try Self.snr(w, n: n, k: k, scheme: sc)
                     }
@@ -90,10 +90,12 @@ struct WeightSNR: ParsableCommand {
         case "f16": scheme = QK_F16
         case "q8": scheme = QK_Q8
         case "q4c": scheme = QK_Q4C
+        case "q5s": scheme = QK_Q5S
+        case "q6s": scheme = QK_Q6S
         case "q8s": scheme = QK_Q8S
         default: scheme = QK_Q4
         }
-        let group = Int32(sc.group ?? (sc.scheme == "q4c" || sc.scheme == "q8s" ? 32 : 0))
+        let group = Int32(sc.group ?? (["q4c", "q8s", "q5s", "q6s"].contains(sc.scheme) ? 32 : 0))
         let bytes = qk_weight_bytes(scheme, group, Int64(n), Int64(k))
         guard bytes > 0 else { throw BenchError.bad("qk_weight_bytes: unsupported \(sc.name)") }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)

@@ -17,7 +17,7 @@
  *    other code only calls qk_weight_bytes / qk_weight_pack_rows / qk_weight_dequant_row.
  *  - group = 0 means one scale per output row (per-channel); otherwise 32, 64 or 128 along k.
  *    k need not be a multiple of the group (the last group is padded with zeros). The compact-scale
- *    schemes QK_Q4C / QK_Q8S take group 32 only (their scales are 8-bit codes under one f32 scale per
+ *    schemes QK_Q4C / QK_Q5S / QK_Q6S / QK_Q8S take group 32 only (their scales are 8-bit codes under one f32 scale per
  *    256 k, so the group costs 0.375 bits per weight instead of 1.0 for f32 scales per 32).
  *  - Packing is row-chunked so converters can stream huge tensors: rows [row0, row0+nrows) can be
  *    packed independently when row0 and nrows are multiples of qk_weight_row_align(scheme)
@@ -40,8 +40,10 @@ typedef enum {
     QK_Q4 = 4,
     QK_Q4C = 5,   /* 4-bit codebook values, 8-bit group scales under a per-256 f32 scale: 4.375 bits/weight */
     QK_Q8S = 6,   /* 8-bit values with the same compact scales: 8.375 bits/weight */
+    QK_Q5S = 7,   /* 5-bit values (levels -16..15) with the same compact scales: 5.375 bits/weight */
+    QK_Q6S = 8,   /* 6-bit values (levels -32..31) with the same compact scales: 6.375 bits/weight */
 } qk_scheme;
-#define QK_NSCHEMES 7
+#define QK_NSCHEMES 9
 
 typedef struct {
     qk_scheme scheme;

@@ -44,6 +44,21 @@
  *    stride = nsup * 64 + roundup(ng * 16, 64) + kp * 16 (Q8S) or kp * 8 (Q4C):
  *    8.375 / 4.375 bits per weight when k is a multiple of 256.
  *
+ *  QK_Q5S and QK_Q6S (compact scales, group 32 only): w ~= d * q with q in [-16, 15] (Q5S) or
+ *    [-32, 31] (Q6S), stored as u = q + 16 or q + 32 (unsigned, 5 or 6 bits). A block is
+ *      [super][codes][nibbles][high]:
+ *      super, codes: as QK_Q8S;
+ *      nibbles: exactly as QK_Q4 data, of the low 4 bits of u                      (kp * 8 bytes)
+ *      high   : the bits u >> 4 (hb = 1 for Q5S, 2 for Q6S), 16 * hb bytes per 8 kk (step p):
+ *               the value whose nibble is in byte e = 4 r + j of step p (r the lane, j 0..3), in the
+ *               low (o = 0, kk = 8p+j) or high (o = 1, kk = 8p+4+j) half of that byte, with c = e / 16
+ *               and i = e % 16, has its high bits at
+ *                 Q6S: bits 2c, 2c+1 of byte 32p + 16o + i;   Q5S: bit 4o + c of byte 16p + i.
+ *               (so the high bits of one 16-byte chunk c of a nibble operand are one shift and mask of
+ *               one 16-byte vector: SIMD tiers OR them in above the nibble)  (kp * 2 or kp * 4 bytes)
+ *    stride = nsup * 64 + roundup(ng * 16, 64) + kp * 10 (Q5S) or kp * 12 (Q6S):
+ *    5.375 / 6.375 bits per weight when k is a multiple of 256.
+ *
  * Weight quantization (pack time): per (row, group), one scale d (f32, either sign); candidates
  * d = f * amax / qmax for clipping factors f in 0.70...1, and for Q4 also d = f * smax / -8 (smax: the
  * weight of largest magnitude, with its sign, so the 16th level goes to whichever sign the extreme
@@ -51,7 +66,8 @@
  * restores plain absmax, d = amax / qmax).
  * QK_Q4C: per (row, group) the scale d = f * smax / cb[0] or f * smax / cb[15] for 7 factors f in
  * 0.85..1.05, each followed by one least-squares step d' = sum(w q) / sum(q q) with q = codebook values
- * of the nearest entries, keeping the least squared error; QK_Q8S: the Q8 search. Then per super-group
+ * of the nearest entries, keeping the least squared error; QK_Q8S: the Q8 search; QK_Q5S / QK_Q6S: the
+ * Q4 search over [-16, 15] / [-32, 31] (both signs of the extreme get the extra level). Then per super-group
  * D = max |d| / 127 and each group's code c = round(d / D), trying c - 1, c, c + 1 with the values
  * requantized to the rounded scale, keeping the least error. With importance imp[k]
  * (qk_weight_pack_rows_imp) every error and least-squares sum is weighted by imp of the column.
@@ -85,11 +101,31 @@
 #define QK_ABLK 32
 #define QK_SUPER_GROUPS 8   /* compact schemes: groups of 32 under one f32 super-scale (256 k) */
 
-static inline int qk_scheme_is_int(qk_scheme s) { return s == QK_Q8 || s == QK_Q4 || s == QK_Q4C || s == QK_Q8S; }
-static inline int qk_scheme_is_compact(qk_scheme s) { return s == QK_Q4C || s == QK_Q8S; }
-static inline int qk_scheme_is_nibble(qk_scheme s) { return s == QK_Q4 || s == QK_Q4C; }
+static inline int qk_scheme_is_int(qk_scheme s) { return s >= QK_Q8 && s <= QK_Q6S; }
+static inline int qk_scheme_is_compact(qk_scheme s) { return s >= QK_Q4C && s <= QK_Q6S; }
+/* Schemes whose data starts with the Q4 nibble bytes (Q5S / Q6S add a high-bit plane after them). */
+static inline int qk_scheme_is_nibble(qk_scheme s) { return s == QK_Q4 || s == QK_Q4C || s == QK_Q5S || s == QK_Q6S; }
+/* High bits per value above the nibble: 1 (Q5S), 2 (Q6S), else 0. */
+static inline int qk_scheme_hbits(qk_scheme s) { return s == QK_Q5S ? 1 : s == QK_Q6S ? 2 : 0; }
+/* The unsigned offset of the stored nibble values (u = q + offset): Q4 8, Q5S 16, Q6S 32; else 0. */
+static inline int qk_scheme_nibble_offset(qk_scheme s) { return s == QK_Q4 ? 8 : s == QK_Q5S ? 16 : s == QK_Q6S ? 32 : 0; }
 /* QK_Q4C: the value of nibble i is qk_q4c_codebook[i] times the group scale. */
 extern const int8_t qk_q4c_codebook[16];
+
+/* The signed value q of weight kk of lane `lane` in the data part of an integer block (the layout above;
+   kp: the padded k). The one scalar decoder: the reference kernel and qk_weight_dequant_row use it. */
+static inline int qk_packed_q(qk_scheme s, const uint8_t *data, int64_t kp, int lane, int64_t kk) {
+    if (!qk_scheme_is_nibble(s)) return (int8_t)data[(kk >> 2) * 64 + lane * 4 + (kk & 3)];
+    int64_t p = kk >> 3;
+    int e = lane * 4 + (int)(kk & 3), o = (int)((kk >> 2) & 1);
+    uint8_t byte = data[p * 64 + e];
+    int u = o ? byte >> 4 : byte & 15;
+    if (s == QK_Q4C) return qk_q4c_codebook[u];
+    const uint8_t *high = data + kp * 8;
+    if (s == QK_Q6S) u |= ((high[32 * p + 16 * o + (e & 15)] >> (2 * (e >> 4))) & 3) << 4;
+    else if (s == QK_Q5S) u |= ((high[16 * p + (e & 15)] >> (4 * o + (e >> 4))) & 1) << 4;
+    return u - qk_scheme_nibble_offset(s);
+}
 
 /* Layout helpers (pure functions of the arguments). Return 0 for an unsupported (scheme, group). */
 int64_t qk_weight_kp(qk_scheme scheme, int32_t group, int64_t k);   /* padded k (int schemes), else k */

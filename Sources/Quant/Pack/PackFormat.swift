@@ -40,10 +40,11 @@ public enum PackLayout: Int, Codable, Sendable {
     case qkWeight = 1
 }
 
-/// Storage schemes. q4c and q8s keep their group scales as 8-bit codes under one f32 scale per 256
-/// weights of a row (4.375 and 8.375 bits per weight); q4c's 16 levels are a fitted codebook.
+/// Storage schemes. q4c, q5s, q6s and q8s keep their group scales as 8-bit codes under one f32 scale
+/// per 256 weights of a row (4.375, 5.375, 6.375 and 8.375 bits per weight); q4c's 16 levels are a
+/// fitted codebook, q5s / q6s are uniform 5- and 6-bit levels.
 public enum PackScheme: String, Codable, Sendable, CaseIterable {
-    case f32, bf16, f16, q8, q4, q4c, q8s
+    case f32, bf16, f16, q8, q4, q4c, q8s, q5s, q6s
 
     public var qk: qk_scheme {
         switch self {
@@ -54,13 +55,15 @@ public enum PackScheme: String, Codable, Sendable, CaseIterable {
         case .q4: return QK_Q4
         case .q4c: return QK_Q4C
         case .q8s: return QK_Q8S
+        case .q5s: return QK_Q5S
+        case .q6s: return QK_Q6S
         }
     }
 
-    public var isQuantized: Bool { self == .q8 || self == .q4 || self == .q4c || self == .q8s }
+    public var isQuantized: Bool { self != .f32 && self != .bf16 && self != .f16 }
 
     /// The one group size a compact-scale scheme takes (whatever --group-size says); nil for the others.
-    public var fixedGroup: Int? { self == .q4c || self == .q8s ? 32 : nil }
+    public var fixedGroup: Int? { self == .q4c || self == .q8s || self == .q5s || self == .q6s ? 32 : nil }
 
     /// The scheme used instead where 4-bit is not offered (VAE convolutions).
     public var eightBitSibling: PackScheme { self == .q4 ? .q8 : self == .q4c ? .q8s : self }
@@ -74,6 +77,8 @@ public enum PackScheme: String, Codable, Sendable, CaseIterable {
         case .q4: return 4 + (group == 0 ? 0 : 32 / Double(group))
         case .q4c: return 4.375
         case .q8s: return 8.375
+        case .q5s: return 5.375
+        case .q6s: return 6.375
         }
     }
 

@@ -61,7 +61,7 @@ public struct SchemeChoice: Sendable, Equatable {
 /// sensitive, e.g. the VAE's first and last convolutions); everything else, including the embedding
 /// table, uses the chosen scheme. Then the user rules, last match wins. Finally q4 is not offered for
 /// VAE convolutions (their error compounds over the decoder's many 3×3 layers): a q4 choice becomes q8
-/// (q4c: q8s). Float schemes always have group 0; q4c and q8s always group 32.
+/// (q4c: q8s). Float schemes always have group 0; q4c, q5s, q6s and q8s always group 32.
 public struct ConversionPolicy: Sendable {
     public static let tinyElements = 4096
     public let scheme: PackScheme
