@@ -4,8 +4,9 @@
   results/formats_peers.json   a peers.py accuracy run (our q4c / q8s / importance / preset cases beside
                                llama.cpp's types, same run, same weights), with `bpw_full_model` added to
                                our cases by `--bpw-from SYNTH` (a dry-run plan of the full-size checkpoint)
+  results/formats_peers_main.json  (optional) the same on the full 28-layer checkpoint, for a subset of the
+                               cases, with the text-encoder prefill times of ours and llama.cpp's (same run)
   results/sensitivity.json     benchmarks/peers/sensitivity.py
-  results/formats_speed.json   text-encoder prefill times of the formats (benchmarks/peers/formats_speed.sh)
 
 Every number comes from those files.
 
@@ -54,16 +55,23 @@ def sensitivity_lines(sens):
     return out
 
 
-def speed_lines(sp):
-    out = ["\n### Speed of the formats: text encoder prefill\n",
-           f"`{sp['command']}` on {sp['date']}: the full-size synthetic text encoder (28 layers), {sp['tokens']} tokens "
-           f"with the template, {sp['threads']} threads, median of {sp['repeat']} runs after a warm-up (min–max), "
-           "peak RSS of the process. The issue's target: the new 4-bit format within 15% of q4-g32.\n",
-           "| format | bits/weight | wall time | vs q4-g32 | peak RSS |", "|---|---|---|---|---|"]
-    base = next((r for r in sp["rows"] if r["case"] == "q4-g32"), None)
-    for r in sp["rows"]:
+def speed_lines(run):
+    """Prefill time of the formats: the `text_speed` rows of the 28-layer run (ours and llama.cpp, same run)."""
+    rows = [r for r in run.get("text_speed", []) if r.get("prompt_tokens") == 256 and r.get("threads") == run["threads"]]
+    if not rows:
+        return []
+    out = ["\n### Speed of the formats: text encoder prefill, same run\n",
+           f"From the 28-layer run above (`{run['command']}`): the full-size synthetic text encoder, {rows[0]['tokens']} "
+           f"tokens with the template, {run['threads']} threads, each case in a fresh process, median of "
+           f"{rows[0]['repeats']} runs after a warm-up (min–max), peak RSS of the process. Nothing else ran "
+           "on the machine. The issue's target: the new 4-bit format within 15% of q4-g32. llama.cpp's time includes "
+           "its LM head over every token (the embeddings path), as in the peers section.\n",
+           "| tool | format | bits/weight | wall time | vs our q4-g32 | peak RSS |", "|---|---|---|---|---|---|"]
+    base = next((r for r in rows if r["peer"] == "ours" and r["case"] == "q4-g32"), None)
+    for r in rows:
         ratio = f"{r['wall_s_median'] / base['wall_s_median']:.2f}" if base else "—"
-        out.append(f"| {r['case']} | {r['bits_per_weight']:.3f} | {report.fmt_s(r)} | {ratio} | {report.mib(r['peak_rss_bytes'])} |")
+        out.append(f"| {report.tool(r['peer'])} | {r['case']} | {r['bits_per_weight']:.3f} | {report.fmt_s(r)} | {ratio} | "
+                   f"{report.mib(r['peak_rss_bytes'])} |")
     return out
 
 
@@ -84,25 +92,36 @@ def main():
         with open(path + ".tmp", "w") as f:
             json.dump(res, f, indent=1)
         os.replace(path + ".tmp", path)
+    main_path = os.path.join(d, "formats_peers_main.json")
+    main_res = json.load(open(main_path)) if os.path.exists(main_path) else None
+    if main_res:   # the 28-layer rows go first; their own bits per weight are the full model's
+        res["text_accuracy"] = main_res["text_accuracy"] + res["text_accuracy"]
     m, v = res["machine"], res["versions"]
-    lines = ["## Formats (issue 12): q4c, q8s, importance and presets beside llama.cpp, one run", "",
+    lines = ["## Formats (issue 12): q4c, q5s, q6s, q8s, importance and presets beside llama.cpp, same runs", "",
              f"`{res['command']}` on {res['date']} ({res.get('total_seconds', 0) / 60:.0f} min): accuracy only, on the "
              f"4-layer cuts of the synthetic text encoder, plain and with outlier channels. Machine: {m['cpu']}, "
              f"{m['logical_cpus']} logical CPUs; llama.cpp through llama-cpp-python {v.get('llama_cpp')} (without an "
              "importance matrix: llama.cpp can use one too, `llama-imatrix`, which this run does not). Same method as the "
              "peers section below: our bf16 pack is the reference, llama.cpp quantizes a bit-identical BF16 GGUF itself.",
              "",
-             "Cases: `q8s` and `q4c` are the compact-scale schemes (8-bit group-scale codes under one f32 scale per 256 "
-             "inputs; q4c's 16 levels are a fitted codebook); `+imp` converts with `--importance` from `qwen-quant "
+             "Cases: `q4c`, `q5s`, `q6s` and `q8s` are the compact-scale schemes (8-bit group-scale codes under one f32 "
+             "scale per 256 inputs; q4c's 16 levels are a fitted codebook, q5s / q6s / q8s uniform 5-, 6- and 8-bit "
+             "levels); `+imp` converts with `--importance` from `qwen-quant "
              f"calibrate` on the model's own bf16 pack ({res.get('calibration_prompts', 64)} bundled prompts, not the "
              "accuracy prompts); `preset:NAME` is `--preset NAME`. Bits per weight here are measured on the 4-layer "
              "cut, where the embedding table is 37% of the weights (8% at 28 layers) and one layer is a quarter of the "
              "model, so mixed presets look bigger than they are; the last column gives our cases' size on the full "
              "28-layer model (dry-run plan of the full-size checkpoint).",
-             "", "![relative L2 against bits per weight, ours and llama.cpp](formats_accuracy.svg)"]
+             ""]
+    if main_res:
+        lines += [f"The full 28-layer checkpoint (model `main`), for a subset of the cases (each 7B conversion and "
+                  f"quantization takes minutes): `{main_res['command']}` on {main_res['date']} "
+                  f"({main_res.get('total_seconds', 0) / 60:.0f} min), same method.", ""]
+    lines += ["![relative L2 against bits per weight, ours and llama.cpp](formats_accuracy.svg)"]
     acc = report.accuracy_tables(res)
     # the full-model size next to each of our rows
-    full = {(r["model"], r["case"]): r.get("bpw_full_model") for r in res["text_accuracy"] if r["peer"] == "ours"}
+    full = {(r["model"], r["case"]): r.get("bpw_full_model", r["bits_per_weight"] if r["model"] == "main" else None)
+            for r in res["text_accuracy"] if r["peer"] == "ours"}
     model = None
     for i, line in enumerate(acc):
         if line.startswith("\n**Text encoder accuracy, model `"):
@@ -119,15 +138,14 @@ def main():
     sens_path = os.path.join(d, "sensitivity.json")
     if os.path.exists(sens_path):
         lines += sensitivity_lines(json.load(open(sens_path)))
-    speed_path = os.path.join(d, "formats_speed.json")
-    if os.path.exists(speed_path):
-        lines += speed_lines(json.load(open(speed_path)))
+    if main_res:
+        lines += speed_lines(main_res)
     lines.append("")
     out = os.path.join(d, "formats.section.md")
     with open(out + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(out + ".tmp", out)
-    report.svg(res, os.path.join(d, "formats_accuracy.svg"))
+    report.svg(res, os.path.join(d, "formats_accuracy.svg"), bx=(3.8, 9))   # the quantized formats only
 
 
 if __name__ == "__main__":

@@ -157,8 +157,9 @@ def vae_tables(res):
     return out
 
 
-def svg(res, path):
-    """Relative L2 error (log scale) against bits per weight, one panel per model, ours beside llama.cpp."""
+def svg(res, path, bx=(3.5, 17)):
+    """Relative L2 error (log scale) against bits per weight (the range bx), one panel per model, ours beside
+    llama.cpp."""
     models = []
     for r in res["text_accuracy"]:
         if r["model"] not in models:
@@ -167,11 +168,11 @@ def svg(res, path):
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(models)}" height="{H}" font-family="sans-serif" font-size="11">',
              f'<rect width="{W * len(models)}" height="{H}" fill="white"/>']
     for k, m in enumerate(models):
-        rows = [r for r in res["text_accuracy"] if r["model"] == m and r["rel_l2"] > 0 and r["peer"] != "pytorch"]
+        rows = [r for r in res["text_accuracy"] if r["model"] == m and r["rel_l2"] > 0 and r["peer"] != "pytorch"
+                and bx[0] <= r["bits_per_weight"] <= bx[1]]
         if not rows:
             continue
         x0 = k * W
-        bx = (3.5, 17)
         lo = math.floor(math.log10(min(r["rel_l2"] for r in rows)))
         hi = math.ceil(math.log10(max(r["rel_l2"] for r in rows)))
         hi = max(hi, lo + 1)
@@ -180,7 +181,7 @@ def svg(res, path):
         parts.append(f'<text x="{x0 + W / 2}" y="16" text-anchor="middle" font-weight="bold">text encoder, model {m}</text>')
         parts.append(f'<line x1="{X(bx[0])}" y1="{H - pad}" x2="{X(bx[1])}" y2="{H - pad}" stroke="black"/>')
         parts.append(f'<line x1="{X(bx[0])}" y1="{H - pad}" x2="{X(bx[0])}" y2="30" stroke="black"/>')
-        for b in (4, 5, 6, 8, 12, 16):
+        for b in (b for b in (4, 5, 6, 7, 8, 9, 12, 16) if bx[0] <= b <= bx[1] and (b not in (7, 9) or bx[1] < 12)):
             parts.append(f'<text x="{X(b)}" y="{H - pad + 14}" text-anchor="middle">{b}</text>')
         for e in range(lo, hi + 1):
             parts.append(f'<text x="{X(bx[0]) - 4}" y="{Y(10 ** e) + 4}" text-anchor="end">1e{e}</text>')
