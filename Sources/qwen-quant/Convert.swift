@@ -13,7 +13,8 @@ struct Convert: ParsableCommand {
         temporary folder beside PACK and renamed into place at the end.
 
         Policy: vectors (biases, norms) are always f32; matrices under 4096 elements stay f32;
-        lm_head.weight is dropped; q4 is not offered for VAE convolutions (q8 is used instead; q4c: q8s).
+        lm_head.weight is dropped; fewer than 8 bits are not offered for VAE convolutions (q4 becomes q8; q4c,
+        q5s and q6s become q8s).
         --rule 'REGEX=SCHEME[:GROUP]' overrides the scheme of matching pack tensors (the regex is
         searched anywhere in the name); rules apply in order and the LAST match wins.
 

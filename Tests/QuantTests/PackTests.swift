@@ -176,6 +176,12 @@ func convertTiny(_ dir: TempDir, _ name: String, scheme: PackScheme, group: Int 
         #expect(choice(vae, "encoder.conv_in.weight.t0") == "f32")               // tiny
     }
 
+    @Test("VAE convolutions get 8 bits whatever sub-8-bit scheme is chosen")
+    func vaeConvolutionsStayEightBit() {
+        #expect(PackScheme.allCases.filter { $0.eightBitSibling != $0 } == [.q4, .q4c, .q5s, .q6s])
+        #expect([PackScheme.q4, .q4c, .q5s, .q6s].map(\.eightBitSibling) == [.q8, .q8s, .q8s, .q8s])
+    }
+
     @Test func zstdPacksDecompressToTheRawPayloads() throws {
         let dir = try TempDir()
         let (raw, _) = try convertTiny(dir, "raw", scheme: .q8, group: 32, components: ["text_encoder", "vae"])

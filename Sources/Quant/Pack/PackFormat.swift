@@ -65,8 +65,14 @@ public enum PackScheme: String, Codable, Sendable, CaseIterable {
     /// The one group size a compact-scale scheme takes (whatever --group-size says); nil for the others.
     public var fixedGroup: Int? { self == .q4c || self == .q8s || self == .q5s || self == .q6s ? 32 : nil }
 
-    /// The scheme used instead where 4-bit is not offered (VAE convolutions).
-    public var eightBitSibling: PackScheme { self == .q4 ? .q8 : self == .q4c ? .q8s : self }
+    /// The scheme used instead where fewer than 8 bits are not offered (VAE convolutions).
+    public var eightBitSibling: PackScheme {
+        switch self {
+        case .q4: return .q8
+        case .q4c, .q5s, .q6s: return .q8s
+        default: return self
+        }
+    }
 
     /// Payload bits per weight when k is a multiple of 256 (group 0: the per-row scale is not counted).
     public func bitsPerWeight(group: Int) -> Double {
