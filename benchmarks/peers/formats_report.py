@@ -115,8 +115,10 @@ def main():
              ""]
     if main_res:
         lines += [f"The full 28-layer checkpoint (model `main`), for a subset of the cases (each 7B conversion and "
-                  f"quantization takes minutes): `{main_res['command']}` on {main_res['date']} "
-                  f"({main_res.get('total_seconds', 0) / 60:.0f} min), same method.", ""]
+                  f"quantization takes minutes): `{main_res['command']}` on {main_res['date']}, "
+                  + (f"({main_res['total_seconds'] / 60:.0f} min), " if 'total_seconds' in main_res else "")
+                  + "same method."
+                  + "".join(f" Not measured: {n}." for n in main_res.get("not_measured", [])), ""]
     lines += ["![relative L2 against bits per weight, ours and llama.cpp](formats_accuracy.svg)"]
     acc = report.accuracy_tables(res)
     # the full-model size next to each of our rows
