@@ -6,7 +6,7 @@ import QwenImage
 struct Calibrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Record the text encoder's activation statistics on prompts, for importance-aware quantization.",
-        discussion: """
+        discussion: HelpText.reflow("""
         Runs the pack's text encoder on the prompts and writes, for every matrix it multiplies, the mean
         square of each input column over all prompt tokens (a safetensors file, one F32 vector per pack
         tensor name). `qwen-quant convert --importance FILE` then chooses each group's scale to minimise
@@ -22,7 +22,7 @@ struct Calibrate: ParsableCommand {
           qwen-quant calibrate bf16.pack -o importance.safetensors
           qwen-quant convert Qwen-Image -o q4c.pack --scheme q4c --importance importance.safetensors
           qwen-quant calibrate bf16.pack --prompts my-prompts.jsonl --limit 64 -o imp.safetensors --json
-        """)
+        """))
 
     @Argument(help: "Pack folder with text_encoder and tokenizer components.")
     var pack: String

@@ -7,7 +7,7 @@ import QwenImage
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a diffusers-layout checkpoint (or one component folder) into a pack.",
-        discussion: """
+        discussion: HelpText.reflow("""
         SRC is a diffusers root (model_index.json, text_encoder/, vae/, tokenizer/, processor/, and any
         other VAE folder such as vae_rgba/) or a single component folder. The pack is written into a
         temporary folder beside PACK and renamed into place at the end.
@@ -33,7 +33,7 @@ struct Convert: ParsableCommand {
           qwen-quant convert Qwen-Image -o x.pack --dry-run --json
           qwen-quant convert Qwen-Image -o q4c.pack --scheme q4c --importance importance.safetensors
           qwen-quant convert Qwen-Image -o mix.pack --preset q4-mix --importance importance.safetensors
-        """)
+        """))
 
     @Argument(help: "Checkpoint folder (diffusers root or one component).")
     var source: String

@@ -17,10 +17,14 @@ struct Encode: ParsableCommand {
 
         A prompts file is JSON Lines: one JSON string per line. All its prompts go through each layer together, so the weights are streamed once (unless --max-ram forces one prompt at a time).
 
+        Dataset mode (--out-dir DIR): prompt i (0-based, blank lines skipped) goes to chunk floor(i / chunk size), written as DIR/chunk-NNNNNN.safetensors in the --out layout (prompt_embeds padded to the chunk's longest prompt). --shard K/N takes the chunks c with c mod N = K, so a Slurm array (--shard $SLURM_ARRAY_TASK_ID/N), a Kubernetes Indexed Job ($JOB_COMPLETION_INDEX) or GNU parallel can run N workers on one folder. --resume keeps finished chunks (each is written atomically and checked to come from the same prompts, pack and options) and encodes the rest. Each shard ends by writing DIR/index.jsonl (index-K-of-N.jsonl with --shard): one line per prompt, {"id", "file", "row", "length"}.
+
         Examples:
           qwen-run encode --pack pack/ --prompt "a red fox in the snow" --out embeds.safetensors
           qwen-run encode --pack pack/ --prompt "a cat" --negative-prompt " " --dtype bf16 --out e.safetensors
           qwen-run encode --pack pack/ --prompts-file prompts.jsonl --max-ram 1G --threads 2 --json --out batch.safetensors
+          qwen-run encode --pack pack/ --prompts-file captions.jsonl --out-dir embeds/ --chunk-size 64 --resume
+          qwen-run encode --pack pack/ --prompts-file captions.jsonl --out-dir embeds/ --shard 3/16 --resume
         """)
 
     enum OutputDType: String, ExpressibleByArgument, CaseIterable { case f32, bf16 }
@@ -39,7 +43,19 @@ struct Encode: ParsableCommand {
     var negativePrompt: String?
 
     @Option(help: "Output .safetensors file (written atomically).")
-    var out: String
+    var out: String?
+
+    @Option(name: .customLong("out-dir"), help: "Dataset mode: a folder of chunk-NNNNNN.safetensors files (one per --chunk-size prompts of --prompts-file) and an index.jsonl.")
+    var outDir: String?
+
+    @Option(name: .customLong("chunk-size"), help: "Dataset mode: prompts per chunk file (default 64); all of a chunk's prompts share one pass over the weights.")
+    var chunkSize: Int?
+
+    @Option(help: "Dataset mode: encode only shard K of N (0 <= K < N): the chunks c with c mod N = K, so N workers can share one --out-dir.")
+    var shard: String?
+
+    @Flag(help: "Dataset mode: keep the chunks already in --out-dir (checked to be this job's) and encode the rest.")
+    var resume = false
 
     @Flag(name: .long, help: "Replace an existing output file.")
     var force = false
@@ -72,6 +88,10 @@ struct Encode: ParsableCommand {
         guard (prompt == nil) != (promptsFile == nil) else {
             throw ValidationError("give exactly one of --prompt TEXT or --prompts-file FILE")
         }
+        guard (out == nil) != (outDir == nil) else {
+            throw ValidationError("give exactly one of --out FILE or --out-dir DIR (dataset mode, with --prompts-file)")
+        }
+        try validateDatasetOptions()
         guard (1 ... 1024).contains(maxSequenceLength) else {
             throw ValidationError("--max-sequence-length must be between 1 and 1024 (diffusers' limit), got \(maxSequenceLength)")
         }
@@ -97,9 +117,10 @@ struct Encode: ParsableCommand {
     private func encode() throws {
         try common.apply()
         let start = WallClock()
+        guard let out else { return try encodeDataset(try readPrompts(), outDir: outDir!) }
         try checkOutput(out, force: force, extensions: ["safetensors"], inputs: [pack] + images + (promptsFile.map { [$0] } ?? []))
         let prompts = try readPrompts()
-        if !images.isEmpty { return try encodeEditPrompts(prompts) }
+        if !images.isEmpty { return try encodeEditPrompts(prompts, out: out) }
 
         let pack = try Pack(path: self.pack)
         let encoder = try PromptEncoder(pack: pack, packPath: self.pack)

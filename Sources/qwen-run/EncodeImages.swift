@@ -23,7 +23,7 @@ extension Encode {
         }
     }
 
-    func encodeEditPrompts(_ prompts: [String]) throws {
+    func encodeEditPrompts(_ prompts: [String], out: String) throws {
         let start = WallClock()
         let mode = editMode
         let pack = try Pack(path: self.pack)

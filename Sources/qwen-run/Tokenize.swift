@@ -7,14 +7,14 @@ struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenize",
         abstract: "Print the token ids of a text (no template, no special tokens added).",
-        discussion: """
+        discussion: HelpText.reflow("""
         Added tokens written in the text (<|im_start|>, <|image_pad|>, ...) become their ids.
         Prints the ids as a JSON array on stdout; with --json, an object with ids, tokens and timing.
 
         Examples:
           qwen-run tokenize --pack pack/ --text "A red fox in the snow"
           qwen-run tokenize --tokenizer Qwen-Image/tokenizer --text "<|im_start|>user" --json
-        """)
+        """))
 
     @Option(name: .long, help: "A pack folder (uses its tokenizer component).")
     var pack: String?

@@ -8,7 +8,7 @@ struct VAEDecode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vae-decode",
         abstract: "Decode VAE latents (a safetensors file) to a PNG, or to a safetensors `sample` tensor.",
-        discussion: """
+        discussion: HelpText.reflow("""
         Reads the tensor `latents`, [1, z_dim, T, h, w] or [1, z_dim, h, w] (f32, bf16 or f16). --denormalize
         first applies latents * latents_std + latents_mean (as the pipelines do before decoding). The decoded
         pixels are clamped to [-1, 1] like AutoencoderKLQwenImage.decode.
@@ -21,7 +21,7 @@ struct VAEDecode: ParsableCommand {
           qwen-run vae-decode --pack pack/ --latents l.safetensors --out image.png --denormalize
           qwen-run vae-decode --pack pack/ --latents l.safetensors --out image.png --max-ram 512M --png16
           qwen-run vae-decode --pack pack/ --latents clip.safetensors --out clip.safetensors --json
-        """)
+        """))
 
     @OptionGroup var vae: VAEOptions
 

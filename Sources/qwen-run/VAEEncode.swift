@@ -71,7 +71,7 @@ struct VAEEncode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vae-encode",
         abstract: "Encode a PNG or JPEG image to VAE latents (the posterior mean) in a safetensors file.",
-        discussion: """
+        discussion: HelpText.reflow("""
         Pixels go in as uint8/255*2-1 (RGB, or RGBA for the 4-channel vae_rgba component). Writes the tensor
         `latents` [1, z_dim, 1, h, w] f32 with h = floor((H-2)/2)+1 applied three times (H/8 for multiples of 8),
         plus `logvar` (the posterior log-variance). --normalize applies (mean - latents_mean) / latents_std as
@@ -82,7 +82,7 @@ struct VAEEncode: ParsableCommand {
           qwen-run vae-encode --pack pack/ --image photo.png --out latents.safetensors --normalize
           qwen-run vae-encode --pack pack/ --image big.png --out l.safetensors --max-ram 512M --json
           qwen-run vae-encode --pack pack/ --component vae_rgba --image layer.png --out l.safetensors
-        """)
+        """))
 
     @OptionGroup var vae: VAEOptions
 

@@ -56,7 +56,7 @@ struct Vision: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vision",
         abstract: "Run the vision tower on reference images: image_embeds as the Edit pipelines use them.",
-        discussion: """
+        discussion: HelpText.reflow("""
         Writes a safetensors file with image_embeds [tokens, out_hidden] (f32; tokens = sum of t*h*w/4 over
         the images, in order) and image_grid_thw (int64 [images, 3], in 14-pixel patches).
         Preprocessing is the pipelines': optional first Lanczos resize (--preresize auto), then the Qwen2-VL
@@ -65,7 +65,7 @@ struct Vision: ParsableCommand {
         Examples:
           qwen-run vision --pack pack/ --image photo.jpg --out photo_embeds.safetensors
           qwen-run vision --pack pack/ --image a.png --image b.jpg --preresize none --out ab.safetensors --json
-        """)
+        """))
 
     @Option(name: .long, help: "A pack folder (made by qwen-quant convert) with a text encoder and its vision tower.")
     var pack: String

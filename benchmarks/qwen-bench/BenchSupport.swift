@@ -37,6 +37,8 @@ struct ChildResult {
     let peakRSS: Int
     /// User + system CPU time of the child (steadier than wall time on a shared machine).
     let cpuSeconds: Double
+    /// Bytes the child read from storage (`ru_inblock` × 512: file reads and page faults that went to the disk).
+    var readBytes: Int = 0
     let stdout: String
     let stderr: String
 
@@ -67,8 +69,10 @@ enum Child {
 
     /// Runs `argv` (argv[0] a path) with stdout/stderr captured to files, waits with wait4 and returns
     /// the child's own rusage peak RSS. `echo` prints the command line to stderr first.
-    static func run(_ argv: [String], env extra: [String: String] = [:], echo: Bool = true) throws -> ChildResult {
-        if echo { FileHandle.standardError.write(("$ " + shellLine(argv) + "\n").data(using: .utf8)!) }
+    /// `cgroup`: a cgroup folder the child joins before it execs (a shell writes its pid to cgroup.procs).
+    static func run(_ argv: [String], env extra: [String: String] = [:], echo: Bool = true, cgroup: String? = nil) throws -> ChildResult {
+        if echo { FileHandle.standardError.write(("$ " + shellLine(argv) + (cgroup.map { "   (in cgroup \($0))" } ?? "") + "\n").data(using: .utf8)!) }
+        let argv = cgroup.map { ["/bin/sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", $0] + argv } ?? argv
         let tmp = FileManager.default.temporaryDirectory
         let tag = "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let outPath = tmp.appendingPathComponent("qb-\(tag).out").path
@@ -101,7 +105,8 @@ enum Child {
         let code: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
         let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 +
             Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
-        return ChildResult(status: code, seconds: secs, peakRSS: Int(usage.ru_maxrss) * 1024, cpuSeconds: cpu, stdout: out, stderr: err)
+        return ChildResult(status: code, seconds: secs, peakRSS: Int(usage.ru_maxrss) * 1024, cpuSeconds: cpu,
+                           readBytes: Int(usage.ru_inblock) * 512, stdout: out, stderr: err)
     }
 
     static func shellLine(_ argv: [String]) -> String {

@@ -27,6 +27,10 @@ struct Limits: ParsableCommand {
     var threads: String = "1,2"
     @Option(help: "Output folder.")
     var outDir: String = Paths.results.path
+    @Option(help: "Folder on the storage to measure (sequential read rate with the page cache evicted; use the packs' file system).")
+    var diskDir: String = NSTemporaryDirectory()
+    @Option(help: "Size of the file that measures the storage's read rate (0: skip).")
+    var diskBytes: String = "1G"
     @Flag(help: "Print the JSON summary on stdout.")
     var json = false
 
@@ -35,7 +39,11 @@ struct Limits: ParsableCommand {
             throw ValidationError("--buffer: expected a size like 1536M or 2G (at least 64M), found \(buffer)")
         }
         let threadList = try parseThreads(threads)
-        let result = LimitsResult.measure(bufferBytes: Int(bytes), repeats: max(1, repeats), threads: threadList)
+        guard let diskSize = ByteSize.parse(diskBytes) else {
+            throw ValidationError("--disk-bytes: expected a size like 1G, or 0 to skip, found \(diskBytes)")
+        }
+        var result = LimitsResult.measure(bufferBytes: Int(bytes), repeats: max(1, repeats), threads: threadList)
+        if diskSize > 0 { result.diskRead = try DiskRead.measure(dir: diskDir, bytes: diskSize, repeats: 3) }
         FileHandle.standardError.write(Data(result.table().utf8))
         let data = try JSONEncoder.pretty.encode(result)
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
@@ -107,6 +115,8 @@ struct LimitsResult: Codable {
     var bufferBytes: Int
     var date: String
     var results: [PerThreads]
+    /// The storage's sequential read rate with the page cache evicted (what a cold run reads at).
+    var diskRead: DiskRead?
 
     func forThreads(_ t: Int) -> PerThreads? { results.first { $0.threads == t } ?? results.last }
 
@@ -144,6 +154,7 @@ struct LimitsResult: Codable {
         for r in results {
             s += String(format: "%7d", r.threads) + " | \(f(r.readGBs)) | \(f(r.fmaGFLOPs)) | \(f(r.int8GOPs)) | \(f(r.int8SameOperandGOPs))\n"
         }
+        if let d = diskRead { s += d.line + "\n" }
         return s
     }
 

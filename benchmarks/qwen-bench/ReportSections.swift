@@ -54,6 +54,8 @@ struct ReportWriter {
         }
         s += weightsSection()
         s += textSection()
+        s += coldSection()
+        s += datasetSection()
         s += visionSection()
         s += vaeSection()
         s += extraSections()
@@ -226,7 +228,7 @@ struct ReportWriter {
         s += "benchmarks/scripts/run_all.sh            # everything (under an hour), or --quick (a few minutes)\n"
         s += "```\n\nThe script runs, in order (each step records its own JSON in `benchmarks/results/`):\n\n```sh\n"
         // run_all.sh's order; other recorded runs (kernels, ops, extra cases) after it.
-        let order = ["synth", "limits", "convert_sizes", "convert", "accuracy_synth", "accuracy_tiny", "weights", "text", "text_bf16",
+        let order = ["synth", "limits", "convert_sizes", "convert", "accuracy_synth", "accuracy_tiny", "weights", "text", "text_bf16", "cold", "dataset",
                      "vision", "vae", "accuracy_synth_outliers", "accuracy_synth_depth4"]
         let names = order.filter { data.has($0) } + data.files.keys.sorted().filter { !order.contains($0) }
         var seen: Set<String> = []
@@ -255,6 +257,9 @@ struct ReportWriter {
         let rows = rs.map { r in ["\(r["threads"] ?? "?")", v(r, "readGBs"), v(r, "fmaGFLOPs"), v(r, "int8GOPs")] }
         s += "CPU-time rates (work ÷ (process CPU seconds ÷ threads)), with the wall-clock median in parentheses. The kernels' own table is in [`results/kernels.md`](results/kernels.md) (`qwen-bench kernels`, recorded earlier on the same machine while other sessions shared it: its percentages are CPU-time rates for that reason).\n\n"
         s += F.table(["threads", "read GB/s", "f32 FMA GFLOP/s", "int8 dot GOP/s"], rows) + "\n"
+        if let d = f["diskRead"] as? [String: Any] {
+            s += "Storage: sequential read of a \(F.gib(d["bytes"])) file in `\(d["dir"] ?? "?")` with the page cache evicted before each read (`posix_fadvise` DONTNEED, 4 MiB `pread`s): median \(F.num(d["median"], 0)) MB/s, best \(F.num(d["best"], 0)) MB/s.\n\n"
+        }
         return s
     }
 
@@ -471,6 +476,51 @@ struct ReportWriter {
         }
         s += "\nTargets (issue 4): peak RSS ≤ 1 GiB for q4/q8 at 256 tokens; ≤ 1.5× the pure matrix-product time. Ratios to llama.cpp and PyTorch measured in one run on the same weights are in the last section, \"Peers side by side\" (`benchmarks/peers/run.sh`); none is given here, because this table's run measured no peer.\n\n"
         return s
+    }
+
+    func coldSection() -> String {
+        var s = header("cold", "Cold cache and small RAM: the text encoder as a small box runs it (`qwen-bench cold`)")
+        guard let f = data.files["cold"] else { return s + "Not measured (no `results/cold.json`).\n\n" }
+        let recs = data.records("cold")
+        var rate: Double?
+        if let d = f["disk_read"] as? [String: Any] {
+            rate = F.double(d["median_mb_per_s"])
+            s += "The storage under the packs reads at \(F.num(d["median_mb_per_s"], 0)) MB/s (median of \((d["mb_per_s"] as? [Any])?.count ?? 0) sequential reads of a \(F.gib(d["bytes"])) file, evicted from the page cache before each; best \(F.num(d["best_mb_per_s"], 0)) MB/s). "
+        }
+        s += "Every cold run starts with the whole pack evicted from the page cache (`posix_fadvise` DONTNEED on each file; the bytes still cached after it are recorded and were 0 unless a row says otherwise); "
+        s += "the memory limits are cgroup limits that count the page cache, as on a box with that much RAM. \"read\" is what the run read from storage (`ru_inblock`), \"bound\" the issue's max(text-encoder bytes ÷ read rate, warm time), and the target is a cold run ≤ 1.1 × bound. \n\n"
+        var rows: [[String]] = []
+        for r in recs {
+            let c = r["case"] as? String ?? "?"
+            let limit = (r["memory_limit_bytes"] as? Int).map { $0 > 0 ? F.gib($0) : "none" } ?? "–"
+            let mode = r["mode"] as? String ?? "?"
+            let n = r["prompts"] as? Int ?? 1
+            let what = n > 1 || mode == "cold-batch" ? "cold, \(n) prompt\(n == 1 ? "" : "s") of \(r["prompt_tokens"] ?? "?") tokens" : "\(mode), \(r["prompt_tokens"] ?? "?") tokens"
+            guard r["status"] as? String == "ok" else { rows.append([c, what, limit, r["status"] as? String ?? "?", "", "", "", "", ""]); continue }
+            let spread = "\(F.secs(r["wall_s_median"])) (\(F.secs(r["wall_s_min"]))–\(F.secs(r["wall_s_max"])), ×\(r["repeats"] ?? 1))"
+            let perPrompt = (r["seconds_per_prompt"] as? Double).map { F.secs($0) } ?? "–"
+            let bound = (r["bound_s"] as? Double).map { b in "\(F.secs(b)) → \(F.num(r["cold_over_bound"], 2))×" } ?? "–"
+            rows.append([c, what, limit, spread, perPrompt, F.gib(r["peak_rss_bytes"]), r["cgroup_peak_bytes"].map { F.gib($0) } ?? "–",
+                         "\(F.gib(r["read_bytes_median"])) of \(F.gib(r["pack_text_bytes"]))", bound])
+        }
+        s += F.table(["pack", "run", "memory limit", "wall (median, min–max)", "s per prompt", "peak RSS", "cgroup peak", "read / text encoder", "bound → cold ÷ bound"], rows)
+        if rate == nil { s += "\nThe storage's read rate was not measured in this run (no bound).\n" }
+        return s + "\n"
+    }
+
+    func datasetSection() -> String {
+        var s = header("dataset", "Dataset mode: `encode --out-dir` on a file of captions (`qwen-bench dataset`)")
+        guard let f = data.files["dataset"] else { return s + "Not measured (no `results/dataset.json`).\n\n" }
+        s += "Prompts: \(f["prompt_set"] as? String ?? "?") (the bundled calibration captions; the token counts include the template, whose 34-token system prefix every prompt runs through the model before it is dropped). "
+        s += "Warm page cache (one untimed job first); each chunk is one pass over the weights. \n\n"
+        let rows = data.records("dataset").map { r -> [String] in
+            guard r["status"] as? String == "ok" else { return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", r["status"] as? String ?? "?", "", "", "", ""] }
+            return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", "\(r["prompts"] ?? "?") (\(r["tokens"] ?? "?") tokens, \(F.num(Double(r["tokens"] as? Int ?? 0) / Double(max(1, r["prompts"] as? Int ?? 1)), 1)) per prompt)",
+                    "\(F.secs(r["wall_s_median"])) (×\(r["repeats"] ?? 1))", F.num(r["prompts_per_second"], 2), F.num(r["tokens_per_second"], 0),
+                    F.gib(r["peak_rss_bytes"])]
+        }
+        s += F.table(["pack", "chunk size", "prompts", "wall", "prompts/s", "tokens/s", "peak RSS"], rows)
+        return s + "\n"
     }
 
     func visionSection() -> String {

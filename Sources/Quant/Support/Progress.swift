@@ -7,6 +7,9 @@ public final class Progress: @unchecked Sendable {
     private let total: Int
     private let unit: Unit
     private let enabled: Bool
+    /// Counts are shown divided by `scale` (work counted in finer steps than the items shown).
+    private let scale: Int
+    private let itemName: String
     private let start = Date()
     private var done = 0
     private var lastDraw = Date.distantPast
@@ -14,8 +17,14 @@ public final class Progress: @unchecked Sendable {
 
     public enum Unit: Sendable { case items, bytes }
 
-    public init(_ label: String, total: Int, unit: Unit = .items, enabled: Bool? = nil) {
+    /// - Parameters:
+    ///   - scale: `total` and `advance` count in units of 1/scale item (for example layers of a prompt).
+    ///   - itemName: shown after the item counts ("prompts": "12/100 prompts 3.4 prompts/s").
+    public init(_ label: String, total: Int, unit: Unit = .items, scale: Int = 1, itemName: String = "",
+                enabled: Bool? = nil) {
         self.label = label
+        self.scale = max(1, scale)
+        self.itemName = itemName
         self.total = max(total, 0)
         self.unit = unit
         self.enabled = enabled ?? (isatty(2) != 0 && ProcessInfo.processInfo.environment["QWEN_NO_PROGRESS"] == nil)
@@ -48,7 +57,10 @@ public final class Progress: @unchecked Sendable {
         let eta = rate > 0 && total > done ? Double(total - done) / rate : 0
         let counts: String
         switch unit {
-        case .items: counts = "\(done)/\(total) \(String(format: "%.1f/s", rate))"
+        case .items:
+            let name = itemName.isEmpty ? "" : " " + itemName
+            let shown = scale == 1 ? "\(done)" : String(format: "%.1f", Double(done) / Double(scale))
+            counts = "\(shown)/\(total / scale)\(name) \(String(format: "%.1f", rate / Double(scale)))\(name)/s"
         case .bytes: counts = "\(ByteSize.format(done))/\(ByteSize.format(total)) \(ByteSize.format(Int(rate)))/s"
         }
         let line = "\r\(label) \(bar) \(Int(frac * 100))% \(counts) ETA \(Int(eta))s \(note)\u{1B}[K"
