@@ -127,7 +127,7 @@ extension Encode {
             var layerCalls = 0
             model.onLayerDone = { _ in
                 layerCalls += 1
-                let target = chunk.count * layers * layerCalls / (layers * passes)
+                let target = min(chunk.count * layers, chunk.count * layers * layerCalls / (layers * passes))
                 progress.advance(target - reported)
                 reported = target
             }

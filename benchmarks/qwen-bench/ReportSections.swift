@@ -509,13 +509,21 @@ struct ReportWriter {
     }
 
     func datasetSection() -> String {
-        var s = header("dataset", "Dataset mode: `encode --out-dir` on a file of captions (`qwen-bench dataset`)")
-        guard let f = data.files["dataset"] else { return s + "Not measured (no `results/dataset.json`).\n\n" }
-        s += "Prompts: \(f["prompt_set"] as? String ?? "?") (the bundled calibration captions; the token counts include the template, whose 34-token system prefix every prompt runs through the model before it is dropped). "
-        s += "Warm page cache (one untimed job first); each chunk is one pass over the weights. \n\n"
-        let rows = data.records("dataset").map { r -> [String] in
+        // `dataset` and any `dataset_*` runs (a case measured on its own, e.g. with fewer prompts).
+        let names = data.files.keys.sorted().filter { $0 == "dataset" || $0.hasPrefix("dataset_") }
+        guard let first = names.first else {
+            return "## Dataset mode: `encode --out-dir` on a file of captions (`qwen-bench dataset`)\n\nNot measured (no `results/dataset.json`).\n\n"
+        }
+        var s = header(first, "Dataset mode: `encode --out-dir` on a file of captions (`qwen-bench dataset`)")
+        for n in names.dropFirst() {
+            s += "Also: `\(data.files[n]?["command"] as? String ?? n)` (run \(data.files[n]?["date"] as? String ?? "?")).\n\n"
+        }
+        s += "Prompts: the bundled calibration captions (`CalibrationPrompts.all`, 256 varied image prompts, English and Chinese) repeated to the count shown; the token counts include the template, whose 34-token system prefix every prompt runs through the model before it is dropped. "
+        s += "Warm page cache (one untimed job of one chunk first); each chunk is one pass over the weights.\n\n"
+        let rows = names.flatMap { data.records($0) }.map { r -> [String] in
             guard r["status"] as? String == "ok" else { return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", r["status"] as? String ?? "?", "", "", "", ""] }
-            return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", "\(r["prompts"] ?? "?") (\(r["tokens"] ?? "?") tokens, \(F.num(Double(r["tokens"] as? Int ?? 0) / Double(max(1, r["prompts"] as? Int ?? 1)), 1)) per prompt)",
+            return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")",
+                    "\(r["prompts"] ?? "?") (\(r["tokens"] ?? "?") tokens, \(F.num(Double(r["tokens"] as? Int ?? 0) / Double(max(1, r["prompts"] as? Int ?? 1)), 1)) per prompt)",
                     "\(F.secs(r["wall_s_median"])) (×\(r["repeats"] ?? 1))", F.num(r["prompts_per_second"], 2), F.num(r["tokens_per_second"], 0),
                     F.gib(r["peak_rss_bytes"])]
         }

@@ -300,6 +300,23 @@ public final class PackComponent: @unchecked Sendable {
         }
     }
 
+    /// Asks the kernel to start reading a shard's file into the page cache (`POSIX_FADV_WILLNEED`), on a
+    /// background thread, without mapping or checking it: `shard(name)` / `prefetch(name)` do that
+    /// later and find the pages there. Errors are ignored (the later load reports them).
+    public func readAhead(_ name: String) {
+        guard let si = shardIndex[name] else { return }
+        let path = folder.appendingPathComponent(manifest.shards[si].file).path
+        DispatchQueue.global(qos: .utility).async {
+            // O_NONBLOCK: a FIFO in place of a shard must not block this thread (the load refuses it).
+            let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            guard fd >= 0 else { return }
+            defer { close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return }
+            _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_WILLNEED))
+        }
+    }
+
     private func load(_ name: String) throws -> PackShard {
         guard let si = shardIndex[name] else {
             throw QuantError.pack(path: folder.path, message: "no shard \(name) in component \(self.name) (shards: \(shardNames.prefix(8).joined(separator: ", "))\(shardNames.count > 8 ? ", ..." : ""))")

@@ -91,6 +91,10 @@ public final class PackTensorSource: TensorSource, @unchecked Sendable {
         for r in shardRecords { component.prefetch(r.name) }
     }
 
+    public func readAhead() {
+        for r in shardRecords { component.readAhead(r.name) }
+    }
+
     public func release() {
         for r in shardRecords { root.close(r.name) }
     }

@@ -155,6 +155,10 @@ public protocol TensorSource: AnyObject {
     /// A hint: the tensors under this prefix will be asked for soon (a pack loads their shards in the
     /// background).
     func prefetch()
+    /// A cheaper hint for what comes after the prefetched tensors: the storage starts reading their
+    /// files into the page cache (no memory of the process, nothing mapped or decompressed). On a cold
+    /// cache this keeps more reads in flight than one prefetch alone.
+    func readAhead()
     /// The caller is done with the tensors under this prefix (a pack drops their shards' pages or
     /// returns their buffers). Weights already handed out stay valid.
     func release()
@@ -162,6 +166,7 @@ public protocol TensorSource: AnyObject {
 
 extension TensorSource {
     public func prefetch() {}
+    public func readAhead() {}
     public func release() {}
 
     /// A 1-D tensor of `count` values.

@@ -284,6 +284,9 @@ public final class LanguageModel {
                     layer.release(); throw error
                 }
                 if prefetch { (i + 1 < layers.count ? layers[i + 1] : parts.norm).prefetch() }
+                // And the storage starts on the layer after it: one layer in flight left a cold run
+                // reading at about half the disk's rate (q8s, 7.2 GB: 8.0 s, now 5.5 s; warm 2.6 s).
+                if prefetch && i + 2 < layers.count { layers[i + 2].readAhead() }
                 return w
             }
             decoderLayer(weights, state: state, lengths: lengths, offsets: offsets)
