@@ -129,10 +129,7 @@ struct Encode: ParsableCommand {
         // Tokenize first: the lengths decide the strategy under --max-ram.
         let negatives = negativePrompt.map { [$0] } ?? []
         let tokenized = try encoder.tokenize(prompts + negatives, warn: note)
-        let plan = try TextEncoderPlan.choose(
-            config: model.config, weights: model.weightFootprint(),
-            sequenceLengths: tokenized.map { $0.ids.count },
-            budget: maxRam.flatMap(ByteSize.parse).map(usableBudget), baselineBytes: ProcessStats.currentRSS())
+        let plan = try choosePlan(model, lengths: tokenized.map { $0.ids.count })
         if !common.json { note("plan: \(plan)") }
 
         let layers = model.config.numHiddenLayers
@@ -144,10 +141,7 @@ struct Encode: ParsableCommand {
                                          maxSequenceLength: maxSequenceLength, plan: plan)
         progress.finish()
 
-        var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt"])
-        try add(results[0], prefix: "", to: &writer)
-        if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
-        try writer.write(to: URL(fileURLWithPath: out), force: force)
+        try write(results, prompts: prompts.count, to: URL(fileURLWithPath: out), force: force)
 
         let seconds = start.elapsed()
         let tokens = tokenized.reduce(0) { $0 + $1.ids.count }
@@ -161,6 +155,21 @@ struct Encode: ParsableCommand {
             ("matmul_seconds", rounded(t.matmul)), ("attention_seconds", rounded(t.attention)),
             ("streaming_seconds", rounded(t.streaming)), ("rest_seconds", rounded(max(0, seconds - t.matmul - t.attention - t.streaming))),
         ] + (common.json ? [("plan", plan.description)] : []), json: common.json)
+    }
+
+    /// The strategy for these sequence lengths under --max-ram (or none).
+    func choosePlan(_ model: LanguageModel, lengths: [Int]) throws -> TextEncoderPlan {
+        try TextEncoderPlan.choose(config: model.config, weights: model.weightFootprint(), sequenceLengths: lengths,
+                                   budget: maxRam.flatMap(ByteSize.parse).map(usableBudget), baselineBytes: ProcessStats.currentRSS())
+    }
+
+    /// Writes `results[0]` as prompt_embeds / prompt_embeds_mask and, with a negative prompt, `results[1]`
+    /// repeated for every prompt as negative_*, atomically.
+    func write(_ results: [PromptEmbeddings], prompts: Int, metadata: [String: String] = [:], to url: URL, force: Bool) throws {
+        var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt"].merging(metadata) { _, b in b })
+        try add(results[0], prefix: "", to: &writer)
+        if results.count > 1 { try add(results[1].repeated(prompts), prefix: "negative_", to: &writer) }
+        try writer.write(to: url, force: force)
     }
 
     func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {

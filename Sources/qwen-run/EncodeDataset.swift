@@ -117,9 +117,7 @@ extension Encode {
             let name = Self.chunkFileName(c)
             let tokenized = try encoder.tokenize(chunk + negatives) { note("\(name): " + $0) }
             let lengths = tokenized.map { $0.ids.count }
-            let plan = try TextEncoderPlan.choose(
-                config: model.config, weights: model.weightFootprint(), sequenceLengths: lengths,
-                budget: maxRam.flatMap(ByteSize.parse).map(usableBudget), baselineBytes: ProcessStats.currentRSS())
+            let plan = try choosePlan(model, lengths: lengths)
             plans.insert(plan.description)
             let passes = plan.passes(lengths).count
             // Each pass reports every layer: spread the chunk's prompts over its passes' layers.
@@ -135,13 +133,10 @@ extension Encode {
             let results = try encoder.encode(tokenized: tokenized, groups: groups.map(\.count),
                                              maxSequenceLength: maxSequenceLength, plan: plan)
             progress.advance(chunk.count * layers - reported)
-            var writer = SafetensorsWriter(metadata: [
-                "producer": "qwen-run encode", "format": "pt", "qwen_run_job": key,
-                "qwen_run_prompts": Self.promptsKey(prompts[range(c)]), "first_prompt_id": "\(range(c).lowerBound)",
-            ])
-            try add(results[0], prefix: "", to: &writer)
-            if results.count > 1 { try add(results[1].repeated(chunk.count), prefix: "negative_", to: &writer) }
-            try writer.write(to: dir.appendingPathComponent(name), force: true)
+            try write(results, prompts: chunk.count, metadata: [
+                "qwen_run_job": key, "qwen_run_prompts": Self.promptsKey(prompts[range(c)]),
+                "first_prompt_id": "\(range(c).lowerBound)",
+            ], to: dir.appendingPathComponent(name), force: true)
             tokens += lengths.reduce(0, +)
         }
         model.onLayerDone = nil
@@ -166,13 +161,12 @@ extension Encode {
         }
 
         let seconds = start.elapsed()
-        let done = todoPrompts
         printSummary([
             ("out_dir", dir.path), ("index", indexFile.path), ("shard", shard.description), ("chunk_size", size),
             ("prompts_in_file", prompts.count), ("prompts_in_shard", shardPrompts), ("chunks_in_shard", mine.count),
-            ("chunks_written", todo.count), ("chunks_kept", kept), ("prompts_encoded", done), ("tokens", tokens),
+            ("chunks_written", todo.count), ("chunks_kept", kept), ("prompts_encoded", todoPrompts), ("tokens", tokens),
             ("seconds", (seconds * 1000).rounded() / 1000),
-            ("prompts_per_second", (Double(done) / max(seconds, 1e-9) * 1000).rounded() / 1000),
+            ("prompts_per_second", (Double(todoPrompts) / max(seconds, 1e-9) * 1000).rounded() / 1000),
             ("tokens_per_second", (Double(tokens) / max(seconds, 1e-9) * 1000).rounded() / 1000),
             ("peak_rss_bytes", ProcessStats.peakRSS()), ("peak_rss", ByteSize.format(ProcessStats.peakRSS())),
         ] + (common.json ? [("plans", plans.sorted())] : []), json: common.json)
