@@ -70,7 +70,7 @@ func vaeSummary(_ fields: [(String, Any)], report: VAERunReport, seconds: Double
 struct VAEEncode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vae-encode",
-        abstract: "Encode a PNG or JPEG image to VAE latents (the posterior mean) in a safetensors file.",
+        abstract: "Encode a PNG or JPEG image (or a clip of frames) to VAE latents (the posterior mean) in a safetensors file.",
         discussion: HelpText.reflow("""
         Pixels go in as uint8/255*2-1 (RGB, or RGBA for the 4-channel vae_rgba component). Writes the tensor
         `latents` [1, z_dim, 1, h, w] f32 with h = floor((H-2)/2)+1 applied three times (H/8 for multiples of 8),
@@ -78,16 +78,25 @@ struct VAEEncode: ParsableCommand {
         the Qwen-Image pipelines do before the transformer. The work is tiled exactly: --max-ram or --tile
         change speed and memory, never the numbers.
 
+        Clips: give --image several times, or --frames with a folder of PNG/JPEG files (taken in name order,
+        numbers compared as numbers: f2 before f10). A clip has 1 + 4k frames of one size and is encoded
+        causally as AutoencoderKLQwenImage does, to latents [1, z_dim, 1 + k, h, w].
+
         Examples:
           qwen-run vae-encode --pack pack/ --image photo.png --out latents.safetensors --normalize
           qwen-run vae-encode --pack pack/ --image big.png --out l.safetensors --max-ram 512M --json
           qwen-run vae-encode --pack pack/ --component vae_rgba --image layer.png --out l.safetensors
+          qwen-run vae-encode --pack pack/ --frames clip/ --out clip.safetensors --max-ram 1G
+          qwen-run vae-encode --pack pack/ --image f0.png --image f1.png --image f2.png --image f3.png --image f4.png --out c.safetensors
         """))
 
     @OptionGroup var vae: VAEOptions
 
-    @Option(name: .long, help: "The input image (PNG or JPEG).")
-    var image: String
+    @Option(name: .long, help: "The input image (PNG or JPEG); give it 1 + 4k times for a clip.")
+    var image: [String] = []
+
+    @Option(name: .long, help: "A folder of frames (PNG/JPEG, name order) to encode as one clip.")
+    var frames: String?
 
     @Option(name: .long, help: "The output safetensors file.")
     var out: String
@@ -103,17 +112,33 @@ struct VAEEncode: ParsableCommand {
     func run() throws {
         try common.apply()
         let tiling = try vae.tiling()
-        try checkOutput(out, force: vae.force, extensions: ["safetensors"], inputs: [vae.pack, image])
+        let paths = try framePaths()
+        try checkOutput(out, force: vae.force, extensions: ["safetensors"], inputs: [vae.pack] + paths + (frames.map { [$0] } ?? []))
         do {
             let start = Date()
             let vaePack = try vae.open()
             let config = vaePack.config
-            let img = try ImageFile.read(path: image, keepAlpha: config.inputChannels == 4, maxPixels: maxPixels)
-            guard img.channels == config.inputChannels else {
-                throw QwenImageError.image(path: image, message: "the \(vae.component) VAE takes \(config.inputChannels) channels, the image has \(img.channels)")
+            let tc = config.temporalCompression
+            guard (paths.count - 1) % tc == 0 else {
+                let k = (paths.count - 1) / tc
+                throw QwenImageError.invalidInput("\(frames ?? "--image"): a clip has 1 + \(tc)k frames, found \(paths.count); "
+                    + "keep the first \(1 + k * tc) or add \(1 + (k + 1) * tc - paths.count) (upstream would silently drop the extra ones)")
             }
-            let model = try vaePack.model(parts: .encoder)
-            let x = VAEFrames(image: img)
+            var images: [Image8] = []
+            for p in paths {
+                let img = try ImageFile.read(path: p, keepAlpha: config.inputChannels == 4, maxPixels: maxPixels)
+                guard img.channels == config.inputChannels else {
+                    throw QwenImageError.image(path: p, message: "the \(vae.component) VAE takes \(config.inputChannels) channels, the image has \(img.channels)")
+                }
+                if let first = images.first, first.width != img.width || first.height != img.height {
+                    throw QwenImageError.image(path: p, message: "expected \(first.width)x\(first.height) like \(paths[0]) "
+                        + "(every frame of a clip has one size), found \(img.width)x\(img.height)")
+                }
+                images.append(img)
+            }
+            let img = images[0]
+            let model = try vaePack.model(parts: .encoder, temporal: images.count > 1)
+            let x = try VAEFrames(images: images)
             let progress = TileProgress("vae-encode")
             let computeStart = Date()
             let (mean, logvar, report) = try model.encode(x, tiling: tiling) { progress.update($0, $1) }
@@ -126,7 +151,7 @@ struct VAEEncode: ParsableCommand {
             try w.add("latents", f32: mean.cthw(), shape: shape)
             try w.add("logvar", f32: logvar.cthw(), shape: shape)
             try w.write(to: URL(fileURLWithPath: out), force: vae.force)
-            printSummary(vaeSummary([("output", out), ("image", "\(img.width)x\(img.height)x\(img.channels)"),
+            printSummary(vaeSummary([("output", out), ("image", "\(img.width)x\(img.height)x\(img.channels)"), ("frames", images.count),
                                      ("latents", shape.map(String.init).joined(separator: "x")), ("normalized", normalize),
                                      ("total_seconds", (Date().timeIntervalSince(start) * 1000).rounded() / 1000)],
                                     report: report, seconds: seconds, weightBytes: model.weightBytes), json: common.json)
@@ -136,6 +161,30 @@ struct VAEEncode: ParsableCommand {
         } catch let error as QuantError {
             note("error: \(error.description)")
             throw ExitCode(1)
+        }
+    }
+
+    /// The input frames: the --image list, or the folder's PNG/JPEG files in name order (numbers compared as numbers).
+    func framePaths() throws -> [String] {
+        switch (image.isEmpty, frames) {
+        case (true, nil): throw ValidationError("give --image (once, or 1 + 4k times for a clip) or --frames FOLDER")
+        case (false, .some): throw ValidationError("give either --image or --frames, not both")
+        case (false, nil): return image
+        case (true, .some(let dir)):
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+                throw ValidationError("--frames \(dir): not a folder (give a folder of PNG/JPEG frames)")
+            }
+            let names: [String]
+            do { names = try FileManager.default.contentsOfDirectory(atPath: dir) } catch {
+                throw ValidationError("--frames \(dir): cannot list the folder (\(error.localizedDescription))")
+            }
+            let kept = names.filter { ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased()) && !$0.hasPrefix(".") }
+                .sorted { $0.compare($1, options: .numeric) == .orderedAscending }
+            guard !kept.isEmpty else {
+                throw ValidationError("--frames \(dir): no .png, .jpg or .jpeg files in the folder (found \(names.count) other entries)")
+            }
+            return kept.map { (dir as NSString).appendingPathComponent($0) }
         }
     }
 }

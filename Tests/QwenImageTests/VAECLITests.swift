@@ -67,6 +67,54 @@ struct VAECLITests {
         #expect(try run(["vae-decode", "--pack", pack, "--latents", zn, "--out", p16, "--denormalize", "--png16"]).status == 0)
     }
 
+    /// A clip from the CLI: the oracle's uint8 frames written as PNGs, given as a folder (name order, numbers
+    /// compared as numbers) and as repeated --image, encode to the upstream clip posterior; wrong frame counts
+    /// and mixed sizes are refused with no output.
+    @Test func encodeAClipFromFramesOrImages() throws {
+        let pack = try VAEFixture.pack(.f32).path
+        let refs = try VAEFixture.refs("vae_video")
+        let u8 = try refs.info("vae_video.enc5.video_uint8").shape  // [T, H, W, 3]
+        let bytes = Array(try refs.rawBytes("vae_video.enc5.video_uint8"))
+        let frameBytes = u8[1] * u8[2] * u8[3]
+        let folder = path("clip")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var files: [String] = []
+        for t in 0 ..< u8[0] {
+            // Names whose plain string order differs from frame order (f10 < f2): the folder is read numerically.
+            let f = (folder as NSString).appendingPathComponent("f\(t == 0 ? 0 : t * 5).png")
+            try ImageFile.writePNG(Image8(width: u8[2], height: u8[1], channels: 3,
+                                          pixels: Array(bytes[t * frameBytes ..< (t + 1) * frameBytes])), to: f)
+            files.append(f)
+        }
+        let want = try refs.floats("vae_video.enc5.posterior_mean")
+        for (how, args) in [("folder", ["--frames", folder]), ("images", files.flatMap { ["--image", $0] })] {
+            let out = path("clip-\(how).safetensors")
+            let r = try run(["vae-encode", "--pack", pack, "--out", out, "--tile", "24", "--json"] + args)
+            #expect(r.status == 0, "\(how): \(r.stderr)")
+            let got = try SafetensorsFile(path: out)
+            #expect(try got.info("latents").shape == [1, 16, 2, 5, 7], "\(how)")
+            let e = relL2(try got.floats("latents"), want)
+            #expect(e < Tolerances.vaeF32, "\(how): clip posterior_mean rel L2 \(e)")
+            let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            #expect(summary?["frames"] as? Int == 5, "\(how)")
+        }
+        // Refused: 4 frames (not 1 + 4k), a frame of another size, both inputs, an empty folder.
+        let out = path("bad-clip.safetensors")
+        let four = try run(["vae-encode", "--pack", pack, "--out", out] + files.prefix(4).flatMap { ["--image", $0] })
+        #expect(four.status != 0 && four.stderr.contains("1 + 4k frames, found 4") && four.stderr.contains("keep the first 1 or add 1"), "\(four.stderr)")
+        let odd = path("odd.png")
+        try ImageFile.writePNG(Image8(width: 16, height: 16, channels: 3, pixels: [UInt8](repeating: 7, count: 16 * 16 * 3)), to: odd)
+        let mixed = try run(["vae-encode", "--pack", pack, "--out", out] + (files.prefix(4) + [odd]).flatMap { ["--image", $0] })
+        #expect(mixed.status != 0 && mixed.stderr.contains("odd.png") && mixed.stderr.contains("16x16"), "\(mixed.stderr)")
+        let both = try run(["vae-encode", "--pack", pack, "--out", out, "--image", files[0], "--frames", folder])
+        #expect(both.status != 0 && both.stderr.contains("not both"), "\(both.stderr)")
+        let empty = path("empty")
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let none = try run(["vae-encode", "--pack", pack, "--out", out, "--frames", empty])
+        #expect(none.status != 0 && none.stderr.contains("no .png"), "\(none.stderr)")
+        #expect(noOutput(out))
+    }
+
     @Test func badInputFailsCleanly() throws {
         let pack = try VAEFixture.pack(.f32).path
         let good = Array(repeating: Float(0.1), count: 16 * 4 * 4)

@@ -12,6 +12,22 @@ extension VAEFrames {
         }
     }
 
+    /// A clip from 8-bit images (HWC), one frame each; all must have the same size and channel count.
+    public convenience init(images: [Image8]) throws {
+        guard let first = images.first else { throw QwenImageError.invalidInput("VAE frames: no images given") }
+        for (i, im) in images.enumerated() where im.width != first.width || im.height != first.height || im.channels != first.channels {
+            throw QwenImageError.invalidInput("VAE frames: frame \(i) is \(im.width)x\(im.height)x\(im.channels), "
+                + "frame 0 is \(first.width)x\(first.height)x\(first.channels): every frame of a clip must have the same size")
+        }
+        self.init(frames: images.count, height: first.height, width: first.width, channels: first.channels)
+        for (t, im) in images.enumerated() {
+            let dst = frame(t)
+            im.pixels.withUnsafeBufferPointer { px in
+                for i in 0..<px.count { dst[i] = Float(px[i]) / 255 * 2 - 1 }
+            }
+        }
+    }
+
     /// Frame `t` as an 8-bit image.
     public func image8(frame t: Int) -> Image8 {
         let src = frame(t)
