@@ -20,6 +20,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `qwen-run serve` only: the HTTP/1.1 parser and event loops (no hand-written HTTP parsing).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
     ],
     targets: [
         // System libraries (Debian: libzstd-dev, libpng-dev, libjpeg62-turbo-dev).
@@ -49,6 +51,8 @@ let package = Package(
         ], path: "Sources/qwen-quant"),
         .executableTarget(name: "qwen-run", dependencies: [
             "Quant", "QwenImage", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ], path: "Sources/qwen-run"),
         .executableTarget(name: "qwen-bench", dependencies: [
             "Quant", "QwenImage", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),

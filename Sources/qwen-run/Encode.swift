@@ -173,12 +173,7 @@ struct Encode: ParsableCommand {
     }
 
     func add(_ e: PromptEmbeddings, prefix: String, to writer: inout SafetensorsWriter) throws {
-        let shape = [e.batch, e.length, e.hidden]
-        switch dtype {
-        case .f32: try writer.add("\(prefix)prompt_embeds", f32: e.embeds, shape: shape)
-        case .bf16: try writer.add("\(prefix)prompt_embeds", bf16From: e.embeds, shape: shape)
-        }
-        try writer.add("\(prefix)prompt_embeds_mask", int64: e.mask, shape: [e.batch, e.length])
+        try writer.add(e, prefix: prefix, bf16: dtype == .bf16)
     }
 
     private func readPrompts() throws -> [String] {

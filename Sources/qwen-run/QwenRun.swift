@@ -12,6 +12,6 @@ struct QwenRun: ParsableCommand {
           qwen-run vae-encode --pack pack/ --image in.png --out latents.safetensors --normalize
           qwen-run vae-decode --pack pack/ --latents latents.safetensors --out out.png --denormalize
         """,
-        subcommands: [Tokenize.self, Encode.self, Vision.self, VAEEncode.self, VAEDecode.self]
+        subcommands: [Tokenize.self, Encode.self, Vision.self, VAEEncode.self, VAEDecode.self, Serve.self]
     )
 }

@@ -48,48 +48,18 @@ struct VAEDecode: ParsableCommand {
         do {
             let start = Date()
             let file = try SafetensorsFile(path: latents)
-            guard let info = file.tensors["latents"] else {
-                throw QwenImageError.tensor(name: "latents", message: "not found in \(latents) (it has: "
-                    + file.tensorNames.prefix(8).joined(separator: ", ") + (file.tensorNames.count > 8 ? ", …" : "") + ")")
-            }
-            guard info.dtype.isFloat else {
-                throw QwenImageError.tensor(name: "latents", message: "in \(latents): expected a float tensor, found \(info.dtype.rawValue)")
-            }
-            let s = info.shape
-            guard (s.count == 5 || s.count == 4), s[0] == 1 else {
-                throw QwenImageError.tensor(name: "latents", message: "in \(latents): expected shape [1, z_dim, T, h, w] or [1, z_dim, h, w], found \(s)")
-            }
-            let (c, t, h, w) = s.count == 5 ? (s[1], s[2], s[3], s[4]) : (s[1], 1, s[2], s[3])
-            guard t >= 1, h >= 1, w >= 1 else {
-                throw QwenImageError.tensor(name: "latents", message: "in \(latents): empty shape \(s)")
-            }
-            guard !asPNG || t == 1 else {
-                throw QwenImageError.invalidInput("\(latents): latents have \(t) frames (a clip of \(1 + 4 * (t - 1)) frames); "
-                    + "a PNG holds one image: write the clip to a .safetensors file instead")
-            }
             let vaePack = try vae.open()
-            let config = vaePack.config
-            guard c == config.zDim else {
-                throw QwenImageError.tensor(name: "latents", message: "in \(latents): expected z_dim = \(config.zDim) channels "
-                    + "for the \(vae.component) VAE, found \(c) (shape \(s))")
-            }
-            let maxSide = 16384 / config.spatialCompression
-            guard h <= maxSide, w <= maxSide else {
-                throw QwenImageError.tensor(name: "latents", message: "in \(latents): \(w)×\(h) latents decode to more than 16384 pixels per side; refused")
-            }
-            let z = VAEFrames(cthw: try file.floats("latents"), channels: c, frames: t, height: h, width: w)
-            let model = try vaePack.model(parts: .decoder, temporal: t > 1)
+            let z = try VAEIO.latents(file, label: latents, config: vaePack.config, component: vae.component,
+                                      oneFrame: asPNG ? "a PNG holds one image: write the clip to a .safetensors file instead" : nil)
+            let s = try file.info("latents").shape
+            let model = try vaePack.model(parts: .decoder, temporal: z.frames > 1)
             if denormalize { try model.denormalize(z) }
             let progress = TileProgress("vae-decode")
             let computeStart = Date()
             let (x, report) = try model.decode(z, tiling: tiling) { progress.update($0, $1) }
             progress.finish()
             let seconds = Date().timeIntervalSince(computeStart)
-            let badPixels = x.nonFiniteCount
-            guard badPixels == 0 else {
-                throw QwenImageError.invalidInput("\(latents): the decoder produced \(badPixels) NaN or infinite values out of \(x.count): "
-                    + "the latents are far outside the range the VAE was trained on (were they normalized twice, or is --denormalize wrong?); nothing was written")
-            }
+            try VAEIO.checkFinite(x, label: latents)
             if asPNG {
                 if png16 {
                     try ImageFile.writePNG16(width: x.width, height: x.height, channels: x.channels, samples: x.samples16(frame: 0), to: out)

@@ -145,11 +145,9 @@ struct VAEEncode: ParsableCommand {
             progress.finish()
             let seconds = Date().timeIntervalSince(computeStart)
             if normalize { try model.normalize(mean) }
-            var w = SafetensorsWriter(metadata: ["producer": "qwen-run vae-encode", "normalized": normalize ? "true" : "false",
-                                                 "component": vae.component])
+            let w = try VAEIO.latentsWriter(mean: mean, logvar: logvar, normalized: normalize, component: vae.component,
+                                            producer: "qwen-run vae-encode")
             let shape = [1, mean.channels, mean.frames, mean.height, mean.width]
-            try w.add("latents", f32: mean.cthw(), shape: shape)
-            try w.add("logvar", f32: logvar.cthw(), shape: shape)
             try w.write(to: URL(fileURLWithPath: out), force: vae.force)
             printSummary(vaeSummary([("output", out), ("image", "\(img.width)x\(img.height)x\(img.channels)"), ("frames", images.count),
                                      ("latents", shape.map(String.init).joined(separator: "x")), ("normalized", normalize),

@@ -8,6 +8,6 @@ struct QwenBench: ParsableCommand {
         commandName: "qwen-bench",
         abstract: "Measure this machine's limits, the kernels, and every component's accuracy, speed and peak RSS.",
         subcommands: [Limits.self, KernelsBench.self, OpsBench.self, Synth.self, ConvertBench.self,
-                      TextBench.self, ColdBench.self, DatasetBench.self, VisionBench.self, VAEBench.self, Accuracy.self, WeightSNR.self, Report.self]
+                      TextBench.self, ColdBench.self, DatasetBench.self, ServeBench.self, VisionBench.self, VAEBench.self, Accuracy.self, WeightSNR.self, Report.self]
     )
 }

@@ -3,8 +3,9 @@ import Foundation
 /// Builds a safetensors file in memory and writes it atomically (temporary name, then rename).
 /// Meant for outputs and reference files (embeddings, latents), not for multi-GB checkpoints.
 public struct SafetensorsWriter {
-    private struct Entry { let name: String; let dtype: SafetensorsDType; let shape: [Int]; let bytes: Data }
-    private var entries: [Entry] = []
+    public struct Entry: Sendable { public let name: String; public let dtype: SafetensorsDType; public let shape: [Int]; public let bytes: Data }
+    /// The tensors added so far, in the order they were added.
+    public private(set) var entries: [Entry] = []
     public var metadata: [String: String]
 
     public init(metadata: [String: String] = [:]) { self.metadata = metadata }

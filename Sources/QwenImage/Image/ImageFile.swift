@@ -80,22 +80,30 @@ public enum ImageFile {
 
     /// Writes an 8-bit PNG (1 to 4 channels) atomically: a temporary file renamed into place.
     public static func writePNG(_ image: Image8, to path: String) throws {
+        try writeAtomically(try pngData(image, name: path), to: path)
+    }
+
+    /// An 8-bit PNG (1 to 4 channels) in memory; `name` is used in error messages.
+    public static func pngData(_ image: Image8, name: String) throws -> Data {
         try checkLayout(width: image.width, height: image.height, channels: image.channels,
-                        count: image.pixels.count, path: path)
-        let data = try image.pixels.withUnsafeBytes {
+                        count: image.pixels.count, path: name)
+        return try image.pixels.withUnsafeBytes {
             try PNGCodec.encode($0.baseAddress!, width: image.width, height: image.height,
-                                channels: image.channels, bitDepth: 8, path: path)
+                                channels: image.channels, bitDepth: 8, path: name)
         }
-        try writeAtomically(data, to: path)
     }
 
     /// Writes a 16-bit PNG atomically; `samples` are [height, width, channels] (HWC).
     public static func writePNG16(width: Int, height: Int, channels: Int, samples: [UInt16], to path: String) throws {
-        try checkLayout(width: width, height: height, channels: channels, count: samples.count, path: path)
-        let data = try samples.withUnsafeBytes {
-            try PNGCodec.encode($0.baseAddress!, width: width, height: height, channels: channels, bitDepth: 16, path: path)
+        try writeAtomically(try png16Data(width: width, height: height, channels: channels, samples: samples, name: path), to: path)
+    }
+
+    /// A 16-bit PNG in memory; `samples` are [height, width, channels] (HWC).
+    public static func png16Data(width: Int, height: Int, channels: Int, samples: [UInt16], name: String) throws -> Data {
+        try checkLayout(width: width, height: height, channels: channels, count: samples.count, path: name)
+        return try samples.withUnsafeBytes {
+            try PNGCodec.encode($0.baseAddress!, width: width, height: height, channels: channels, bitDepth: 16, path: name)
         }
-        try writeAtomically(data, to: path)
     }
 
     // MARK: - Helpers

@@ -22,26 +22,29 @@ public enum ReferenceImages {
     /// Decodes PNG / JPEG files. Transparency is kept (and later composited onto white, as transformers'
     /// `convert_to_rgb` does); a fully opaque alpha channel is dropped (the same pixels, less work).
     public static func load(paths: [String], maxPixels: Int = ImageFile.defaultMaxPixels) throws -> [VisionSourceImage] {
-        try paths.map { path in
-            let im = try ImageFile.read(path: path, keepAlpha: true, maxPixels: maxPixels)
-            guard im.width > 0 && im.height > 0 else {
-                throw QwenImageError.image(path: path, message: "image has zero size (\(im.width)x\(im.height))")
+        try paths.map { try source(ImageFile.read(path: $0, keepAlpha: true, maxPixels: maxPixels), name: $0) }
+    }
+
+    /// A decoded image (read with `keepAlpha: true`) as the vision input: RGB, or RGBA when some pixel is
+    /// not opaque.
+    public static func source(_ im: Image8, name: String) throws -> VisionSourceImage {
+        guard im.width > 0 && im.height > 0 else {
+            throw QwenImageError.image(path: name, message: "image has zero size (\(im.width)x\(im.height))")
+        }
+        switch im.channels {
+        case 3:
+            return try VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: im.pixels)
+        case 4:
+            var opaque = true
+            for i in stride(from: 3, to: im.pixels.count, by: 4) where im.pixels[i] != 255 { opaque = false; break }
+            if !opaque { return try VisionSourceImage(width: im.width, height: im.height, channels: 4, pixels: im.pixels) }
+            var rgb = [UInt8](repeating: 0, count: im.width * im.height * 3)
+            for i in 0..<(im.width * im.height) {
+                rgb[i * 3] = im.pixels[i * 4]; rgb[i * 3 + 1] = im.pixels[i * 4 + 1]; rgb[i * 3 + 2] = im.pixels[i * 4 + 2]
             }
-            switch im.channels {
-            case 3:
-                return try VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: im.pixels)
-            case 4:
-                var opaque = true
-                for i in stride(from: 3, to: im.pixels.count, by: 4) where im.pixels[i] != 255 { opaque = false; break }
-                if !opaque { return try VisionSourceImage(width: im.width, height: im.height, channels: 4, pixels: im.pixels) }
-                var rgb = [UInt8](repeating: 0, count: im.width * im.height * 3)
-                for i in 0..<(im.width * im.height) {
-                    rgb[i * 3] = im.pixels[i * 4]; rgb[i * 3 + 1] = im.pixels[i * 4 + 1]; rgb[i * 3 + 2] = im.pixels[i * 4 + 2]
-                }
-                return try VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: rgb)
-            default:
-                throw QwenImageError.image(path: path, message: "expected 3 or 4 channels after decoding, found \(im.channels)")
-            }
+            return try VisionSourceImage(width: im.width, height: im.height, channels: 3, pixels: rgb)
+        default:
+            throw QwenImageError.image(path: name, message: "expected 3 or 4 channels after decoding, found \(im.channels)")
         }
     }
 
@@ -60,10 +63,18 @@ public enum ReferenceImages {
                              maxPixels: Int = ImageFile.defaultMaxPixels, tower: VisionTower? = nil,
                              onBlock: ((Int) -> Void)? = nil) throws -> (embeds: [Float], input: VisionInput) {
         try checkCount(paths.count, mode: mode)
+        return try embed(images: try load(paths: paths, maxPixels: maxPixels), names: paths, pack: pack, mode: mode,
+                         preresize: preresize, tower: tower, onBlock: onBlock)
+    }
+
+    /// Decoded images (from `load` or `source`) → `pixel_values` → vision tower; `names` label them in errors.
+    public static func embed(images: [VisionSourceImage], names: [String], pack: Pack, mode: EditMode, preresize: Bool,
+                             tower: VisionTower? = nil, processor: VisionPreprocessor? = nil,
+                             onBlock: ((Int) -> Void)? = nil) throws -> (embeds: [Float], input: VisionInput) {
+        try checkCount(images.count, mode: mode)
         let tower = try tower ?? VisionTower(pack: pack)
-        let images = try load(paths: paths, maxPixels: maxPixels)
-        let input = try VisionInput.prepare(images: images, paths: paths, mode: mode, preresize: preresize,
-                                            processor: try processor(pack: pack))
+        let input = try VisionInput.prepare(images: images, paths: names, mode: mode, preresize: preresize,
+                                            processor: try processor ?? self.processor(pack: pack))
         let embeds = try tower.forward(pixelValues: input.pixelValues, grids: input.grids, onBlock: onBlock)
         return (embeds, input)
     }
