@@ -74,6 +74,7 @@ struct Calibrate: ParsableCommand {
 
             let p = try Pack(path: pack)
             let encoder = try PromptEncoder(pack: p, packPath: pack)
+            encoder.sharesTemplatePrefix = false   // every prompt's own template rows count, as before
             let tokenized = try encoder.tokenize(list)
             let tokens = tokenized.reduce(0) { $0 + $1.ids.count }
             note("calibrating on \(list.count) prompts (\(tokens) tokens) with \(pack)")

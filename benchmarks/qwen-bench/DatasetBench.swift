@@ -38,10 +38,14 @@ struct DatasetBench: ParsableCommand {
     @Option(name: .long, help: "Threads.")
     var threads = 2
 
+    @Option(name: .customLong("shared-prefix"), help: "on: the template's prefix is computed once (the default of qwen-run); off: every prompt runs its own template rows (QWEN_SHARED_PREFIX=0), for A/B runs.")
+    var sharedPrefix = "on"
+
     @Option(name: .long, help: "Results file name under benchmarks/results.")
     var name = "dataset"
 
     func run() throws {
+        guard sharedPrefix == "on" || sharedPrefix == "off" else { throw ValidationError("--shared-prefix: on or off, found \(sharedPrefix)") }
         let qwenRun = try Paths.tool("qwen-run")
         let sizes = chunkSizes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--chunk-sizes: expected counts like 64, found \(chunkSizes)") }
@@ -66,12 +70,14 @@ struct DatasetBench: ParsableCommand {
                     let dir = work + "/out-\(UInt32.random(in: 0 ... .max))"
                     defer { try? FileManager.default.removeItem(atPath: dir) }
                     return try Child.run([qwenRun, "encode", "--pack", pack, "--prompts-file", promptsFile, "--out-dir", dir,
-                                          "--chunk-size", String(size), "--threads", String(threads), "--json"])
+                                          "--chunk-size", String(size), "--threads", String(threads), "--json"],
+                                         env: ["QWEN_SHARED_PREFIX": sharedPrefix == "off" ? "0" : "1"])
                 }
                 let warmFile = work + "/warm.jsonl"
                 try (lines.prefix(size).joined(separator: "\n") + "\n").write(toFile: warmFile, atomically: true, encoding: .utf8)
                 _ = try job(warmFile)
-                var rec: [String: Any] = ["case": c, "prompts": prompts, "chunk_size": size, "threads": threads]
+                var rec: [String: Any] = ["case": c, "prompts": prompts, "chunk_size": size, "threads": threads,
+                                          "shared_prefix": sharedPrefix != "off"]
                 var times: [Double] = [], rss: [Int] = []
                 var summary: [String: Any] = [:]
                 for i in 0 ..< max(1, self.repeat) {

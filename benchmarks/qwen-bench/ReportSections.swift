@@ -56,6 +56,7 @@ struct ReportWriter {
         s += textSection()
         s += coldSection()
         s += datasetSection()
+        s += serveSection()
         s += visionSection()
         s += vaeSection()
         s += extraSections()
@@ -228,7 +229,7 @@ struct ReportWriter {
         s += "benchmarks/scripts/run_all.sh            # everything (under an hour), or --quick (a few minutes)\n"
         s += "```\n\nThe script runs, in order (each step records its own JSON in `benchmarks/results/`):\n\n```sh\n"
         // run_all.sh's order; other recorded runs (kernels, ops, extra cases) after it.
-        let order = ["synth", "limits", "convert_sizes", "convert", "accuracy_synth", "accuracy_tiny", "weights", "text", "text_bf16", "cold", "dataset",
+        let order = ["synth", "limits", "convert_sizes", "convert", "accuracy_synth", "accuracy_tiny", "weights", "text", "text_bf16", "cold", "dataset", "serve",
                      "vision", "vae", "accuracy_synth_outliers", "accuracy_synth_depth4"]
         let names = order.filter { data.has($0) } + data.files.keys.sorted().filter { !order.contains($0) }
         var seen: Set<String> = []
@@ -519,15 +520,52 @@ struct ReportWriter {
             s += "Also: `\(data.files[n]?["command"] as? String ?? n)` (run \(data.files[n]?["date"] as? String ?? "?")).\n\n"
         }
         s += "Prompts: the bundled calibration captions (`CalibrationPrompts.all`, 256 varied image prompts, English and Chinese) repeated to the count shown; the token counts include the template, whose 34-token system prefix every prompt runs through the model before it is dropped. "
-        s += "Warm page cache (one untimed job of one chunk first); each chunk is one pass over the weights.\n\n"
+        s += "Warm page cache (one untimed job of one chunk first); each chunk is one pass over the weights. "
+        s += "\"Template prefix once\": the 34 dropped template tokens are computed once per process and every prompt runs only its own rows (`SharedPrefix`, the default since it landed; the same numbers); \"per prompt\": every prompt runs them (`QWEN_SHARED_PREFIX=0`, and every run before it).\n\n"
         let rows = names.flatMap { data.records($0) }.map { r -> [String] in
-            guard r["status"] as? String == "ok" else { return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", r["status"] as? String ?? "?", "", "", "", ""] }
-            return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")",
+            // Runs before the shared prefix existed computed every prompt's template rows.
+            let prefix = (r["shared_prefix"] as? Bool ?? false) ? "once" : "per prompt"
+            guard r["status"] as? String == "ok" else { return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", prefix, r["status"] as? String ?? "?", "", "", "", ""] }
+            return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", prefix,
                     "\(r["prompts"] ?? "?") (\(r["tokens"] ?? "?") tokens, \(F.num(Double(r["tokens"] as? Int ?? 0) / Double(max(1, r["prompts"] as? Int ?? 1)), 1)) per prompt)",
                     "\(F.secs(r["wall_s_median"])) (×\(r["repeats"] ?? 1))", F.num(r["prompts_per_second"], 2), F.num(r["tokens_per_second"], 0),
                     F.gib(r["peak_rss_bytes"])]
         }
-        s += F.table(["pack", "chunk size", "prompts", "wall", "prompts/s", "tokens/s", "peak RSS"], rows)
+        s += F.table(["pack", "chunk size", "template prefix", "prompts", "wall", "prompts/s", "tokens/s", "peak RSS"], rows)
+        return s + "\n"
+    }
+
+    func serveSection() -> String {
+        let names = data.files.keys.sorted().filter { $0 == "serve" || $0.hasPrefix("serve_") }
+        let title = "Encoding server: `qwen-run serve` under concurrent clients (`qwen-bench serve`)"
+        guard let first = names.first else { return "## \(title)\n\nNot measured (no `results/serve.json`).\n\n" }
+        var s = header(first, title)
+        for n in names.dropFirst() {
+            s += "Also: `\(n)` (run \(data.files[n]?["date"] as? String ?? "?"))" + ((data.files[n]?["note"] as? String).map { ": \($0)" } ?? "") + ".\n\n"
+        }
+        s += "One server per pack (warm page cache after one untimed request), curl `--parallel` clients each posting one bundled caption "
+        s += "(`CalibrationPrompts.all` in order, 20-60 tokens with the template) to `POST /v1/encode` (JSON answer); latency is curl's time_total. "
+        s += "Batch: prompts the server encoded together (`X-Batch-Size`). Baseline: one `qwen-run encode --prompt` process per caption (opens the pack each time). "
+        s += "Template prefix \"once\": the 34 dropped template tokens are computed once per server and each prompt runs only its own rows.\n\n"
+        var rows: [[String]] = []
+        for n in names {
+            for r in data.records(n) {
+                let c = r["case"] as? String ?? "?"
+                let prefix = (r["shared_prefix"] as? Bool ?? false) ? "once" : "per prompt"
+                guard r["status"] as? String == "ok" else { rows.append([c, prefix, r["status"] as? String ?? "?", "", "", "", "", ""]); continue }
+                for l in r["levels"] as? [[String: Any]] ?? [] {
+                    rows.append([c, prefix, "\(l["clients"] ?? "?")", "\(l["ok"] ?? "?")/\(l["requests"] ?? "?")", F.num(l["requests_per_second"], 2),
+                                 "\(F.secs(l["latency_s_median"])) / \(F.secs(l["latency_s_p90"])) / \(F.secs(l["latency_s_max"]))",
+                                 F.num(l["batch_size_mean"], 1), F.gib(r["server_peak_rss_bytes"])])
+                }
+                rows.append([c, prefix, "baseline: a process per prompt", "\(r["baseline_runs"] ?? 0)",
+                             F.num(1 / max(r["baseline_cli_s_median"] as? Double ?? .infinity, 1e-9), 2),
+                             "\(F.secs(r["baseline_cli_s_median"])) (min \(F.secs(r["baseline_cli_s_min"])), max \(F.secs(r["baseline_cli_s_max"])))",
+                             "1", F.gib(r["baseline_cli_peak_rss_bytes"])])
+                rows.append([c, prefix, "GET /health", "50", "", "\(F.num(r["health_latency_ms_median"], 2)) ms", "", ""])
+            }
+        }
+        s += F.table(["pack", "template prefix", "clients", "ok / requests", "requests/s", "latency median / p90 / max", "mean batch", "peak RSS"], rows)
         return s + "\n"
     }
 

@@ -74,7 +74,7 @@ struct ServeBench: ParsableCommand {
             let url = "http://127.0.0.1:\(server.port)"
             _ = try curlParallel(url + "/v1/encode", files: [try requestFile()], parallel: 1)   // warm-up
             let health = try curlParallel(url + "/health", files: Array(repeating: nil, count: 50), parallel: 1)
-            var rec: [String: Any] = ["case": c, "threads": threads, "max_batch": maxBatch, "status": "ok",
+            var rec: [String: Any] = ["case": c, "threads": threads, "max_batch": maxBatch, "status": "ok", "shared_prefix": true,
                                       "health_latency_ms_median": median(health.latencies) * 1000]
             var levelRecords: [[String: Any]] = []
             for level in levels {
