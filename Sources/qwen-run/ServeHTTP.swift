@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Quant
+import QwenImage
 
 /// What every connection handler shares: the worker, the limits, the token, counters.
 final class ServeContext: Sendable {

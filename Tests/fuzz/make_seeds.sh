@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 F=Tests/Fixtures
 C=$F/fuzz
 T=$F/tiny-random-qwen-image
-for h in safetensors index packManifest componentManifest shard textConfig vaeConfig tokenizerJSON vocabMerges promptsFile image; do
+for h in safetensors index packManifest componentManifest shard textConfig vaeConfig tokenizerJSON vocabMerges promptsFile image serveRequest; do
   mkdir -p "$C/$h"
   rm -f "$C/$h"/seed-*
 done
@@ -42,4 +42,25 @@ open(f"{C}/promptsFile/seed-prompts.jsonl", "w").write('"A cat sitting on a red 
 PY
 for f in gray1.png gray16.png gray16_trns.png pal8_trns.png rgba8.png rgb8_adam7.png la16.png; do cp "$F/images/$f" "$C/image/seed-$f"; done
 for f in "$F"/images/*.jpg; do case "$(basename "$f")" in bad_*) ;; *) cp "$f" "$C/image/seed-$(basename "$f")";; esac; done
+# serveRequest: byte 0 = selector (mod 3: 0 encode, 1 vae/encode, 2 vae/decode; bit 2: raw body instead of
+# JSON; bit 3: Accept octet-stream), then the query line, then the body.
+python3 - "$C" "$F" <<'PY'
+import base64, json, struct, sys
+C, F = sys.argv[1], sys.argv[2]
+png = open(f"{F}/images/gray8.png", "rb").read()
+lat = struct.pack("<16f", *[0.1 * i for i in range(16)])
+hdr = json.dumps({"latents": {"dtype": "F32", "shape": [1, 16, 1, 1, 1], "data_offsets": [0, 64]}}).encode()
+st = struct.pack("<Q", len(hdr)) + hdr + lat
+seeds = {
+    "encode": (0, "", json.dumps({"prompt": "a cat", "negative_prompt": " ", "dtype": "bf16", "max_sequence_length": 512}).encode()),
+    "encode-edit": (8, "", json.dumps({"prompt": "make it blue", "images": [base64.b64encode(png).decode()], "mode": "edit"}).encode()),
+    "vae-encode-raw": (4, "normalize=true&format=safetensors", png),
+    "vae-encode-json": (1, "", json.dumps({"image": base64.b64encode(png).decode(), "normalize": True, "component": "vae"}).encode()),
+    "vae-decode-json": (2, "", json.dumps({"latents": {"dtype": "F32", "shape": [1, 16, 1, 1, 1], "data": base64.b64encode(lat).decode()},
+                                           "denormalize": True, "png16": True}).encode()),
+    "vae-decode-raw": (14, "denormalize=1&format=safetensors", st),
+}
+for name, (sel, query, body) in seeds.items():
+    open(f"{C}/serveRequest/seed-{name}", "wb").write(bytes([sel]) + query.encode() + b"\n" + body)
+PY
 du -sh "$C"

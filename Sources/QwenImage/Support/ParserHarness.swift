@@ -17,6 +17,7 @@ public enum ParserHarness: String, CaseIterable, Sendable {
     case vocabMerges        // vocab.json NUL merges.txt (the two files split at the first 0 byte)
     case promptsFile        // a --prompts-file
     case image              // PNG or JPEG through our decoders (pixel cap 4M for speed)
+    case serveRequest       // a `qwen-run serve` request: byte 0 picks route and content type, then the query line, then the body
 
     /// Runs one input; errors are the expected outcome for bad input and are returned, not thrown.
     @discardableResult
@@ -76,6 +77,19 @@ public enum ParserHarness: String, CaseIterable, Sendable {
             _ = try PromptsFile.parse(data, path: "prompts.jsonl")
         case .image:
             _ = try ImageFile.decode(data, name: "image", keepAlpha: true, maxPixels: 1 << 22)
+        case .serveRequest:
+            guard let selector = data.first else { return }
+            let rest = data.dropFirst()
+            let newline = rest.firstIndex(of: 0x0A) ?? rest.endIndex
+            let query = String(decoding: rest[..<newline], as: UTF8.self)
+            let body = Data(newline < rest.endIndex ? rest[(newline + 1)...] : Data())
+            let contentType = selector & 4 == 0 ? "application/json" : "image/png"
+            let accept = selector & 8 == 0 ? nil : "application/octet-stream"
+            switch selector % 3 {
+            case 0: _ = try ServeRequest.encode(body: body, accept: accept)
+            case 1: _ = try ServeRequest.vaeEncode(body: body, query: Substring(query), contentType: contentType, accept: accept)
+            default: _ = try ServeRequest.vaeDecode(body: body, query: Substring(query), contentType: contentType, accept: accept)
+            }
         }
     }
 

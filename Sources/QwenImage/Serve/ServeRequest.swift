@@ -1,25 +1,35 @@
 import Foundation
 import Quant
-import QwenImage
+
+// The request side of `qwen-run serve` (the HTTP server itself is in the qwen-run target, on SwiftNIO):
+// bodies and query strings to jobs, and the answers. Here, in the library, so that the fuzzers reach it
+// (ParserHarness.serveRequest).
 
 /// An answer of `qwen-run serve`: status, content type, body and extra headers. Errors are JSON,
 /// `{"error": "..."}`, with the status that says whose fault it is (4xx: the request; 5xx: the server).
-struct ServeResponse: Sendable {
-    var status: Int
-    var contentType: String
-    var body: Data
-    var headers: [String: String] = [:]
+public struct ServeResponse: Sendable {
+    public var status: Int
+    public var contentType: String
+    public var body: Data
+    public var headers: [String: String] = [:]
 
-    static func json(_ status: Int, _ object: [String: Any]) -> ServeResponse {
+    public init(status: Int, contentType: String, body: Data, headers: [String: String] = [:]) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+        self.headers = headers
+    }
+
+    public static func json(_ status: Int, _ object: [String: Any]) -> ServeResponse {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return ServeResponse(status: status, contentType: "application/json", body: data)
     }
 
-    static func error(_ status: Int, _ message: String) -> ServeResponse { json(status, ["error": message]) }
+    public static func error(_ status: Int, _ message: String) -> ServeResponse { json(status, ["error": message]) }
 
     /// The status for an error thrown while serving: bad input is the client's (400), a pack that lacks
     /// the component is 404, a memory budget too small for the request 503, anything else the server's (500).
-    static func from(_ error: Error) -> ServeResponse {
+    public static func from(_ error: Error) -> ServeResponse {
         switch error {
         case let e as ServeError: return .error(e.status, e.message)
         case let e as QwenImageError:
@@ -36,51 +46,52 @@ struct ServeResponse: Sendable {
 }
 
 /// A refusal with its HTTP status.
-struct ServeError: Error {
-    let status: Int
-    let message: String
-    static func bad(_ message: String) -> ServeError { ServeError(status: 400, message: message) }
+public struct ServeError: Error {
+    public let status: Int
+    public let message: String
+    public init(status: Int, message: String) { self.status = status; self.message = message }
+    public static func bad(_ message: String) -> ServeError { ServeError(status: 400, message: message) }
 }
 
 /// What the client wants back: JSON (default), the safetensors file the CLI would write, or a PNG.
-enum ServeFormat: String, Sendable { case json, safetensors, png }
+public enum ServeFormat: String, Sendable { case json, safetensors, png }
 
 /// A parsed request, ready for the worker (all of it Sendable: it crosses from the event loop to the
 /// worker thread).
-enum ServeJob: Sendable {
-    struct Text: Sendable {
-        var prompt: String
-        var negativePrompt: String?
-        var maxSequenceLength: Int
-        var bf16: Bool
-        var format: ServeFormat
+public enum ServeJob: Sendable {
+    public struct Text: Sendable {
+        public var prompt: String
+        public var negativePrompt: String?
+        public var maxSequenceLength: Int
+        public var bf16: Bool
+        public var format: ServeFormat
     }
-    struct Edit: Sendable {
-        var text: Text
-        var images: [Data]
-        var mode: EditMode?
-        var preresize: Bool
+    public struct Edit: Sendable {
+        public var text: Text
+        public var images: [Data]
+        public var mode: EditMode?
+        public var preresize: Bool
     }
-    struct VAEEncode: Sendable {
-        var image: Data
-        var normalize: Bool
-        var component: String
-        var format: ServeFormat
+    public struct VAEEncode: Sendable {
+        public var image: Data
+        public var normalize: Bool
+        public var component: String
+        public var format: ServeFormat
     }
-    struct VAEDecode: Sendable {
+    public struct VAEDecode: Sendable {
         /// A safetensors file with a `latents` tensor (sent as is, or built from the JSON form).
-        var latents: Data
-        var denormalize: Bool
-        var component: String
-        var png16: Bool
-        var format: ServeFormat
+        public var latents: Data
+        public var denormalize: Bool
+        public var component: String
+        public var png16: Bool
+        public var format: ServeFormat
     }
     case text(Text)
     case edit(Edit)
     case vaeEncode(VAEEncode)
     case vaeDecode(VAEDecode)
 
-    var route: String {
+    public var route: String {
         switch self {
         case .text, .edit: return "/v1/encode"
         case .vaeEncode: return "/v1/vae/encode"
@@ -91,7 +102,7 @@ enum ServeJob: Sendable {
 
 /// Parses request bodies and query strings into jobs, strictly: unknown fields, wrong types and
 /// out-of-range values are refused with a message naming the field.
-enum ServeRequest {
+public enum ServeRequest {
     /// The fields each route accepts (JSON body keys, or query parameters for raw bodies).
     static let encodeFields = ["prompt", "negative_prompt", "images", "mode", "preresize", "max_sequence_length", "dtype", "format"]
     static let vaeEncodeFields = ["image", "normalize", "component", "format"]
@@ -221,7 +232,7 @@ enum ServeRequest {
 
     /// POST /v1/encode (any content type; the body is JSON): `{"prompt": ..., "negative_prompt"?, "images"?: [base64 PNG/JPEG], "mode"?, "preresize"?,
     /// "max_sequence_length"?, "dtype"?: "f32"|"bf16", "format"?: "json"|"safetensors"}`.
-    static func encode(body: Data, accept: String?) throws -> ServeJob {
+    public static func encode(body: Data, accept: String?) throws -> ServeJob {
         let f = try jsonFields(body, allowed: encodeFields)
         guard let prompt = try f.string("prompt") else { throw ServeError.bad("body: the field prompt (a string) is required") }
         guard !prompt.isEmpty else { throw ServeError.bad("body field prompt is empty (use \" \" for an empty prompt, as diffusers does)") }
@@ -261,7 +272,7 @@ enum ServeRequest {
     }
 
     /// POST /v1/vae/encode: a PNG/JPEG body (options in the query), or `{"image": base64, "normalize"?, "component"?, "format"?}`.
-    static func vaeEncode(body: Data, query: Substring?, contentType: String?, accept: String?) throws -> ServeJob {
+    public static func vaeEncode(body: Data, query: Substring?, contentType: String?, accept: String?) throws -> ServeJob {
         let f: Fields
         let image: Data
         if isJSON(contentType) {
@@ -280,7 +291,7 @@ enum ServeRequest {
 
     /// POST /v1/vae/decode: a safetensors body with `latents` (options in the query), or
     /// `{"latents": {"dtype", "shape", "data": base64}, "denormalize"?, "component"?, "png16"?, "format"?}`.
-    static func vaeDecode(body: Data, query: Substring?, contentType: String?, accept: String?) throws -> ServeJob {
+    public static func vaeDecode(body: Data, query: Substring?, contentType: String?, accept: String?) throws -> ServeJob {
         let f: Fields
         let latents: Data
         if isJSON(contentType) {

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""A real diffusers round trip: qwen-run's outputs inside the installed QwenImage pipelines.
+
+On the bundled tiny checkpoint (Tests/Fixtures/tiny-random-qwen-image) plus a tiny random
+QwenImageTransformer2DModel made here (seeded), it checks that
+
+  1. our `prompt_embeds` / `prompt_embeds_mask` (and the negative ones) given to
+     QwenImagePipeline(prompt_embeds=..., ...) give the same latents as the pipeline's own encode_prompt;
+  2. our VAE decodes the pipeline's output_type="latent" latents (unpacked, normalized) with
+     `vae-decode --denormalize` to the same image as the pipeline's own decode (output_type="pt");
+  3. our `vae-encode --normalize` latents of the reference image, given as `image` to
+     QwenImageEditPipeline and QwenImageEditPlusPipeline, give the same latents as the pipelines
+     encoding the image themselves.
+
+Relative L2 error `|ours - theirs| / |theirs|` must stay under --tol (1e-4) for each.
+Without torch / diffusers / transformers it prints "SKIP: ..." and exits 0 (the test suite's other
+parts do not need Python); `--require` makes that an error.
+
+  python3 Tests/interop/diffusers_roundtrip.py                     # after `swift build` or `swift test`
+  python3 Tests/interop/diffusers_roundtrip.py --bin-dir .build/release --require
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
+    if r.returncode != 0:
+        sys.exit(f"FAIL: {' '.join(cmd)} exited {r.returncode}:\n{r.stderr}")
+    return r
+
+
+def rel_l2(ours, theirs):
+    import torch
+    ours, theirs = ours.double().flatten(), theirs.double().flatten()
+    if ours.shape != theirs.shape:
+        return float("inf")
+    return float(torch.linalg.vector_norm(ours - theirs) / torch.linalg.vector_norm(theirs))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", default=None, help="folder with qwen-run and qwen-quant (default: .build/release, else .build/debug)")
+    ap.add_argument("--model", default=os.path.join(ROOT, "Tests/Fixtures/tiny-random-qwen-image"))
+    ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--require", action="store_true", help="fail instead of skipping when torch / diffusers are missing")
+    args = ap.parse_args()
+
+    try:
+        import numpy as np
+        import torch
+        from PIL import Image
+        from safetensors.torch import load_file, save_file
+        from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageEditPipeline,
+                               QwenImageEditPlusPipeline, QwenImagePipeline, QwenImageTransformer2DModel)
+        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer, Qwen2VLProcessor
+    except ImportError as e:
+        msg = f"SKIP: the diffusers round trip needs torch, diffusers, transformers, safetensors and pillow ({e}); " \
+              "pip install torch diffusers transformers safetensors pillow"
+        if args.require:
+            sys.exit(msg.replace("SKIP", "FAIL"))
+        print(msg)
+        return 0
+    import diffusers
+    import transformers
+
+    bins = args.bin_dir or next((d for d in (os.path.join(ROOT, ".build/release"), os.path.join(ROOT, ".build/debug"))
+                                 if os.path.exists(os.path.join(d, "qwen-run"))), None)
+    if bins is None:
+        sys.exit("FAIL: no qwen-run binary: run `swift build` first, or pass --bin-dir")
+    qwen_run, qwen_quant = os.path.join(bins, "qwen-run"), os.path.join(bins, "qwen-quant")
+    print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}; binaries in {bins}")
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+    work = tempfile.mkdtemp(prefix="qwen-interop-")
+    pack = os.path.join(work, "tiny.pack")
+    run([qwen_quant, "convert", args.model, "-o", pack, "--scheme", "f32"])
+
+    m = args.model
+    tok = Qwen2Tokenizer.from_pretrained(os.path.join(m, "tokenizer"))
+    te = Qwen2_5_VLForConditionalGeneration.from_pretrained(os.path.join(m, "text_encoder"), dtype=torch.float32).eval()
+    vae = AutoencoderKLQwenImage.from_pretrained(os.path.join(m, "vae"), dtype=torch.float32).eval()
+    sched = FlowMatchEulerDiscreteScheduler.from_pretrained(os.path.join(m, "scheduler"))
+    hidden = te.config.text_config.hidden_size if hasattr(te.config, "text_config") else te.config.hidden_size
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=16,
+                                              num_attention_heads=2, joint_attention_dim=hidden, guidance_embeds=False,
+                                              axes_dims_rope=(4, 6, 6)).eval()
+    failures = []
+
+    def check(name, ours, theirs):
+        e = rel_l2(ours, theirs)
+        ok = e <= args.tol
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: rel L2 {e:.3e} (shape {tuple(theirs.shape)})")
+        if not ok:
+            failures.append(name)
+
+    # 1. Text-to-image: our prompt embeddings instead of the pipeline's encode_prompt.
+    pipe = QwenImagePipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok, transformer=transformer)
+    prompt, h, w = "A cat sitting on a red sofa, oil painting", 64, 64
+    common = dict(height=h, width=w, num_inference_steps=2, true_cfg_scale=4.0, output_type="latent")
+    with torch.no_grad():
+        theirs = pipe(prompt=prompt, negative_prompt=" ", generator=torch.Generator().manual_seed(7), **common).images
+    emb_file = os.path.join(work, "embeds.safetensors")
+    run([qwen_run, "encode", "--pack", pack, "--prompt", prompt, "--negative-prompt", " ", "--out", emb_file])
+    e = load_file(emb_file)
+    with torch.no_grad():
+        ours = pipe(prompt_embeds=e["prompt_embeds"], prompt_embeds_mask=e["prompt_embeds_mask"],
+                    negative_prompt_embeds=e["negative_prompt_embeds"], negative_prompt_embeds_mask=e["negative_prompt_embeds_mask"],
+                    generator=torch.Generator().manual_seed(7), **common).images
+    check("QwenImagePipeline latents with qwen-run's prompt_embeds", ours, theirs)
+
+    # 2. Our VAE decodes the pipeline's latents like the pipeline does.
+    packed = theirs
+    z = pipe._unpack_latents(packed, h, w, pipe.vae_scale_factor)           # [1, 16, 1, h/8, w/8], normalized
+    lat_file, sample_file = os.path.join(work, "latents.safetensors"), os.path.join(work, "sample.safetensors")
+    save_file({"latents": z.contiguous()}, lat_file)
+    run([qwen_run, "vae-decode", "--pack", pack, "--latents", lat_file, "--denormalize", "--out", sample_file])
+    with torch.no_grad():
+        image_pt = pipe(prompt_embeds=e["prompt_embeds"], prompt_embeds_mask=e["prompt_embeds_mask"],
+                        negative_prompt_embeds=e["negative_prompt_embeds"], negative_prompt_embeds_mask=e["negative_prompt_embeds_mask"],
+                        generator=torch.Generator().manual_seed(7), **{**common, "output_type": "pt"}).images
+    ours_img = (load_file(sample_file)["sample"][:, :, 0] / 2 + 0.5).clamp(0, 1)
+    check("vae-decode --denormalize of the pipeline's latents vs output_type='pt'", ours_img, image_pt)
+
+    # 3. Our normalized latents as the edit pipelines' `image`.
+    try:
+        proc = Qwen2VLProcessor.from_pretrained(os.path.join(m, "processor"))
+    except Exception:  # transformers 5.x without torchvision: skip only the unused video-processor check
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        class NoVideo(Qwen2VLProcessor):
+            def check_argument_for_proper_class(self, argument_name, argument):
+                return None if argument_name == "video_processor" and argument is None else \
+                    super().check_argument_for_proper_class(argument_name, argument)
+        proc = NoVideo(image_processor=Qwen2VLImageProcessorPil.from_pretrained(os.path.join(m, "processor")),
+                       tokenizer=Qwen2Tokenizer.from_pretrained(os.path.join(m, "processor")), video_processor=None)
+    # A 1024x1024 image: the pipelines' own resize (to a 1024² area) leaves it as it is, so both sides
+    # encode the same pixels.
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    pil = Image.fromarray(base).resize((1024, 1024), Image.BILINEAR)
+    png = os.path.join(work, "edit.png")
+    pil.save(png)
+    lat_edit = os.path.join(work, "edit_latents.safetensors")
+    run([qwen_run, "vae-encode", "--pack", pack, "--image", png, "--normalize", "--out", lat_edit])
+    ours_latents = load_file(lat_edit)["latents"]                           # [1, 16, 1, 128, 128]
+    for cls, name in ((QwenImageEditPipeline, "QwenImageEditPipeline"), (QwenImageEditPlusPipeline, "QwenImageEditPlusPipeline")):
+        ep = cls(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok, processor=proc, transformer=transformer)
+        images = pil if cls is QwenImageEditPipeline else [pil]
+        with torch.no_grad():
+            # The prompt side is the pipeline's own in both runs: only the image latents differ in origin.
+            pe, pm = ep.encode_prompt("make it blue", images, device="cpu")
+            edit = dict(prompt_embeds=pe, prompt_embeds_mask=pm, height=1024, width=1024, num_inference_steps=2,
+                        true_cfg_scale=1.0, output_type="latent")
+            theirs_e = ep(image=images, generator=torch.Generator().manual_seed(11), **edit).images
+            ours_e = ep(image=ours_latents if cls is QwenImageEditPipeline else [ours_latents],
+                        generator=torch.Generator().manual_seed(11), **edit).images
+        check(f"{name} latents with qwen-run's vae-encode --normalize latents as `image`", ours_e, theirs_e)
+
+    if failures:
+        sys.exit(f"FAIL: {len(failures)} check(s) above --tol {args.tol}: {', '.join(failures)}")
+    print("diffusers round trip: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
