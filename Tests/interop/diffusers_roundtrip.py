@@ -8,9 +8,11 @@ QwenImageTransformer2DModel made here (seeded), it checks that
      QwenImagePipeline(prompt_embeds=..., ...) give the same latents as the pipeline's own encode_prompt;
   2. our VAE decodes the pipeline's output_type="latent" latents (unpacked, normalized) with
      `vae-decode --denormalize` to the same image as the pipeline's own decode (output_type="pt");
-  3. our `vae-encode --normalize` latents of the reference image, given as `image` to
-     QwenImageEditPipeline and QwenImageEditPlusPipeline, give the same latents as the pipelines
-     encoding the image themselves.
+  3. our `vae-encode --normalize` latents of the reference image, used by QwenImageEditPipeline and
+     QwenImageEditPlusPipeline in place of their own VAE encoding, give the same latents as the
+     pipelines encoding the image themselves. (diffusers 0.42's edit pipelines read `image.size` of a
+     PIL image in __call__ before anything else, so latents cannot be passed as `image`; they go in by
+     replacing the pipeline's `_encode_vae_image`, whose output they are: `(mean - latents_mean) / latents_std`.)
 
 Relative L2 error `|ours - theirs| / |theirs|` must stay under --tol (1e-4) for each.
 Without torch / diffusers / transformers it prints "SKIP: ..." and exits 0 (the test suite's other
@@ -44,12 +46,15 @@ def run(cmd):
     return r
 
 
-def rel_l2(ours, theirs):
+def rel_l2(ours, theirs, start=None):
+    """|ours - theirs| / |theirs - start|: with `start` (the initial noise both runs began from), the error
+    relative to what the denoising steps changed, which is what depends on the conditioning."""
     import torch
     ours, theirs = ours.double().flatten(), theirs.double().flatten()
     if ours.shape != theirs.shape:
         return float("inf")
-    return float(torch.linalg.vector_norm(ours - theirs) / torch.linalg.vector_norm(theirs))
+    ref = theirs if start is None else theirs - start.double().flatten()
+    return float(torch.linalg.vector_norm(ours - theirs) / torch.linalg.vector_norm(ref))
 
 
 def main():
@@ -102,8 +107,8 @@ def main():
                                               axes_dims_rope=(4, 6, 6)).eval()
     failures = []
 
-    def check(name, ours, theirs):
-        e = rel_l2(ours, theirs)
+    def check(name, ours, theirs, start=None):
+        e = rel_l2(ours, theirs, start)
         ok = e <= args.tol
         print(f"{'ok  ' if ok else 'FAIL'} {name}: rel L2 {e:.3e} (shape {tuple(theirs.shape)})")
         if not ok:
@@ -112,7 +117,9 @@ def main():
     # 1. Text-to-image: our prompt embeddings instead of the pipeline's encode_prompt.
     pipe = QwenImagePipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok, transformer=transformer)
     prompt, h, w = "A cat sitting on a red sofa, oil painting", 64, 64
-    common = dict(height=h, width=w, num_inference_steps=2, true_cfg_scale=4.0, output_type="latent")
+    # Every run starts from the same noise; errors are measured on what the two steps changed.
+    x0 = torch.randn((1, (h // 16) * (w // 16), 64), generator=torch.Generator().manual_seed(7))
+    common = dict(height=h, width=w, num_inference_steps=2, true_cfg_scale=4.0, output_type="latent", latents=x0)
     with torch.no_grad():
         theirs = pipe(prompt=prompt, negative_prompt=" ", generator=torch.Generator().manual_seed(7), **common).images
     emb_file = os.path.join(work, "embeds.safetensors")
@@ -122,7 +129,17 @@ def main():
         ours = pipe(prompt_embeds=e["prompt_embeds"], prompt_embeds_mask=e["prompt_embeds_mask"],
                     negative_prompt_embeds=e["negative_prompt_embeds"], negative_prompt_embeds_mask=e["negative_prompt_embeds_mask"],
                     generator=torch.Generator().manual_seed(7), **common).images
-    check("QwenImagePipeline latents with qwen-run's prompt_embeds", ours, theirs)
+    check("QwenImagePipeline: what the steps changed, with qwen-run's prompt_embeds", ours, theirs, x0)
+    def one_percent_off(t):   # noise of 1% of the values' RMS (a uniform scale would be normalized away)
+        return t + 0.01 * t.pow(2).mean().sqrt() * torch.randn(t.shape, generator=torch.Generator().manual_seed(5))
+
+    with torch.no_grad():   # the output can tell: embeddings 1% off move it at least 10x more than ours do
+        off = rel_l2(pipe(prompt_embeds=one_percent_off(e["prompt_embeds"]), prompt_embeds_mask=e["prompt_embeds_mask"],
+                          negative_prompt_embeds=e["negative_prompt_embeds"], negative_prompt_embeds_mask=e["negative_prompt_embeds_mask"],
+                          generator=torch.Generator().manual_seed(7), **common).images, theirs, x0)
+    print(f"     (with the prompt embeddings 1% off: rel L2 {off:.3e})")
+    if off <= 10 * rel_l2(ours, theirs, x0):
+        failures.append("QwenImagePipeline: the prompt embeddings barely change the latents, the check proves nothing")
 
     # 2. Our VAE decodes the pipeline's latents like the pipeline does.
     packed = theirs
@@ -137,7 +154,7 @@ def main():
     ours_img = (load_file(sample_file)["sample"][:, :, 0] / 2 + 0.5).clamp(0, 1)
     check("vae-decode --denormalize of the pipeline's latents vs output_type='pt'", ours_img, image_pt)
 
-    # 3. Our normalized latents as the edit pipelines' `image`.
+    # 3. Our normalized latents in place of the edit pipelines' own VAE encoding.
     try:
         proc = Qwen2VLProcessor.from_pretrained(os.path.join(m, "processor"))
     except Exception:  # transformers 5.x without torchvision: skip only the unused video-processor check
@@ -165,12 +182,32 @@ def main():
         with torch.no_grad():
             # The prompt side is the pipeline's own in both runs: only the image latents differ in origin.
             pe, pm = ep.encode_prompt("make it blue", images, device="cpu")
+            x0e = torch.randn((1, 64 * 64, 64), generator=torch.Generator().manual_seed(11))
             edit = dict(prompt_embeds=pe, prompt_embeds_mask=pm, height=1024, width=1024, num_inference_steps=2,
-                        true_cfg_scale=1.0, output_type="latent")
+                        true_cfg_scale=1.0, output_type="latent", latents=x0e)
+            # Their run, recording what their own VAE encoding gave.
+            own = ep._encode_vae_image
+            theirs_latents = []
+            ep._encode_vae_image = lambda image, generator: theirs_latents.append(own(image, generator)) or theirs_latents[-1]
             theirs_e = ep(image=images, generator=torch.Generator().manual_seed(11), **edit).images
-            ours_e = ep(image=ours_latents if cls is QwenImageEditPipeline else [ours_latents],
-                        generator=torch.Generator().manual_seed(11), **edit).images
-        check(f"{name} latents with qwen-run's vae-encode --normalize latents as `image`", ours_e, theirs_e)
+            calls = []
+
+            def ours_vae_encode(image, generator, _calls=calls):
+                _calls.append(tuple(image.shape))
+                return ours_latents.to(image.dtype)
+            ep._encode_vae_image = ours_vae_encode
+            ours_e = ep(image=images, generator=torch.Generator().manual_seed(11), **edit).images
+            # The output can tell: latents 1% off move it at least 10x more than ours do.
+            ep._encode_vae_image = lambda image, generator: one_percent_off(ours_latents).to(image.dtype)
+            off = rel_l2(ep(image=images, generator=torch.Generator().manual_seed(11), **edit).images, theirs_e, x0e)
+        check(f"{name}: qwen-run vae-encode --normalize vs the pipeline's _encode_vae_image", ours_latents, theirs_latents[0])
+        if calls != [(1, 3, 1, 1024, 1024)]:
+            failures.append(f"{name}: the pipeline encoded {calls}, expected one 1024x1024 image")
+        e_out = rel_l2(ours_e, theirs_e, x0e)
+        print(f"     (output with the latents 1% off: rel L2 {off:.3e}; with ours: {e_out:.3e})")
+        if off <= 10 * e_out:
+            failures.append(f"{name}: the image latents barely change the output ({off:.3e}), the output check proves nothing")
+        check(f"{name}: what the steps changed, with qwen-run's vae-encode --normalize latents for the reference image", ours_e, theirs_e, x0e)
 
     if failures:
         sys.exit(f"FAIL: {len(failures)} check(s) above --tol {args.tol}: {', '.join(failures)}")
