@@ -250,6 +250,9 @@ struct ServeTests {
         expect(try Self.post(server, "/v1/vae/decode", json: wrongShape), 400, "z_dim = 16", "wrong channels")
         let shortData = #"{"latents": {"dtype": "F32", "shape": [1, 16, 1, 2, 2], "data": "AAAA"}}"#
         expect(try Self.post(server, "/v1/vae/decode", json: shortData), 400, "needs 256 bytes", "short data")
+        // Found by fuzzing: a shape whose byte count overflows used to trap in the safetensors writer.
+        let hugeShape = #"{"latents": {"dtype": "F32", "shape": [1, 16, 1, 33647118, 44073709550616, 1], "data": "AAAA"}}"#
+        expect(try Self.post(server, "/v1/vae/decode", json: hugeShape), 400, "too large", "overflowing shape")
         expect(try Self.curl(server.url + "/v2/encode"), 404, "no route", "unknown route")
         expect(try Self.curl(server.url + "/v1/encode"), 405, "takes POST", "GET on a POST route")
         let big = Self.path("big.bin")

@@ -17,7 +17,13 @@ public struct SafetensorsWriter {
             throw QuantError.invalidArgument("tensor \(name) added twice")
         }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw QuantError.invalidArgument("tensor \(name): negative dimension in \(shape)") }
-        let expected = shape.reduce(1, *) * dtype.byteSize
+        // Checked: the shape may come from a request (qwen-run serve), and a product that overflows would trap.
+        var expected = dtype.byteSize
+        for d in shape {
+            let (p, overflow) = expected.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw QuantError.invalidArgument("tensor \(name): shape \(shape) is too large (its byte count overflows)") }
+            expected = p
+        }
         guard expected == bytes.count else {
             throw QuantError.invalidArgument("tensor \(name): shape \(shape) \(dtype.rawValue) needs \(expected) bytes, got \(bytes.count)")
         }
