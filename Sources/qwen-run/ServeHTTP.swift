@@ -103,8 +103,7 @@ final class ServeHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let parts = h.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = parts.first.map(String.init) ?? "/"
         let query = parts.count > 1 ? parts[1] : nil
-        let known = ["/health", "/v1/encode", "/v1/vae/encode", "/v1/vae/decode"]
-        guard known.contains(path) else {
+        guard Self.routes.contains(where: { $0.hasSuffix(" " + path) }) else {
             return respond(context, h, .error(404, "no route \(h.method.rawValue) \(path) (routes: \(Self.routes.joined(separator: ", ")))"))
         }
         let wanted: HTTPMethod = path == "/health" ? .GET : .POST
