@@ -5,6 +5,8 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
     case io(path: String, message: String)
     /// A safetensors file is malformed (header, offsets, sizes). `tensor` is nil for file-level faults.
     case safetensors(file: String, tensor: String?, message: String)
+    /// A GGUF file is malformed (header, metadata, tensor infos). `tensor` is nil for file-level faults.
+    case gguf(file: String, tensor: String?, message: String)
     /// A tensor uses a dtype this reader does not handle.
     case unsupportedDType(file: String, tensor: String, dtype: String)
     /// A `*.safetensors.index.json` is missing, unreadable or inconsistent with the shard files.
@@ -36,6 +38,9 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .io(let path, let message): return "\(path): \(message)"
         case .safetensors(let file, let tensor, let message):
+            if let t = tensor { return "\(file): tensor \(t): \(message)" }
+            return "\(file): \(message)"
+        case .gguf(let file, let tensor, let message):
             if let t = tensor { return "\(file): tensor \(t): \(message)" }
             return "\(file): \(message)"
         case .unsupportedDType(let file, let tensor, let dtype):

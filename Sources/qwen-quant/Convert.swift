@@ -22,6 +22,14 @@ struct Convert: ParsableCommand {
         rules come after the preset's, so they win):
         \(ConversionPreset.all.map { "  \($0.name): \($0.summary)" }.joined(separator: "\n"))
 
+        GGUF (SRC is a .gguf file of a Qwen2.5-VL language model, from llama.cpp; --mmproj adds its vision
+        projector): every ggml type is decoded exactly (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+        Q4_K, Q5_K, Q6_K). Without --scheme each tensor keeps the pack scheme that holds its type best:
+        Q8_0 -> q8:32 and Q4_0 -> q4:32 bit for bit (error 0), Q5_0 -> q5s, Q4_1 and Q4_K -> q6s,
+        Q5_1, Q5_K and Q6_K -> q8s, float types as they are; the summary's errors are then against the
+        decoded GGUF (the extra error of the import). The tokenizer is written from the GGUF metadata, or
+        --tokenizer DIR (the hub's tokenizer/ folder) is checked against it and carried.
+
         Importance (--importance FILE from `qwen-quant calibrate`): each scale group of the integer
         schemes minimises the error weighted by the calibration activations' mean squares per input column.
 
@@ -33,10 +41,18 @@ struct Convert: ParsableCommand {
           qwen-quant convert Qwen-Image -o x.pack --dry-run --json
           qwen-quant convert Qwen-Image -o q4c.pack --scheme q4c --importance importance.safetensors
           qwen-quant convert Qwen-Image -o mix.pack --preset q4-mix --importance importance.safetensors
+          qwen-quant convert Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf --mmproj mmproj-Qwen2.5-VL-7B-Instruct-f16.gguf -o te.pack
+          qwen-quant convert model-Q8_0.gguf --tokenizer Qwen-Image/tokenizer -o te-q8.pack
         """))
 
-    @Argument(help: "Checkpoint folder (diffusers root or one component).")
+    @Argument(help: "Checkpoint folder (diffusers root or one component), or a Qwen2.5-VL language model .gguf file.")
     var source: String
+
+    @Option(help: "With a .gguf SRC: the vision projector (mmproj) .gguf to import too.")
+    var mmproj: String?
+
+    @Option(help: "With a .gguf SRC: a tokenizer folder (the hub's tokenizer/) to check against the GGUF vocabulary and carry.")
+    var tokenizer: String?
 
     @Option(name: [.short, .customLong("output")], help: "Pack folder to write.")
     var output: String?
@@ -77,6 +93,19 @@ struct Convert: ParsableCommand {
     func validate() throws {
         if output == nil && !dryRun { throw ValidationError("missing -o/--output PACK") }
         if let z = zstd, !(1...22).contains(z) { throw ValidationError("--zstd level must be between 1 and 22, got \(z)") }
+        if !isGGUF && (mmproj != nil || tokenizer != nil) {
+            throw ValidationError("--mmproj and --tokenizer go with a .gguf SRC (\(source) is not one)")
+        }
+    }
+
+    /// A .gguf file (by name, or by its magic for a file named otherwise).
+    var isGGUF: Bool {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: source, isDirectory: &isDir), !isDir.boolValue else { return false }
+        if source.lowercased().hasSuffix(".gguf") { return true }
+        guard let h = FileHandle(forReadingAtPath: source) else { return false }
+        defer { try? h.close() }
+        return (try? h.read(upToCount: 4)) == Data("GGUF".utf8)
     }
 
     func run() throws {
@@ -101,17 +130,40 @@ struct Convert: ParsableCommand {
             if let o = output, !dryRun, !force, FileManager.default.fileExists(atPath: o) {
                 throw QuantError.output("\(URL(fileURLWithPath: o).standardizedFileURL.path): already exists (use --force to replace it)")
             }
-            let checkpoint = try Checkpoint(path: source, only: opts.components)
+            var staging: URL?
+            defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
+            let checkpoint: Checkpoint
+            if isGGUF {
+                if let c = opts.components, !c.isSubset(of: ["text_encoder", "tokenizer", "processor"]) {
+                    throw QuantError.invalidArgument("--components \(components!): a GGUF holds only the text encoder (text_encoder, tokenizer, processor)")
+                }
+                opts.components = nil
+                if scheme == nil && preset == nil { opts.bySourceDType = GGUFImport.matchingSchemes }
+                // Beside the output and named like its temporary folder, so an interrupt removes it too.
+                let dir = output.map { URL(fileURLWithPath: $0).standardizedFileURL.deletingLastPathComponent() }
+                    ?? FileManager.default.temporaryDirectory
+                let base = output.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "qwen-quant"
+                staging = dir.appendingPathComponent(".\(base).tmp-\(getpid())-gguf-import")
+                try? FileManager.default.removeItem(at: staging!)
+                let imported = try GGUFImport.checkpoint(model: source, mmproj: mmproj, tokenizer: tokenizer, staging: staging!)
+                imported.notes.forEach { note("note: \($0)") }
+                checkpoint = imported.checkpoint
+            } else {
+                checkpoint = try Checkpoint(path: source, only: opts.components)
+            }
             let plan = try ConversionPlan.make(checkpoint: checkpoint, options: opts)
             if dryRun { try printPlan(plan); return }
             let interrupt = removeTemporaryOnInterrupt(output: URL(fileURLWithPath: output!))
             defer { interrupt.forEach { $0.cancel() } }
-            note("converting \(checkpoint.root.path) -> \(output!) (\(ByteSize.format(plan.totalSourceBytes)) of tensors, "
-                 + "\(opts.scheme.rawValue)\(opts.scheme.isQuantized ? " group \(opts.scheme.fixedGroup ?? opts.group)" : "")\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
+            let schemeText = opts.bySourceDType.isEmpty
+                ? "\(opts.scheme.rawValue)\(opts.scheme.isQuantized ? " group \(opts.scheme.fixedGroup ?? opts.group)" : "")"
+                : "each ggml type in its matching scheme"
+            note("converting \(checkpoint.sourceDescription) -> \(output!) (\(ByteSize.format(plan.totalSourceBytes)) of tensors, "
+                 + "\(schemeText)\(zstd.map { ", zstd \($0)" } ?? ""), \(opts.threads) threads)")
             let summary = try Converter.convert(checkpoint: checkpoint, plan: plan, output: URL(fileURLWithPath: output!),
                                                 options: opts, toolVersion: "qwen-quant (pack format \(PackFormat.version))")
             if json { try printJSON(summary) }
-            printSummary(summary)
+            printSummary(summary, againstGGUF: isGGUF)
         }
     }
 
@@ -155,7 +207,7 @@ struct Convert: ParsableCommand {
         print(lines.joined(separator: "\n"))
     }
 
-    func printSummary(_ s: ConversionSummary) {
+    func printSummary(_ s: ConversionSummary, againstGGUF: Bool = false) {
         var lines = ["wrote \(s.output) in \(String(format: "%.1f", s.seconds)) s "
                      + "(\(ByteSize.format(Int(s.sourceBytesPerSecond)))/s, peak RSS \(ByteSize.format(s.peakRSSBytes)))"]
         for c in s.components {
@@ -165,7 +217,8 @@ struct Convert: ParsableCommand {
         }
         lines.append("  total \(ByteSize.format(s.sourceBytes)) -> \(ByteSize.format(s.packBytes)) "
                      + String(format: "(compression ratio %.2f)", s.compressionRatio))
-        lines.append("  worst relative RMSE (stored vs source):")
+        lines.append(againstGGUF ? "  worst relative RMSE (stored vs the decoded GGUF: the extra error of the import):"
+                                 : "  worst relative RMSE (stored vs source):")
         for t in s.tensors.prefix(10) {
             lines.append("    \(pad(rmseText(t.relRMSE), 10)) \(pad(t.scheme + (t.group > 0 ? ":\(t.group)" : ""), 7)) \(t.component)/\(t.name)")
         }

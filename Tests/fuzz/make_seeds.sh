@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 F=Tests/Fixtures
 C=$F/fuzz
 T=$F/tiny-random-qwen-image
-for h in safetensors index packManifest componentManifest shard textConfig vaeConfig tokenizerJSON vocabMerges promptsFile image serveRequest; do
+for h in safetensors index packManifest componentManifest shard textConfig vaeConfig tokenizerJSON vocabMerges promptsFile image serveRequest gguf; do
   mkdir -p "$C/$h"
   rm -f "$C/$h"/seed-*
 done
@@ -40,6 +40,8 @@ if os.path.exists(f"{T}/vae_rgba/config.json"):
 open(f"{C}/vocabMerges/seed-vocab-merges", "wb").write(open(f"{T}/tokenizer/vocab.json", "rb").read() + b"\0" + open(f"{T}/tokenizer/merges.txt", "rb").read())
 open(f"{C}/promptsFile/seed-prompts.jsonl", "w").write('"A cat sitting on a red sofa"\n"\\ufeffa prompt with a BOM"\n\n"日本語のプロンプト"\n')
 PY
+cp "$F/gguf/blocks.gguf" "$C/gguf/seed-blocks.gguf"
+cp "$F/gguf/lm-q4_0.gguf" "$C/gguf/seed-lm-q4_0.gguf"
 for f in gray1.png gray16.png gray16_trns.png pal8_trns.png rgba8.png rgb8_adam7.png la16.png; do cp "$F/images/$f" "$C/image/seed-$f"; done
 for f in "$F"/images/*.jpg; do case "$(basename "$f")" in bad_*) ;; *) cp "$f" "$C/image/seed-$(basename "$f")";; esac; done
 # serveRequest: byte 0 = selector (mod 3: 0 encode, 1 vae/encode, 2 vae/decode; bit 2: raw body instead of

@@ -14,7 +14,7 @@ RUNS=${RUNS:-1000000}
 SECONDS_EACH=${SECONDS_EACH:-1800}
 OUT=${FUZZ_OUT:-/tmp/qwen-fuzz}
 HARNESSES=("$@")
-[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors index packManifest componentManifest shard textConfig vaeConfig tokenizerJSON vocabMerges promptsFile image serveRequest)
+[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(safetensors index packManifest componentManifest shard textConfig vaeConfig tokenizerJSON vocabMerges promptsFile image serveRequest gguf)
 swift build -c release --product qwen-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING >&2
 BIN=.build-fuzz/release/qwen-fuzz
 mkdir -p "$OUT"

@@ -1,12 +1,13 @@
 import Foundation
 
 /// One model folder of a checkpoint (`text_encoder/`, `vae/`, ...): its config and safetensors files,
-/// sharded through `*.safetensors.index.json` or not.
+/// sharded through `*.safetensors.index.json` or not; or (`init(name:folder:files:)`) a folder holding
+/// only config.json with tensors from other files (a GGUF import).
 public final class CheckpointComponent: @unchecked Sendable {
     public let name: String
     public let folder: URL
-    /// The safetensors files, in name order.
-    public let files: [SafetensorsFile]
+    /// The tensor files, in name order.
+    public let files: [any CheckpointTensorFile]
     /// Tensor names in file order.
     public let tensorNames: [String]
     private let location: [String: Int]
@@ -67,6 +68,26 @@ public final class CheckpointComponent: @unchecked Sendable {
         self.tensorNames = names
     }
 
+    /// A component whose tensors come from `files` (names must be unique across them) and whose
+    /// config.json is in `folder`.
+    public init(name: String, folder: URL, files: [any CheckpointTensorFile]) throws {
+        self.name = name
+        self.folder = folder
+        self.files = files
+        var location: [String: Int] = [:], names: [String] = []
+        for (i, f) in files.enumerated() {
+            for t in f.tensorNames {
+                if let prev = location[t] {
+                    throw QuantError.layout(path: f.path, message: "tensor \(t) is also in \(files[prev].path)")
+                }
+                location[t] = i
+                names.append(t)
+            }
+        }
+        self.location = location
+        tensorNames = names
+    }
+
     public static func readIndex(_ path: String) throws -> [String: String] {
         guard let data = try FileBytes.read(path) else {
             throw QuantError.index(file: path, message: "cannot read the index")
@@ -107,23 +128,26 @@ public final class CheckpointComponent: @unchecked Sendable {
     public func contains(_ tensor: String) -> Bool { location[tensor] != nil }
 
     /// The file holding a tensor and its record.
-    public func locate(_ tensor: String) throws -> (file: SafetensorsFile, info: SafetensorsTensorInfo) {
+    public func locate(_ tensor: String) throws -> (file: any CheckpointTensorFile, info: CheckpointTensorInfo) {
         guard let i = location[tensor] else { throw QuantError.missingTensor(file: folder.path, tensor: tensor) }
         let f = files[i]
-        return (f, try f.info(tensor))
+        return (f, try f.tensorInfo(tensor))
     }
 
-    public func info(_ tensor: String) throws -> SafetensorsTensorInfo { try locate(tensor).info }
+    public func info(_ tensor: String) throws -> CheckpointTensorInfo { try locate(tensor).info }
     public func floats(_ tensor: String) throws -> [Float] { try locate(tensor).file.floats(tensor) }
-    public func int64s(_ tensor: String) throws -> [Int64] { try locate(tensor).file.int64s(tensor) }
-    public func rawBytes(_ tensor: String) throws -> UnsafeRawBufferPointer { try locate(tensor).file.rawBytes(tensor) }
 
-    /// Source files of this component (weights, index, config), for hashing.
+    /// Source files of this component (the config and index JSON files of its folder, then every
+    /// tensor file), for hashing.
     public var sourceFiles: [URL] {
         let fm = FileManager.default
         let entries = ((try? fm.contentsOfDirectory(atPath: folder.path)) ?? []).sorted()
-        return entries.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".json") }
-            .map { folder.appendingPathComponent($0) }
+        var urls = entries.filter { $0.hasSuffix(".json") }.map { folder.appendingPathComponent($0) }
+        var seen = Set(urls.map(\.path))
+        for f in files where seen.insert(URL(fileURLWithPath: f.path).standardizedFileURL.path).inserted {
+            urls.append(URL(fileURLWithPath: f.path).standardizedFileURL)
+        }
+        return urls
     }
 }
 
@@ -131,6 +155,8 @@ public final class CheckpointComponent: @unchecked Sendable {
 /// `vae/`, `tokenizer/`, `processor/`, and any other VAE folder such as `vae_rgba/`) or one component folder.
 public final class Checkpoint: @unchecked Sendable {
     public let root: URL
+    /// What the pack records as its source: the root folder, or the GGUF file(s) of an import.
+    public let sourceDescription: String
     /// Model components (folders with safetensors), by name.
     public let components: [String: CheckpointComponent]
     /// Folders carried verbatim (tokenizer, processor), by name.
@@ -199,6 +225,16 @@ public final class Checkpoint: @unchecked Sendable {
         components = comps
         fileFolders = folders
         self.ignored = ignored
+        sourceDescription = root.path
+    }
+
+    /// A checkpoint assembled by an importer: `root` holds the component folders' config files.
+    public init(root: URL, sourceDescription: String, components: [CheckpointComponent], fileFolders: [String: URL]) {
+        self.root = root
+        self.sourceDescription = sourceDescription
+        self.components = Dictionary(uniqueKeysWithValues: components.map { ($0.name, $0) })
+        self.fileFolders = fileFolders
+        ignored = []
     }
 
     public func component(_ name: String) throws -> CheckpointComponent {

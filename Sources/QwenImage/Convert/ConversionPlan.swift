@@ -20,6 +20,8 @@ public struct ConvertOptions: Sendable {
     public var importance: ImportanceTable?
     /// The `--preset` used (recorded in pack.json's options), if any.
     public var preset: String?
+    /// Per source dtype, the default scheme (a GGUF import without --scheme); rules still win.
+    public var bySourceDType: [String: SchemeChoice] = [:]
     public init() {}
 }
 
@@ -29,14 +31,17 @@ public struct PlannedTensor: Sendable {
     /// The checkpoint name (as in the file).
     public let source: String
     public let sourceShape: [Int]
-    public let sourceDType: SafetensorsDType
+    /// The stored type as the checkpoint names it ("BF16", "Q4_K", ...).
+    public let sourceDType: String
+    /// Bytes of the whole source tensor in its file.
+    public let sourceTensorBytes: Int
     public let choice: SchemeChoice
     public let layout: PackLayout
     public let bytes: Int
     /// How many pack tensors share the source tensor (3 for a split 3-D convolution).
     public let sourceShare: Int
     /// This tensor's share of the source bytes (so shares add up to the checkpoint's size).
-    public var sourceBytes: Int { sourceShape.reduce(1, *) * sourceDType.byteSize / sourceShare }
+    public var sourceBytes: Int { sourceTensorBytes / sourceShare }
 }
 
 public struct PlannedShard: Sendable {
@@ -75,7 +80,8 @@ public struct ConversionPlan: Sendable {
     /// `ShapeOnlySource`), refuses missing, misshapen and unrequested tensors by name, and picks each
     /// requested tensor's scheme with the policy.
     public static func make(checkpoint: Checkpoint, options: ConvertOptions) throws -> ConversionPlan {
-        let policy = try ConversionPolicy(scheme: options.scheme, group: options.group, rules: options.rules)
+        let policy = try ConversionPolicy(scheme: options.scheme, group: options.group, rules: options.rules,
+                                              bySourceDType: options.bySourceDType)
         var comps: [PlannedComponent] = []
         for name in checkpoint.componentNames {
             let comp = try checkpoint.component(name)
@@ -84,7 +90,7 @@ public struct ConversionPlan: Sendable {
             for (r, out) in requests.outputs {
                 let t = requests.sourceName[r.name]!
                 let info = try comp.info(t)
-                let choice = policy.choose(out)
+                let choice = policy.choose(out, sourceDType: info.dtype)
                 let layout: PackLayout = out.isMatrix ? .qkWeight : .dense
                 guard let bytes = packPayloadBytes(layout: layout, scheme: choice.scheme, group: choice.group, shape: out.shape) else {
                     throw QwenImageError.tensor(name: out.name,
@@ -92,7 +98,7 @@ public struct ConversionPlan: Sendable {
                 }
                 byShard[out.shard, default: []].append(PlannedTensor(
                     output: out, source: t, sourceShape: info.shape, sourceDType: info.dtype,
-                    choice: choice, layout: layout, bytes: bytes, sourceShare: requests.share[r.name]!))
+                    sourceTensorBytes: info.byteCount, choice: choice, layout: layout, bytes: bytes, sourceShare: requests.share[r.name]!))
             }
             let shards = byShard.keys.sorted(by: naturalLess).map { s in
                 PlannedShard(name: s, tensors: byShard[s]!.sorted { naturalLess($0.output.name, $1.output.name) })
@@ -113,7 +119,7 @@ public struct ConversionPlan: Sendable {
         for (name, url) in checkpoint.fileFolders.sorted(by: { $0.key < $1.key }) {
             folders.append((name, try carriedFiles(url)))
         }
-        return ConversionPlan(source: checkpoint.root.path, components: comps, fileFolders: folders)
+        return ConversionPlan(source: checkpoint.sourceDescription, components: comps, fileFolders: folders)
     }
 
     /// Regular, non-hidden files of a folder carried verbatim.
@@ -183,8 +189,8 @@ public struct ComponentRequests {
         }
         for t in comp.tensorNames where requested.contains(NameTable.canonicalName(t, kind: kind)) {
             let info = try comp.info(t)
-            guard info.dtype.isFloat else {
-                throw QwenImageError.tensor(name: t, message: "expected a float tensor (F32, F16, BF16), found \(info.dtype.rawValue) in \(comp.folder.path)")
+            guard info.isFloat else {
+                throw QwenImageError.tensor(name: t, message: "expected a float tensor (F32, F16, BF16), found \(info.dtype) in \(comp.folder.path)")
             }
         }
 

@@ -165,7 +165,7 @@ public enum Converter {
             let record = try writer.finish(threads: options.threads) { i, r in
                 r.source = ps.tensors[i].source
                 r.sourceShape = ps.tensors[i].sourceShape
-                r.sourceDtype = ps.tensors[i].sourceDType.rawValue
+                r.sourceDtype = ps.tensors[i].sourceDType
                 r.relRMSE = errors[i]
             }
             shards.append(record)
@@ -182,10 +182,9 @@ public enum Converter {
     }
 
     /// Converts one tensor into its slot; returns the relative RMSE of the stored values vs the source.
-    static func convertTensor(_ t: PlannedTensor, file: SafetensorsFile, writer: PackShardWriter, slot: Int, threads: Int,
+    static func convertTensor(_ t: PlannedTensor, file: any CheckpointTensorFile, writer: PackShardWriter, slot: Int, threads: Int,
                               progress: Quant.Progress, importance: [Float]? = nil) throws -> Double {
         let count = t.sourceShape.reduce(1, *)
-        let info = try file.info(t.source)
         if t.layout == .dense {
             var v = [Float](repeating: 0, count: count)
             try v.withUnsafeMutableBufferPointer { b in
@@ -217,7 +216,7 @@ public enum Converter {
         let chunks = (n + chunkRows - 1) / chunkRows
         let workers = min(threads, chunks)
         let state = ChunkState(chunks: chunks)
-        let bytesPerRow = srcLen * info.dtype.byteSize
+        let bytesPerRow = t.sourceTensorBytes / max(n, 1)
         let chunkBytes = (chunkRows + align - 1) / align * blockBytes
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             let src = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * srcLen)
@@ -231,7 +230,7 @@ public enum Converter {
                 do {
                     try file.floats(t.source, elements: row0 * srcLen..<(row0 + nr) * srcLen, into: src)
                 } catch { state.fail(error); return }
-                file.mapped.advise(info.offset + row0 * bytesPerRow, nr * bytesPerRow, willNeed: false)
+                file.dropPages(t.source, elements: row0 * srcLen..<(row0 + nr) * srcLen)
                 var rows = UnsafePointer(src)
                 if case .gather(let g) = t.output.transform, let gp = gathered {
                     g.withUnsafeBufferPointer { gb in
@@ -274,7 +273,7 @@ public enum Converter {
         }
         // Each worker drops its chunk's source pages, but fault-around can map a few pages of a
         // neighbouring chunk after that chunk was dropped; drop the whole tensor once more.
-        file.mapped.advise(info.offset, count * info.dtype.byteSize, willNeed: false)
+        file.dropPages(t.source, elements: 0..<count)
         if let e = state.error { throw e }
         return state.ref > 0 ? (state.err / state.ref).squareRoot() : (state.err > 0 ? .infinity : 0)
     }

@@ -68,19 +68,28 @@ public struct ConversionPolicy: Sendable {
     public let scheme: PackScheme
     public let group: Int
     public let rules: [PolicyRule]
+    /// Per source dtype, the default that replaces `scheme` (a GGUF import keeps each ggml type in the
+    /// scheme that holds it best; see `GGUFImport.matchingSchemes`).
+    public let bySourceDType: [String: SchemeChoice]
 
-    public init(scheme: PackScheme, group: Int, rules: [PolicyRule]) throws {
+    public init(scheme: PackScheme, group: Int, rules: [PolicyRule], bySourceDType: [String: SchemeChoice] = [:]) throws {
         try PackScheme.validateGroup(group)
         self.scheme = scheme
         self.group = group
         self.rules = rules
+        self.bySourceDType = bySourceDType
     }
 
-    public func choose(_ t: NameTableOutput) -> SchemeChoice {
+    public func choose(_ t: NameTableOutput, sourceDType: String? = nil) -> SchemeChoice {
         guard t.isMatrix else { return SchemeChoice(scheme: .f32, group: 0, note: "vector: f32") }
         var scheme = self.scheme
         var group = self.group
         var notes: [String] = []
+        if let d = sourceDType, let m = bySourceDType[d] {
+            scheme = m.scheme
+            group = m.group
+            notes.append(m.note)
+        }
         let elements = t.shape.reduce(1, *)
         if elements < Self.tinyElements && scheme != .f32 {
             scheme = .f32

@@ -18,6 +18,7 @@ public enum ParserHarness: String, CaseIterable, Sendable {
     case promptsFile        // a --prompts-file
     case image              // PNG or JPEG through our decoders (pixel cap 4M for speed)
     case serveRequest       // a `qwen-run serve` request: byte 0 picks route and content type, then the query line, then the body
+    case gguf               // a .gguf file: header, every small tensor decoded, then the Qwen2.5-VL import (names, config, tokenizer)
 
     /// Runs one input; errors are the expected outcome for bad input and are returned, not thrown.
     @discardableResult
@@ -77,6 +78,18 @@ public enum ParserHarness: String, CaseIterable, Sendable {
             _ = try PromptsFile.parse(data, path: "prompts.jsonl")
         case .image:
             _ = try ImageFile.decode(data, name: "image", keepAlpha: true, maxPixels: 1 << 22)
+        case .gguf:
+            try withFile("model.gguf", data) { path in
+                let f = try GGUFFile(path: path)
+                for name in f.tensorNames {
+                    let info = try f.info(name)
+                    guard info.type != nil, info.elementCount <= 1 << 20 else { continue }
+                    var out = [Float](repeating: 0, count: info.elementCount)
+                    try out.withUnsafeMutableBufferPointer { try f.floats(name, elements: 0..<info.elementCount, into: $0.baseAddress!) }
+                }
+                let staging = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("staging")
+                _ = try GGUFImport.checkpoint(model: path, mmproj: nil, tokenizer: nil, staging: staging)
+            }
         case .serveRequest:
             guard let selector = data.first else { return }
             let rest = data.dropFirst()

@@ -91,6 +91,20 @@ final class BytePairEncoding: @unchecked Sendable {
 
     var maxID: Int { max(entryOfID.count - 1, otherTokens.keys.max() ?? -1) }
 
+    /// The first merge (by rank) that `other` does not have with the same rank and result, as
+    /// (rank, left token, right token); nil when both have the same merges.
+    func firstMergeDifference(from other: BytePairEncoding) -> (Int, String, String)? {
+        var diffs: [(Int32, UInt64)] = []
+        for (key, m) in merges where other.merges[key].map({ $0.rank != m.rank || $0.id != m.id }) ?? true { diffs.append((m.rank, key)) }
+        if diffs.isEmpty && merges.count == other.merges.count { return nil }
+        if let (rank, key) = diffs.min(by: { $0.0 < $1.0 }) {
+            return (Int(rank), token(for: Int(key >> 32)) ?? "?", token(for: Int(key & 0xFFFF_FFFF)) ?? "?")
+        }
+        return (merges.count, "", "")  // `other` has more merges
+    }
+
+    var mergeCount: Int { merges.count }
+
     /// The token string (byte-level characters) of an id.
     func token(for id: Int) -> String? {
         if id >= 0 && id < entryOfID.count && entryOfID[id] >= 0 { return table.text(entry: Int(entryOfID[id])) }
