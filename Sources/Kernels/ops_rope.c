@@ -38,6 +38,22 @@ void qk_rope_table_mrope(const int64_t *pos_t, const int64_t *pos_h, const int64
     }
 }
 
+/* transformers Qwen3VLTextRotaryEmbedding (interleaved mrope, apply_interleaved_mrope): slot i takes axis h
+   when i % 3 == 1 and i < 3 * s1, axis w when i % 3 == 2 and i < 3 * s2, else axis t (sections [24, 20, 20]
+   for head_dim 128 give t h w t h w ... then four t). Text-only input: plain 1-D rope, as above. */
+void qk_rope_table_mrope_interleaved(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
+                                     int64_t head_dim, const int32_t sections[3], double theta, float *cos_out,
+                                     float *sin_out) {
+    int64_t half = head_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float f = inv_freq_f32(theta, i, head_dim);
+        const int64_t *pos = (i % 3 == 1 && i < 3 * (int64_t)sections[1]) ? pos_h
+                           : (i % 3 == 2 && i < 3 * (int64_t)sections[2]) ? pos_w : pos_t;
+        for (int64_t r = 0; r < rows; r++)
+            put_angle((float)pos[r] * f, cos_out + r * half + i, sin_out + r * half + i);
+    }
+}
+
 /* transformers Qwen2_5_VLVisionRotaryEmbedding ("axial"): spatial_dim = head_dim / 2,
    inv_freq[j] = 1 / theta^(2j / spatial_dim) for j < head_dim / 4; slot i < head_dim/4 uses pos_h with
    inv_freq[i], slot head_dim/4 + j uses pos_w with inv_freq[j] (recomposition_frequencies: [h, w]). */

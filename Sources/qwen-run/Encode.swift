@@ -178,7 +178,7 @@ struct Encode: ParsableCommand {
 
     private func readPrompts() throws -> [String] {
         if let prompt {
-            guard !prompt.isEmpty else { throw QwenImageError.invalidInput("--prompt is empty") }
+            guard !prompt.isEmpty else { throw QwenImageError.invalidInput("--prompt is empty (use \" \" for an empty prompt, as diffusers does)") }
             guard prompt.utf8.count <= PromptsFile.maxPromptBytes else {
                 throw QwenImageError.invalidInput("--prompt is \(prompt.utf8.count) bytes long; at most \(PromptsFile.maxPromptBytes) are accepted")
             }

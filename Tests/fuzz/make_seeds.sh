@@ -41,7 +41,7 @@ open(f"{C}/vocabMerges/seed-vocab-merges", "wb").write(open(f"{T}/tokenizer/voca
 open(f"{C}/promptsFile/seed-prompts.jsonl", "w").write('"A cat sitting on a red sofa"\n"\\ufeffa prompt with a BOM"\n\n"日本語のプロンプト"\n')
 PY
 cp "$F/gguf/blocks.gguf" "$C/gguf/seed-blocks.gguf"
-cp "$F/gguf/lm-q4_0.gguf" "$C/gguf/seed-lm-q4_0.gguf"
+cp "$F/gguf/seed-lm-mini.gguf" "$C/gguf/seed-lm-mini.gguf"
 for f in gray1.png gray16.png gray16_trns.png pal8_trns.png rgba8.png rgb8_adam7.png la16.png; do cp "$F/images/$f" "$C/image/seed-$f"; done
 for f in "$F"/images/*.jpg; do case "$(basename "$f")" in bad_*) ;; *) cp "$f" "$C/image/seed-$(basename "$f")";; esac; done
 # serveRequest: byte 0 = selector (mod 3: 0 encode, 1 vae/encode, 2 vae/decode; bit 2: raw body instead of

@@ -23,7 +23,7 @@ for h in "${HARNESSES[@]}"; do
   work="$OUT/$h"; rm -rf "$work"; mkdir -p "$work/corpus" "$work/findings"
   cp Tests/Fixtures/fuzz/"$h"/* "$work/corpus/"
   start=$(ls "$work/corpus" | wc -l)
-  dict=(); case "$h" in image|shard) ;; *) dict=(-dict=Tests/fuzz/json.dict);; esac
+  dict=(); case "$h" in image|shard|gguf) ;; *) dict=(-dict=Tests/fuzz/json.dict);; esac
   t0=$(date +%s)
   # -rss_limit_mb: an input that makes a parser allocate more than this is a finding (unbounded allocation).
   QWEN_FUZZ_TARGET="$h" QWEN_NO_PROGRESS=1 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \

@@ -2,7 +2,10 @@
 """Writes the language model of a Qwen-Image text encoder (safetensors, diffusers layout) as a BF16 GGUF
 that llama.cpp loads as arch `qwen2`, with the exact same tensor values, then checks it.
 
-    to_gguf.py TEXT_ENCODER_DIR TOKENIZER_DIR OUT.gguf
+    to_gguf.py TEXT_ENCODER_DIR TOKENIZER_DIR OUT.gguf [--qwen2vl]
+
+With --qwen2vl the file says arch `qwen2vl` with the mrope sections (`rope.dimension_sections`), as
+llama.cpp's own converter writes Qwen2.5-VL (the GGUF import benchmark, gguf_import.py).
 
 Matrices stay bf16 bit for bit (GGUF type BF16); norms and biases become f32 (exact: every bf16 value is
 an f32), as llama.cpp's own converter does. The vision tower is not written (llama.cpp keeps it in a
@@ -113,15 +116,17 @@ def tokenizer_metadata(w, tok_dir, vocab_size):
 
 
 def main():
-    if len(sys.argv) != 4:
+    args = [a for a in sys.argv[1:] if a != "--qwen2vl"]
+    qwen2vl = len(args) != len(sys.argv) - 1
+    if len(args) != 3:
         raise SystemExit(__doc__)
-    te_dir, tok_dir, out = sys.argv[1:]
+    te_dir, tok_dir, out = args
     cfg = json.load(open(os.path.join(te_dir, "config.json")))
     tc = cfg.get("text_config", cfg)
     get = lambda k: tc.get(k, cfg.get(k))
     tensors = read_safetensors_index(te_dir)
     tmp = out + ".tmp"
-    w = gguf.GGUFWriter(tmp, "qwen2")
+    w = gguf.GGUFWriter(tmp, "qwen2vl" if qwen2vl else "qwen2")
     w.add_name("qwen-image-synthetic-text-encoder")
     w.add_context_length(int(get("max_position_embeddings")))
     w.add_embedding_length(int(get("hidden_size")))
@@ -131,6 +136,9 @@ def main():
     w.add_head_count_kv(int(get("num_key_value_heads")))
     w.add_rope_freq_base(float(get("rope_theta") or (get("rope_parameters") or {}).get("rope_theta")))
     w.add_layer_norm_rms_eps(float(get("rms_norm_eps")))
+    if qwen2vl:
+        rope = get("rope_scaling") or get("rope_parameters") or {}
+        w.add_rope_dimension_sections(list(rope["mrope_section"]) + [0])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
     vocab_size = int(get("vocab_size"))
     tokenizer_metadata(w, tok_dir, vocab_size)

@@ -116,6 +116,10 @@ void qk_rope(float *x, int64_t rows, int64_t heads, int64_t head_dim, int64_t ro
    (sections = mrope_section, e.g. [16, 24, 24] for head_dim 128; text-only input: all three equal). */
 void qk_rope_table_mrope(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
                          int64_t head_dim, const int32_t sections[3], double theta, float *cos, float *sin);
+/* The same with the slots interleaved over the axes (Qwen3VLTextRotaryEmbedding): slot i takes pos_h when
+   i % 3 == 1 and i < 3 s1, pos_w when i % 3 == 2 and i < 3 s2, else pos_t. */
+void qk_rope_table_mrope_interleaved(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
+                                     int64_t head_dim, const int32_t sections[3], double theta, float *cos, float *sin);
 /* Vision tower 2-D rope (Qwen2_5_VLVisionRotaryEmbedding, "axial"): q = head_dim/4 frequencies
    inv_freq[j] = theta^(-2j / (head_dim/2)) (theta 10000); slot j < q uses pos_h * inv_freq[j], slot q + j
    uses pos_w * inv_freq[j] ([h freqs, w freqs]). */

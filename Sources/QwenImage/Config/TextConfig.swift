@@ -1,6 +1,7 @@
 import Foundation
 
-/// The Qwen2.5-VL language model configuration, read from the text encoder's `config.json`.
+/// The language model configuration of the text encoder, read from its `config.json`: Qwen2.5-VL
+/// (Qwen-Image) or Qwen3-VL (Qwen-Image 2.1, `model_type` qwen3_vl; see `Family`).
 ///
 /// Two layouts are accepted (see the oracle README, "Checkpoint names and config layout"):
 ///  * hub layout (transformers 4.53, what `Qwen/Qwen-Image` ships): the text fields at the top level
@@ -14,6 +15,19 @@ import Foundation
 /// falls back to [16, 24, 24] like `Qwen2_5_VLRotaryEmbedding`. Nothing is ever inferred from tensor
 /// shapes: sizes the file lacks are an error, not a guess.
 public struct TextConfig: Codable, Sendable, Equatable {
+    /// Which language model: the differences are all here, the model code reads these flags.
+    public enum Family: String, Sendable, Codable {
+        /// `Qwen2_5_VLTextModel`: q/k/v biases, head_dim = hidden / heads, chunked mrope; the prompt
+        /// embeddings are the final-normed last hidden state.
+        case qwen25vl = "qwen2_5_vl"
+        /// `Qwen3VLTextModel` (transformers 5.25 `models/qwen3_vl`): `attention_bias` (default false) on
+        /// all four projections, explicit `head_dim` (default 128), per-head RMSNorm `q_norm` / `k_norm`
+        /// before rope, interleaved mrope; `QwenImage21Pipeline` hooks the final norm away, so the
+        /// prompt embeddings are the last decoder layer's raw output.
+        case qwen3vl = "qwen3_vl"
+    }
+
+    public var family: Family = .qwen25vl
     public var vocabSize: Int
     public var hiddenSize: Int
     public var intermediateSize: Int
@@ -30,9 +44,22 @@ public struct TextConfig: Codable, Sendable, Equatable {
     public var videoTokenId: Int?
     public var visionStartTokenId: Int?
     public var visionEndTokenId: Int?
+    /// Qwen3-VL's `head_dim` (nil: hidden_size / num_attention_heads).
+    public var explicitHeadDim: Int?
+    /// Biases on the attention projections: Qwen2.5-VL always has them on q/k/v (not o); Qwen3-VL has
+    /// them on all four when `attention_bias`.
+    public var attentionBias = true
+    /// Rotary frequencies assigned to the (t, h, w) axes in turn (Qwen3-VL) instead of in three chunks.
+    public var mropeInterleaved = false
 
-    /// Per-head size: `hidden_size / num_attention_heads` (`Qwen2_5_VLAttention.head_dim`).
-    public var headDim: Int { hiddenSize / numAttentionHeads }
+    /// Per-head RMSNorm of queries and keys before rope (Qwen3-VL).
+    public var hasQKNorm: Bool { family == .qwen3vl }
+    /// Whether the prompt embeddings are the final-normed state (Qwen-Image) or the last layer's raw
+    /// output (Qwen-Image 2.1).
+    public var embeddingsAreFinalNormed: Bool { family == .qwen25vl }
+
+    /// Per-head size: `head_dim`, else `hidden_size / num_attention_heads` (`Qwen2_5_VLAttention.head_dim`).
+    public var headDim: Int { explicitHeadDim ?? hiddenSize / numAttentionHeads }
     public var qDim: Int { numAttentionHeads * headDim }
     public var kvDim: Int { numKeyValueHeads * headDim }
 
@@ -74,6 +101,9 @@ public struct TextConfig: Codable, Sendable, Equatable {
         case videoTokenId = "video_token_id"
         case visionStartTokenId = "vision_start_token_id"
         case visionEndTokenId = "vision_end_token_id"
+        case modelType = "model_type"
+        case headDim = "head_dim"
+        case attentionBias = "attention_bias"
     }
 
     /// `rope_scaling` / `rope_parameters` objects.
@@ -81,10 +111,12 @@ public struct TextConfig: Codable, Sendable, Equatable {
         var mropeSection: [Int]?
         var ropeTheta: Double?
         var ropeType: String?
+        var mropeInterleaved: Bool?
         enum CodingKeys: String, CodingKey {
             case mropeSection = "mrope_section"
             case ropeTheta = "rope_theta"
             case ropeType = "rope_type"
+            case mropeInterleaved = "mrope_interleaved"
         }
     }
 
@@ -101,6 +133,8 @@ public struct TextConfig: Codable, Sendable, Equatable {
             }
             return v
         }
+        let modelType = try top.decodeIfPresent(String.self, forKey: .modelType) ?? text.decodeIfPresent(String.self, forKey: .modelType) ?? ""
+        family = modelType.hasPrefix("qwen3_vl") ? .qwen3vl : .qwen25vl
         vocabSize = try required(.vocabSize)
         hiddenSize = try required(.hiddenSize)
         intermediateSize = try required(.intermediateSize)
@@ -108,13 +142,23 @@ public struct TextConfig: Codable, Sendable, Equatable {
         numAttentionHeads = try required(.numAttentionHeads)
         // Qwen2_5_VLTextConfig.__post_init__: a missing kv head count means plain multi-head attention.
         numKeyValueHeads = try text.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
-        // Qwen2_5_VLTextConfig default.
-        rmsNormEps = try text.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5
+        // Qwen2_5_VLTextConfig / Qwen3VLTextConfig defaults.
+        rmsNormEps = try text.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? (family == .qwen3vl ? 1e-6 : 1e-5)
         hiddenAct = try text.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         let rope = try text.decodeIfPresent(RopeDict.self, forKey: .ropeScaling)
             ?? text.decodeIfPresent(RopeDict.self, forKey: .ropeParameters)
-        ropeTheta = try rope?.ropeTheta ?? text.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 1_000_000
-        mropeSection = rope?.mropeSection ?? [16, 24, 24]
+        if family == .qwen3vl {
+            // Qwen3VLTextConfig: head_dim 128, no attention bias, theta 500000, sections [24, 20, 20]; the
+            // rotary embedding is always interleaved (`mrope_interleaved` is never read upstream).
+            explicitHeadDim = try text.decodeIfPresent(Int.self, forKey: .headDim) ?? 128
+            attentionBias = try text.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+            ropeTheta = try rope?.ropeTheta ?? text.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 500_000
+            mropeSection = rope?.mropeSection ?? [24, 20, 20]
+            mropeInterleaved = true
+        } else {
+            ropeTheta = try rope?.ropeTheta ?? text.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 1_000_000
+            mropeSection = rope?.mropeSection ?? [16, 24, 24]
+        }
         // Token ids live at the top level in both layouts (text_config has image_token_id: null).
         imageTokenId = try top.decodeIfPresent(Int.self, forKey: .imageTokenId)
         videoTokenId = try top.decodeIfPresent(Int.self, forKey: .videoTokenId)
@@ -134,8 +178,13 @@ public struct TextConfig: Codable, Sendable, Equatable {
         try text.encode(numKeyValueHeads, forKey: .numKeyValueHeads)
         try text.encode(rmsNormEps, forKey: .rmsNormEps)
         try text.encode(hiddenAct, forKey: .hiddenAct)
-        try text.encode(RopeDict(mropeSection: mropeSection, ropeTheta: ropeTheta, ropeType: "default"),
-                        forKey: .ropeParameters)
+        try text.encode(RopeDict(mropeSection: mropeSection, ropeTheta: ropeTheta, ropeType: "default",
+                                 mropeInterleaved: family == .qwen3vl ? true : nil), forKey: .ropeParameters)
+        if family == .qwen3vl {
+            try top.encode("qwen3_vl", forKey: .modelType)
+            try text.encode(headDim, forKey: .headDim)
+            try text.encode(attentionBias, forKey: .attentionBias)
+        }
         try top.encodeIfPresent(imageTokenId, forKey: .imageTokenId)
         try top.encodeIfPresent(videoTokenId, forKey: .videoTokenId)
         try top.encodeIfPresent(visionStartTokenId, forKey: .visionStartTokenId)
@@ -170,10 +219,14 @@ public struct TextConfig: Codable, Sendable, Equatable {
                                 ("num_hidden_layers", numHiddenLayers, ConfigLimits.layers),
                                 ("num_attention_heads", numAttentionHeads, ConfigLimits.heads),
                                 ("num_key_value_heads", numKeyValueHeads, ConfigLimits.heads)], fail: fail)
-        guard hiddenSize % numAttentionHeads == 0 else {
-            throw fail("hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
+        if let d = explicitHeadDim {
+            guard d > 0, d <= ConfigLimits.width else { throw fail("head_dim must be between 1 and \(ConfigLimits.width), found \(d)") }
+        } else {
+            guard hiddenSize % numAttentionHeads == 0 else {
+                throw fail("hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
+            }
         }
-        guard headDim % 2 == 0 else { throw fail("head_dim (hidden_size / num_attention_heads) = \(headDim) must be even for rotary embeddings") }
+        guard headDim % 2 == 0 else { throw fail("head_dim = \(headDim) must be even for rotary embeddings") }
         guard numAttentionHeads % numKeyValueHeads == 0 else {
             throw fail("num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
         }

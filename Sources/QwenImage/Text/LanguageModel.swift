@@ -98,24 +98,29 @@ public struct TextEncoderTimings: Sendable {
 
 /// One decoder layer's weights (`model.layers.N`): views into its shard, valid until the shard is released.
 struct DecoderLayerWeights {
-    let inputLayernorm: [Float]           // [H]
-    let qProj: Weight, qBias: [Float]     // [Hq·d, H], [Hq·d]
-    let kProj: Weight, kBias: [Float]     // [Hkv·d, H], [Hkv·d]
-    let vProj: Weight, vBias: [Float]     // [Hkv·d, H], [Hkv·d]
-    let oProj: Weight                     // [H, Hq·d], no bias
-    let postAttentionLayernorm: [Float]   // [H]
-    let gateProj: Weight, upProj: Weight  // [I, H]
-    let downProj: Weight                  // [H, I]
+    let inputLayernorm: [Float]            // [H]
+    let qProj: Weight, qBias: [Float]?     // [Hq·d, H], [Hq·d] (Qwen2.5-VL; Qwen3-VL when attention_bias)
+    let kProj: Weight, kBias: [Float]?     // [Hkv·d, H], [Hkv·d]
+    let vProj: Weight, vBias: [Float]?     // [Hkv·d, H], [Hkv·d]
+    let oProj: Weight, oBias: [Float]?     // [H, Hq·d], [H] (Qwen3-VL when attention_bias)
+    let qNorm: [Float]?, kNorm: [Float]?   // [d] each (Qwen3-VL: RMSNorm per head before rope)
+    let postAttentionLayernorm: [Float]    // [H]
+    let gateProj: Weight, upProj: Weight   // [I, H]
+    let downProj: Weight                   // [H, I]
 
-    /// `Qwen2_5_VLDecoderLayer`'s parameters, from a source scoped to the layer.
+    /// `Qwen2_5_VLDecoderLayer`'s (or `Qwen3VLTextDecoderLayer`'s) parameters, from a source scoped to the layer.
     init(_ src: TensorSource, config c: TextConfig) throws {
         let h = c.hiddenSize, i = c.intermediateSize
+        let qwen3 = c.family == .qwen3vl
         inputLayernorm = try src.vector("input_layernorm.weight", count: h)
         let attn = src.prefix("self_attn")
-        qProj = try attn.matrix("q_proj.weight", .linear(rows: c.qDim, cols: h)); qBias = try attn.vector("q_proj.bias", count: c.qDim)
-        kProj = try attn.matrix("k_proj.weight", .linear(rows: c.kvDim, cols: h)); kBias = try attn.vector("k_proj.bias", count: c.kvDim)
-        vProj = try attn.matrix("v_proj.weight", .linear(rows: c.kvDim, cols: h)); vBias = try attn.vector("v_proj.bias", count: c.kvDim)
-        oProj = try attn.matrix("o_proj.weight", .linear(rows: h, cols: c.qDim))
+        func bias(_ name: String, _ n: Int, _ present: Bool) throws -> [Float]? { present ? try attn.vector(name, count: n) : nil }
+        qProj = try attn.matrix("q_proj.weight", .linear(rows: c.qDim, cols: h)); qBias = try bias("q_proj.bias", c.qDim, c.attentionBias)
+        kProj = try attn.matrix("k_proj.weight", .linear(rows: c.kvDim, cols: h)); kBias = try bias("k_proj.bias", c.kvDim, c.attentionBias)
+        vProj = try attn.matrix("v_proj.weight", .linear(rows: c.kvDim, cols: h)); vBias = try bias("v_proj.bias", c.kvDim, c.attentionBias)
+        oProj = try attn.matrix("o_proj.weight", .linear(rows: h, cols: c.qDim)); oBias = try bias("o_proj.bias", h, qwen3 && c.attentionBias)
+        qNorm = c.hasQKNorm ? try attn.vector("q_norm.weight", count: c.headDim) : nil
+        kNorm = c.hasQKNorm ? try attn.vector("k_norm.weight", count: c.headDim) : nil
         postAttentionLayernorm = try src.vector("post_attention_layernorm.weight", count: h)
         let mlp = src.prefix("mlp")
         gateProj = try mlp.matrix("gate_proj.weight", .linear(rows: i, cols: h))
@@ -169,6 +174,9 @@ public final class LanguageModel {
     /// Debugging aid: called with HF's `hidden_states[i]` over the packed valid rows [rows, H]:
     /// i = 0 the embeddings, 1 ..< layers the output of layer i-1, `layers` the final norm output.
     public var onHiddenState: ((Int, UnsafeBufferPointer<Float>) -> Void)?
+    /// Apply the final RMSNorm: what the pipelines return for Qwen-Image; Qwen-Image 2.1's pipeline hooks it
+    /// away (`TextConfig.embeddingsAreFinalNormed`). Tests turn it on to show the normed state differs.
+    public lazy var appliesFinalNorm = config.embeddingsAreFinalNormed
     /// Accumulated over every `embed` / `forward` call.
     public internal(set) var timings = TextEncoderTimings()
     private var firstLayerPrefetched = false
@@ -306,8 +314,8 @@ public final class LanguageModel {
             }
             let sections = c.mropeSection.map(Int32.init)
             sections.withUnsafeBufferPointer { sec in
-                qk_rope_table_mrope(pt, ph, pw, Int64(rows), Int64(c.headDim), sec.baseAddress!, c.ropeTheta,
-                                    state.cos, state.sin)
+                (c.mropeInterleaved ? qk_rope_table_mrope_interleaved : qk_rope_table_mrope)(
+                    pt, ph, pw, Int64(rows), Int64(c.headDim), sec.baseAddress!, c.ropeTheta, state.cos, state.sin)
             }
             return offsets
         }
@@ -335,12 +343,15 @@ public final class LanguageModel {
             onLayerDone?(i + 1)
         }
 
-        // Final RMSNorm (`model.norm`): this is hidden_states[-1] / last_hidden_state.
+        // Final RMSNorm (`model.norm`): this is hidden_states[-1] / last_hidden_state. QwenImage21Pipeline
+        // hooks it away (its embeddings are the last layer's raw output): skipped unless asked for.
         let norm = try timed(\.streaming) { () throws -> [Float] in
             defer { parts.norm.release() }
             return try parts.finalNorm(c)
         }
-        timed(\.rest) { qk_rmsnorm(state.x, norm, Int64(rows), Int64(hd), Float(c.rmsNormEps), state.x) }
+        if appliesFinalNorm {
+            timed(\.rest) { qk_rmsnorm(state.x, norm, Int64(rows), Int64(hd), Float(c.rmsNormEps), state.x) }
+        }
         onHiddenState?(layers.count, UnsafeBufferPointer(start: state.x, count: rows * hd))
 
         return timed(\.rest) {
@@ -373,9 +384,16 @@ public final class LanguageModel {
         // Self-attention block: x += o_proj(attn(rope(q), rope(k), v)) of input_layernorm(x).
         timed(\.rest) { qk_rmsnorm(s.x, w.inputLayernorm, Int64(rows), Int64(hd), eps, s.xn) }
         timed(\.matmul) {
-            w.qBias.withUnsafeBufferPointer { w.qProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.q) }   // [R, Hq·d]
-            w.kBias.withUnsafeBufferPointer { w.kProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.k) }   // [R, Hkv·d]
-            w.vBias.withUnsafeBufferPointer { w.vProj.matmul(s.xn, rows: rows, bias: $0.baseAddress, into: s.v) }   // [R, Hkv·d]
+            withOptional(w.qBias) { w.qProj.matmul(s.xn, rows: rows, bias: $0, into: s.q) }   // [R, Hq·d]
+            withOptional(w.kBias) { w.kProj.matmul(s.xn, rows: rows, bias: $0, into: s.k) }   // [R, Hkv·d]
+            withOptional(w.vBias) { w.vProj.matmul(s.xn, rows: rows, bias: $0, into: s.v) }   // [R, Hkv·d]
+        }
+        if let qn = w.qNorm, let kn = w.kNorm {
+            // Qwen3VLTextAttention: q_norm / k_norm over each head's d values, before rope.
+            timed(\.rest) {
+                qk_rmsnorm(s.q, qn, Int64(rows * c.numAttentionHeads), Int64(c.headDim), eps, s.q)
+                qk_rmsnorm(s.k, kn, Int64(rows * c.numKeyValueHeads), Int64(c.headDim), eps, s.k)
+            }
         }
         timed(\.attention) {
             qk_rope(s.q, Int64(rows), Int64(c.numAttentionHeads), Int64(c.headDim), Int64(qd), s.cos, s.sin)
@@ -400,7 +418,7 @@ public final class LanguageModel {
                 qk_attention(&p, s.q + o * qd, s.k + o * kvd, s.v + o * kvd, s.attn + o * qd)
             }
         }
-        timed(\.matmul) { w.oProj.matmul(s.attn, rows: rows, into: s.tmp) }                                   // [R, H]
+        timed(\.matmul) { withOptional(w.oBias) { w.oProj.matmul(s.attn, rows: rows, bias: $0, into: s.tmp) } }  // [R, H]
 
         // MLP block: x += down(silu(gate(n)) * up(n)), n = post_attention_layernorm(x), in row chunks.
         timed(\.rest) {
@@ -484,6 +502,13 @@ final class ForwardState {
     func deallocate() {
         for p in [x, xn, q, k, v, attn, tmp, gate, up, cos, sin] { p.deallocate() }
     }
+}
+
+/// `body` with the base address of `values`, or nil when there are none.
+@inline(__always)
+func withOptional<T>(_ values: [Float]?, _ body: (UnsafePointer<Float>?) -> T) -> T {
+    guard let values else { return body(nil) }
+    return values.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 @inline(__always)

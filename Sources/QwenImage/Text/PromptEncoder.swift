@@ -90,11 +90,17 @@ public final class PromptEncoder {
     /// Opens the pack's `text_encoder` and `tokenizer` components.
     public convenience init(pack: Pack, packPath: String) throws {
         let model = try LanguageModel(pack: pack, packPath: packPath)
-        self.init(model: model, tokenizer: try Self.loadTokenizer(pack: pack, packPath: packPath))
+        let tokenizer = try Self.loadTokenizer(pack: pack, packPath: packPath)
+        self.init(model: model, tokenizer: tokenizer,
+                  template: model.config.family == .qwen3vl ? .textToImage21(tokenizer: tokenizer) : .textToImage)
     }
 
     /// The pack's tokenizer component (files carried verbatim from the checkpoint).
     public static func loadTokenizer(pack: Pack, packPath: String) throws -> Qwen2Tokenizer {
+        // Qwen-Image 2.1 has no tokenizer folder: the processor's carries the tokenizer files.
+        if !pack.components.contains("tokenizer") && pack.components.contains("processor") {
+            return try Qwen2Tokenizer.load(pack: pack)
+        }
         guard pack.components.contains("tokenizer") else {
             throw QwenImageError.missingComponent(pack: packPath, component: "tokenizer",
                 hint: "Convert the checkpoint with its tokenizer (qwen-quant convert SRC -o PACK --components text_encoder,tokenizer,...).")
@@ -109,6 +115,7 @@ public final class PromptEncoder {
     /// every truncated prompt. Empty prompts are refused.
     public func tokenize(_ prompts: [String], warn: (String) -> Void = { _ in }) throws -> [TemplatedPrompt] {
         try prompts.enumerated().map { i, p in
+            if p.isEmpty && template.emptyPromptIsSpace { return template.tokenize(prompt: " ", with: tokenizer) }
             guard !p.isEmpty else {
                 throw QwenImageError.invalidInput("prompt \(i + 1) is empty (use a space, \" \", for an empty negative prompt)")
             }
@@ -171,7 +178,18 @@ public final class PromptEncoder {
             if prefix?.ids != ids { prefix = SharedPrefix(ids: ids) }
             shared = prefix
         }
-        func continues(_ i: Int) -> Bool { shared.map { tokenized[i].ids.starts(with: $0.ids) } ?? false }
+        // Left padding (Qwen-Image 2.1): a prompt's positions start at its pad count within its group.
+        var pads = [Int](repeating: 0, count: tokenized.count)
+        if template.leftPaddedPositions {
+            var first = 0
+            for g in groups {
+                let longest = tokenized[first ..< first + g].map(\.ids.count).max() ?? 0
+                for i in first ..< first + g { pads[i] = longest - tokenized[i].ids.count }
+                first += g
+            }
+        }
+        // A padded prompt's template prefix sits at other positions than the shared one: computed in full.
+        func continues(_ i: Int) -> Bool { pads[i] == 0 && (shared.map { tokenized[i].ids.starts(with: $0.ids) } ?? false) }
         lastRowsSaved = 0
 
         // Each pass: its embedding rows in one visit of the embedding shard, then all its prompts
@@ -185,7 +203,7 @@ public final class PromptEncoder {
             for (i, k) in zip(pass, skip) {
                 let n = tokenized[i].ids.count - k
                 sequences.append(LMSequence(inputsEmbeds: Array(embeds[start * hidden ..< (start + n) * hidden]),
-                                            positions: .sequential(n, start: Int64(k)), afterPrefix: k > 0))
+                                            positions: .sequential(n, start: Int64(pads[i] + k)), afterPrefix: k > 0))
                 start += n
                 lastRowsSaved += k
             }

@@ -10,9 +10,17 @@
 /// * `QwenImageEditPlusPipeline`: the Edit system prompt with `Picture {i}: <|vision_start|>...` per image
 ///   (i from 1) in front of the prompt, drop 64, no truncation.
 ///
-/// The drop index is hard-coded upstream (it does not depend on the tokenizer).
+/// The drop index is hard-coded upstream (it does not depend on the tokenizer), except for Qwen-Image 2.1:
+///
+/// * `QwenImage21Pipeline._get_qwen_prompt_embeds` (diffusers 0.42.1, `pipelines/qwenimage21/`): one system
+///   prompt, the drop index = the token count of the system message as the processor's chat template
+///   renders it (`<|im_start|>system\n{sys}<|im_end|>\n` for Qwen3-VL's template), an empty prompt
+///   replaced by " ", no truncation and no cut, left padding in a batch (positions are `arange` over the
+///   padded row, so a prompt's positions start at its pad count).
 public struct PromptTemplate: Sendable, Equatable {
-    public enum Kind: String, Sendable { case textToImage = "text-to-image", edit, editPlus = "edit-plus" }
+    public enum Kind: String, Sendable {
+        case textToImage = "text-to-image", edit, editPlus = "edit-plus", textToImage21 = "text-to-image-2.1"
+    }
 
     public let kind: Kind
     /// The template text before and after `{}`.
@@ -26,6 +34,10 @@ public struct PromptTemplate: Sendable, Equatable {
     public let maxSequenceLength: Int?
     /// Number of images the template refers to (one `<|image_pad|>` each).
     public let imageCount: Int
+    /// The pipeline encodes "" as " " (Qwen-Image 2.1); the first generation's refuse it here.
+    public var emptyPromptIsSpace = false
+    /// Prompts of a batch are left-padded and their positions count the padding (Qwen-Image 2.1).
+    public var leftPaddedPositions = false
 
     static let textToImageSystem = "Describe the image by detailing the color, shape, size, texture, quantity, "
         + "text, spatial relationships of the objects and background:"
@@ -59,6 +71,19 @@ public struct PromptTemplate: Sendable, Equatable {
             prefix: "<|im_start|>system\n\(editSystem)<|im_end|>\n<|im_start|>user\n\(pictures)",
             suffix: assistantSuffix, dropIndex: 64, tokenizerMaxLength: nil, maxSequenceLength: nil,
             imageCount: max(imageCount, 0))
+    }
+
+    static let system21 = "Comprehend and analyze the provided prompt."
+
+    /// `QwenImage21Pipeline` (text-to-image), with the drop index counted by `tokenizer`.
+    public static func textToImage21(tokenizer: Qwen2Tokenizer) -> PromptTemplate {
+        let system = "<|im_start|>system\n\(system21)<|im_end|>\n"
+        var t = PromptTemplate(kind: .textToImage21, prefix: system + "<|im_start|>user\n", suffix: assistantSuffix,
+                               dropIndex: tokenizer.encode(system).count, tokenizerMaxLength: nil, maxSequenceLength: nil,
+                               imageCount: 0)
+        t.emptyPromptIsSpace = true
+        t.leftPaddedPositions = true
+        return t
     }
 
     /// `template.format(prompt)`: the prompt is inserted verbatim (braces in it are not interpreted).

@@ -29,6 +29,10 @@ public final class VisionTower: @unchecked Sendable {
                                                   hint: "Convert a checkpoint that has a text_encoder (with its vision tower).")
         }
         let component = try pack.component("text_encoder")
+        if (try? TextConfig.load(component.configData(), file: "config.json"))?.family == .qwen3vl {
+            throw QwenImageError.invalidInput("\(pack.path): a Qwen-Image 2.1 text encoder (Qwen3-VL): reference images are not "
+                + "supported for it yet (its vision tower is not ported); text-to-image prompts work")
+        }
         parts = VisionTowerSources(root: PackTensorSource(component: component))
         guard !parts.patchEmbed.isEmpty else {
             throw QwenImageError.missingComponent(pack: pack.path, component: "vision tower (text_encoder visual.*)",

@@ -14,6 +14,8 @@ convert_hf_to_gguf.py writes for Qwen2.5-VL, re-implemented here from its docume
                    attn_q/k/v, the Conv3d patch embedding split into v.patch_embd.weight and .weight.1
                    (one temporal slice each), n_wa_pattern from fullatt_block_indexes, and
                    clip.vision.window_size (written by newer llama.cpp converters; the tiny model's is 56)
+  seed-lm-mini.gguf  the language model's metadata and tokenizer with only token_embd (Q4_0): a fuzz seed
+                   under libFuzzer's 256 KiB input limit that reaches the importer's name, config and tokenizer code
   blocks.gguf      one [2, 512] tensor per decodable ggml type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
                    Q8_0 quantized from random normals; Q4_K, Q5_K, Q6_K as random blocks with finite f16
                    scales, which gguf cannot quantize to) ...
@@ -104,7 +106,7 @@ LM_BLOCK = {
 }
 
 
-def write_lm(path, weights, config, tokenizer, qtype):
+def write_lm(path, weights, config, tokenizer, qtype, only=None):
     text = config.get("text_config", config)
     w = gguf.GGUFWriter(path, arch="qwen2vl")
     w.add_context_length(text["max_position_embeddings"])
@@ -127,7 +129,7 @@ def write_lm(path, weights, config, tokenizer, qtype):
     w.add_pad_token_id(config["bos_token_id"])
     for name in sorted(weights):
         v = weights[name]
-        if name.startswith("visual."):
+        if name.startswith("visual.") or (only is not None and name not in only):
             continue
         n = name.removeprefix("model.language_model.").removeprefix("model.")
         if n == "embed_tokens.weight":
@@ -247,6 +249,8 @@ def main():
     for qtype in [T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]:
         write_lm(os.path.join(out, f"lm-{qtype.name.lower()}.gguf"), weights, config, tokenizer, qtype)
     write_mmproj(os.path.join(out, "mmproj-f32.gguf"), weights, config)
+    write_lm(os.path.join(out, "seed-lm-mini.gguf"), weights, config, tokenizer, T.Q4_0,
+             only={"model.embed_tokens.weight", "model.language_model.embed_tokens.weight"})
     write_blocks(os.path.join(out, "blocks.gguf"), os.path.join(out, "blocks-ref.safetensors"))
 
 
