@@ -72,8 +72,10 @@ struct VAEEncode: ParsableCommand {
         commandName: "vae-encode",
         abstract: "Encode a PNG or JPEG image (or a clip of frames) to VAE latents (the posterior mean) in a safetensors file.",
         discussion: HelpText.reflow("""
-        Pixels go in as uint8/255*2-1 (RGB, or RGBA for the 4-channel vae_rgba component). Writes the tensor
-        `latents` [1, z_dim, 1, h, w] f32 with h = floor((H-2)/2)+1 applied three times (H/8 for multiples of 8),
+        Pixels go in as uint8/255*2-1 (RGB, or RGBA for a 4-channel VAE: the vae_rgba component, or the
+        Qwen-Image 2.1 VAE, which takes an RGB image with an opaque alpha as the pipeline's convert("RGBA")).
+        Writes the tensor `latents` [1, z_dim, 1, h, w] f32 with h = floor((H-2)/2)+1 applied three times
+        (H/8 for multiples of 8; the 2.1 VAE: H/16, sides multiples of 16, one image, no clips),
         plus `logvar` (the posterior log-variance). --normalize applies (mean - latents_mean) / latents_std as
         the Qwen-Image pipelines do before the transformer. The work is tiled exactly: --max-ram or --tile
         change speed and memory, never the numbers.

@@ -57,11 +57,20 @@ func syntheticPhoto(width: Int, height: Int, seed: UInt64 = 7) -> [UInt8] {
     return px
 }
 
-/// Writes an 8-bit RGB PNG with stored (uncompressed) deflate blocks: no codec dependency.
-func writePNG(_ rgb: [UInt8], width: Int, height: Int, to path: String) throws {
+/// Writes an 8-bit RGB PNG with stored (uncompressed) deflate blocks: no codec dependency. `rgba`:
+/// RGBA with an opaque alpha channel.
+func writePNG(_ rgb: [UInt8], width: Int, height: Int, to path: String, rgba: Bool = false) throws {
     var raw = [UInt8]()
-    raw.reserveCapacity((width * 3 + 1) * height)
-    for y in 0..<height { raw.append(0); raw.append(contentsOf: rgb[(y * width * 3)..<((y + 1) * width * 3)]) }
+    let bpp = rgba ? 4 : 3
+    raw.reserveCapacity((width * bpp + 1) * height)
+    for y in 0..<height {
+        raw.append(0)
+        if rgba {
+            for x in 0..<width { let p = (y * width + x) * 3; raw += [rgb[p], rgb[p + 1], rgb[p + 2], 255] }
+        } else {
+            raw.append(contentsOf: rgb[(y * width * 3)..<((y + 1) * width * 3)])
+        }
+    }
     var z: [UInt8] = [0x78, 0x01]
     var pos = 0
     while pos < raw.count || raw.isEmpty {
@@ -87,7 +96,7 @@ func writePNG(_ rgb: [UInt8], width: Int, height: Int, to path: String) throws {
         return be32(UInt32(data.count)) + td + be32(~crc)
     }
     var png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
-    png += chunk("IHDR", be32(UInt32(width)) + be32(UInt32(height)) + [8, 2, 0, 0, 0])
+    png += chunk("IHDR", be32(UInt32(width)) + be32(UInt32(height)) + [8, rgba ? 6 : 2, 0, 0, 0])
     png += chunk("IDAT", z)
     png += chunk("IEND", [])
     try AtomicWrite.data(Data(png), to: URL(fileURLWithPath: path))

@@ -74,15 +74,22 @@ struct Synth: ParsableCommand {
                 url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("qwen-bench-synth-config-\(getpid()).json")
                 try JSONSerialization.data(withJSONObject: cfg, options: [.prettyPrinted, .sortedKeys]).write(to: url)
             }
-            let tensors = try SynthSpec.textEncoder(config: cfg, outliers: outliers)
-            if textLayers == nil { try checkRealCounts(text: tensors, config: cfg) }
+            let qwen3 = SynthSpec.isQwen3VL(cfg)
+            let tensors = qwen3 ? try SynthSpec.textEncoderQwen3(config: cfg) : try SynthSpec.textEncoder(config: cfg, outliers: outliers)
+            if textLayers == nil && !qwen3 { try checkRealCounts(text: tensors, config: cfg) }
             plans.append(("text_encoder", tensors, url))
         }
         if comps.contains("vae") {
             let url = cfgDir.appendingPathComponent("vae/config.json")
             let cfg = try readJSON(url)
-            let tensors = try SynthSpec.vae(config: cfg)
-            if cfg["base_dim"] as? Int == 96 { try checkRealCounts(vae: tensors) }
+            let gen2 = SynthSpec.isVAE21(cfg)
+            let tensors = gen2 ? try SynthSpec.vae21(config: cfg) : try SynthSpec.vae(config: cfg)
+            if cfg["base_dim"] as? Int == 96 && !gen2 { try checkRealCounts(vae: tensors) }
+            if gen2 && cfg["base_dim"] as? Int == 96 && cfg["decoder_base_dim"] as? Int == 144 {
+                // diffusers' default AutoencoderKLQwenImage21 built on the meta device: 337.74 M parameters (docs/GEN2.md §1).
+                let n = tensors.reduce(0) { $0 + $1.count }
+                guard abs(n - 337_740_000) < 10_000 else { throw BenchError.bad("VAE 2.1: \(n) params, expected 337.74 M") }
+            }
             plans.append(("vae", tensors, url))
         }
         if dryRun {

@@ -202,3 +202,118 @@ enum BenchError: Error, CustomStringConvertible {
         switch self { case .bad(let s): return s }
     }
 }
+
+// MARK: - Qwen-Image 2.1 (second generation)
+
+extension SynthSpec {
+    /// Whether a text_encoder config is Qwen3-VL (Qwen-Image 2.1).
+    static func isQwen3VL(_ config: [String: Any]) -> Bool { (config["model_type"] as? String)?.hasPrefix("qwen3_vl") == true }
+
+    /// transformers' Qwen3VLForConditionalGeneration language model under its 5.x keys
+    /// (`model.language_model.*`, `lm_head`): no biases (attention_bias false), per-head q_norm / k_norm,
+    /// explicit head_dim. The vision tower is not written: it is not ported (its tensors would be dropped).
+    static func textEncoderQwen3(config: [String: Any]) throws -> [SynthTensor] {
+        let tc = (config["text_config"] as? [String: Any]) ?? config
+        func int(_ k: String) throws -> Int {
+            guard let v = tc[k] as? Int else { throw BenchError.bad("text_encoder/config.json: missing integer text_config.\(k)") }
+            return v
+        }
+        let hidden = try int("hidden_size"), inter = try int("intermediate_size"), heads = try int("num_attention_heads")
+        let kvHeads = try int("num_key_value_heads"), layers = try int("num_hidden_layers"), vocab = try int("vocab_size")
+        let hd = (tc["head_dim"] as? Int) ?? 128
+        if (tc["attention_bias"] as? Bool) == true { throw BenchError.bad("text_encoder/config.json: attention_bias true is not synthesized") }
+        let lin: SynthInit = .normal(0.02), norm: SynthInit = .ones(0.05)
+        var t: [SynthTensor] = [SynthTensor(name: "model.language_model.embed_tokens.weight", shape: [vocab, hidden], initial: lin)]
+        for l in 0..<layers {
+            let p = "model.language_model.layers.\(l)."
+            t.append(SynthTensor(name: p + "input_layernorm.weight", shape: [hidden], initial: norm))
+            t.append(SynthTensor(name: p + "self_attn.q_proj.weight", shape: [heads * hd, hidden], initial: lin))
+            t.append(SynthTensor(name: p + "self_attn.k_proj.weight", shape: [kvHeads * hd, hidden], initial: lin))
+            t.append(SynthTensor(name: p + "self_attn.v_proj.weight", shape: [kvHeads * hd, hidden], initial: lin))
+            t.append(SynthTensor(name: p + "self_attn.o_proj.weight", shape: [hidden, heads * hd], initial: lin))
+            t.append(SynthTensor(name: p + "self_attn.q_norm.weight", shape: [hd], initial: norm))
+            t.append(SynthTensor(name: p + "self_attn.k_norm.weight", shape: [hd], initial: norm))
+            t.append(SynthTensor(name: p + "post_attention_layernorm.weight", shape: [hidden], initial: norm))
+            t.append(SynthTensor(name: p + "mlp.gate_proj.weight", shape: [inter, hidden], initial: lin))
+            t.append(SynthTensor(name: p + "mlp.up_proj.weight", shape: [inter, hidden], initial: lin))
+            t.append(SynthTensor(name: p + "mlp.down_proj.weight", shape: [hidden, inter], initial: lin))
+        }
+        t.append(SynthTensor(name: "model.language_model.norm.weight", shape: [hidden], initial: norm))
+        t.append(SynthTensor(name: "lm_head.weight", shape: [vocab, hidden], initial: lin))
+        return t
+    }
+
+    /// Whether a vae config is AutoencoderKLQwenImage21.
+    static func isVAE21(_ config: [String: Any]) -> Bool { config["_class_name"] as? String == "AutoencoderKLQwenImage21" }
+
+    /// diffusers' AutoencoderKLQwenImage21 (is_residual): 2-D convolutions, ResidualDownBlock /
+    /// ResidualUpBlock with `resnets`, `downsampler` / `upsampler` (`resample.1`, `time_conv` in the 3-D
+    /// modes), the mid blocks, quant convs (autoencoder_kl_qwenimage21.py, diffusers 0.42.1).
+    static func vae21(config: [String: Any]) throws -> [SynthTensor] {
+        guard let base = config["base_dim"] as? Int, let z = config["z_dim"] as? Int,
+              let mult = config["dim_mult"] as? [Int], let nres = config["num_res_blocks"] as? Int,
+              let tdown = config["temperal_downsample"] as? [Bool] else {
+            throw BenchError.bad("vae/config.json: expected base_dim, z_dim, dim_mult, num_res_blocks, temperal_downsample")
+        }
+        let dbase = (config["decoder_base_dim"] as? Int) ?? base
+        let cin = (config["in_channels"] as? Int) ?? 4, cout = (config["out_channels"] as? Int) ?? 4
+        var t: [SynthTensor] = []
+        func conv(_ name: String, _ shape: [Int]) {
+            let fanIn = shape.dropFirst().reduce(1, *)
+            t.append(SynthTensor(name: name + ".weight", shape: shape, initial: .normal(1 / Float(fanIn).squareRoot())))
+            t.append(SynthTensor(name: name + ".bias", shape: [shape[0]], initial: .normal(0.01)))
+        }
+        func gamma(_ name: String, _ c: Int, images: Bool) {
+            t.append(SynthTensor(name: name + ".gamma", shape: images ? [c, 1, 1] : [c, 1, 1, 1], initial: .ones(0.05)))
+        }
+        func resnet(_ p: String, _ i: Int, _ o: Int) {
+            gamma(p + ".norm1", i, images: false)
+            conv(p + ".conv1", [o, i, 3, 3])
+            gamma(p + ".norm2", o, images: false)
+            conv(p + ".conv2", [o, o, 3, 3])
+            if i != o { conv(p + ".conv_shortcut", [o, i, 1, 1]) }
+        }
+        func mid(_ p: String, _ d: Int) {
+            resnet(p + ".resnets.0", d, d)
+            gamma(p + ".attentions.0.norm", d, images: true)
+            conv(p + ".attentions.0.to_qkv", [3 * d, d, 1, 1])
+            conv(p + ".attentions.0.proj", [d, d, 1, 1])
+            resnet(p + ".resnets.1", d, d)
+        }
+        let n = mult.count
+        let edims = ([1] + mult).map { base * $0 }
+        conv("encoder.conv_in", [edims[0], cin, 3, 3])
+        for i in 0..<n {
+            var inDim = edims[i]
+            let outDim = edims[i + 1]
+            let p = "encoder.down_blocks.\(i)"
+            for j in 0..<nres { resnet(p + ".resnets.\(j)", inDim, outDim); inDim = outDim }
+            if i != n - 1 {
+                conv(p + ".downsampler.resample.1", [outDim, outDim, 3, 3])
+                if tdown[i] { conv(p + ".downsampler.time_conv", [outDim, outDim, 1, 1]) }
+            }
+        }
+        mid("encoder.mid_block", edims.last!)
+        gamma("encoder.norm_out", edims.last!, images: false)
+        conv("encoder.conv_out", [2 * z, edims.last!, 3, 3])
+        conv("quant_conv", [2 * z, 2 * z, 1, 1])
+        conv("post_quant_conv", [z, z, 1, 1])
+        let ddims = [dbase * mult.last!] + mult.reversed().map { dbase * $0 }
+        let tup = Array(tdown.reversed())
+        conv("decoder.conv_in", [ddims[0], z, 3, 3])
+        mid("decoder.mid_block", ddims[0])
+        for i in 0..<n {
+            var inDim = ddims[i]
+            let outDim = ddims[i + 1]
+            let p = "decoder.up_blocks.\(i)"
+            for j in 0...nres { resnet(p + ".resnets.\(j)", inDim, outDim); inDim = outDim }
+            if i != n - 1 {
+                conv(p + ".upsampler.resample.1", [outDim, outDim, 3, 3])
+                if tup[i] { conv(p + ".upsampler.time_conv", [2 * outDim, outDim, 1, 1]) }
+            }
+        }
+        gamma("decoder.norm_out", ddims.last!, images: false)
+        conv("decoder.conv_out", [cout, ddims.last!, 3, 3])
+        return t
+    }
+}

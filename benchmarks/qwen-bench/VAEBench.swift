@@ -48,14 +48,24 @@ struct VAEBench: ParsableCommand {
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
         try writePNG(syntheticPhoto(width: 1024, height: 1024), width: 1024, height: 1024, to: "\(work)/photo1024.png")
-        for h in [128, 256] {
-            try STFile.writeF32([("latents", [1, 16, 1, h, h], syntheticLatents(count: 16 * h * h))], to: "\(work)/latents\(h).safetensors")
+        // Latent shape from the checkpoint's VAE: 16 channels at 1/8 (Qwen-Image), 64 at 1/16 (Qwen-Image 2.1).
+        let cfgObj = (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: src).appendingPathComponent("vae/config.json")))) as? [String: Any] ?? [:]
+        let gen2 = cfgObj["_class_name"] as? String == "AutoencoderKLQwenImage21"
+        let z = (cfgObj["z_dim"] as? Int) ?? (gen2 ? 64 : 16)
+        let f = 1 << (((cfgObj["dim_mult"] as? [Int])?.count ?? (gen2 ? 5 : 4)) - 1)
+        for side in [1024, 2048] {
+            let h = side / f
+            try STFile.writeF32([("latents", [1, z, 1, h, h], syntheticLatents(count: z * h * h))], to: "\(work)/latents\(side).safetensors")
+        }
+        if gen2 {   // the 2.1 VAE reads RGBA: the photo with an opaque alpha, as the pipeline's convert("RGBA")
+            try writePNG(syntheticPhoto(width: 1024, height: 1024), width: 1024, height: 1024, to: "\(work)/photo1024.png", rgba: true)
         }
         let extraFlags = extra.split(separator: " ").map(String.init)
-        var jobs: [(String, [String], Double)] = [("decode 128x128 -> 1024x1024", ["vae-decode", "--latents", "\(work)/latents128.safetensors", "--out", "\(work)/out.png"], 1024 * 1024)]
+        let l1 = 1024 / f, l2 = 2048 / f
+        var jobs: [(String, [String], Double)] = [("decode \(l1)x\(l1) -> 1024x1024", ["vae-decode", "--latents", "\(work)/latents1024.safetensors", "--out", "\(work)/out.png"], 1024 * 1024)]
         if !quick {
             jobs.append(("encode 1024x1024", ["vae-encode", "--image", "\(work)/photo1024.png", "--out", "\(work)/lat.safetensors"], 1024 * 1024))
-            jobs.append(("decode 256x256 -> 2048x2048", ["vae-decode", "--latents", "\(work)/latents256.safetensors", "--out", "\(work)/out.png"], 2048 * 2048))
+            jobs.append(("decode \(l2)x\(l2) -> 2048x2048", ["vae-decode", "--latents", "\(work)/latents2048.safetensors", "--out", "\(work)/out.png"], 2048 * 2048))
         }
         try FileManager.default.createDirectory(atPath: packs, withIntermediateDirectories: true)
         var records: [[String: Any]] = []

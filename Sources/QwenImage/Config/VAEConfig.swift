@@ -2,7 +2,15 @@ import Foundation
 
 /// `AutoencoderKLQwenImage` settings, decoded from the VAE component's `config.json` (the file diffusers
 /// writes). Names follow upstream, including its spelling `temperal_downsample`.
+///
+/// Qwen-Image 2.1's `AutoencoderKLQwenImage21` (`_class_name`) is the residual variant (`isResidual`):
+/// 2-D convolutions, residual down / up blocks with parameter-free AvgDown / DupUp shortcuts, a wider
+/// decoder (`decoder_base_dim`), RGBA `in_channels` / `out_channels`, single images only (docs/GEN2.md).
 public struct VAEConfig: Codable, Equatable, Sendable {
+    /// `AutoencoderKLQwenImage21` with `is_residual` (the only 2.1 layout supported).
+    public var isResidual = false
+    /// The 2.1 decoder's width base (nil: `base_dim`).
+    public var decoderBaseDim: Int?
     public var baseDim: Int
     public var zDim: Int
     public var dimMult: [Int]
@@ -24,6 +32,12 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         case inputChannels = "input_channels"
         case latentsMean = "latents_mean"
         case latentsStd = "latents_std"
+        case className = "_class_name"
+        case isResidual = "is_residual"
+        case decoderBaseDim = "decoder_base_dim"
+        case inChannels = "in_channels"
+        case outChannels = "out_channels"
+        case patchSize = "patch_size"
     }
 
     public init(baseDim: Int = 96, zDim: Int = 16, dimMult: [Int] = [1, 2, 4, 4], numResBlocks: Int = 2,
@@ -40,8 +54,57 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         self.latentsStd = latentsStd
     }
 
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        if isResidual {
+            try c.encode("AutoencoderKLQwenImage21", forKey: .className)
+            try c.encode(true, forKey: .isResidual)
+            try c.encodeIfPresent(decoderBaseDim, forKey: .decoderBaseDim)
+            try c.encode(inputChannels, forKey: .inChannels)
+            try c.encode(inputChannels, forKey: .outChannels)
+        } else {
+            try c.encode(inputChannels, forKey: .inputChannels)
+        }
+        try c.encode(baseDim, forKey: .baseDim)
+        try c.encode(zDim, forKey: .zDim)
+        try c.encode(dimMult, forKey: .dimMult)
+        try c.encode(numResBlocks, forKey: .numResBlocks)
+        try c.encode(attnScales, forKey: .attnScales)
+        try c.encode(temperalDownsample, forKey: .temperalDownsample)
+        try c.encode(latentsMean, forKey: .latentsMean)
+        try c.encode(latentsStd, forKey: .latentsStd)
+    }
+
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let gen2 = try c.decodeIfPresent(String.self, forKey: .className) == "AutoencoderKLQwenImage21"
+        if gen2 {
+            // AutoencoderKLQwenImage21 defaults (diffusers 0.42.1).
+            guard try c.decodeIfPresent(Bool.self, forKey: .isResidual) ?? true else {
+                throw DecodingError.dataCorruptedError(forKey: .isResidual, in: c,
+                    debugDescription: "is_residual false (the non-residual 2.1 layout) is not supported")
+            }
+            if let p = try c.decodeIfPresent(Int.self, forKey: .patchSize) {
+                throw DecodingError.dataCorruptedError(forKey: .patchSize, in: c, debugDescription: "patch_size \(p) (patchified input) is not supported; expected null")
+            }
+            let inC = try c.decodeIfPresent(Int.self, forKey: .inChannels) ?? 4
+            let outC = try c.decodeIfPresent(Int.self, forKey: .outChannels) ?? 4
+            guard inC == outC else {
+                throw DecodingError.dataCorruptedError(forKey: .outChannels, in: c, debugDescription: "in_channels \(inC) and out_channels \(outC) differ")
+            }
+            isResidual = true
+            baseDim = try c.decodeIfPresent(Int.self, forKey: .baseDim) ?? 96
+            decoderBaseDim = try c.decodeIfPresent(Int.self, forKey: .decoderBaseDim) ?? baseDim
+            zDim = try c.decodeIfPresent(Int.self, forKey: .zDim) ?? 64
+            dimMult = try c.decodeIfPresent([Int].self, forKey: .dimMult) ?? [1, 2, 4, 8, 8]
+            numResBlocks = try c.decodeIfPresent(Int.self, forKey: .numResBlocks) ?? 2
+            attnScales = []   // ignored upstream when is_residual
+            temperalDownsample = try c.decodeIfPresent([Bool].self, forKey: .temperalDownsample) ?? [false, true, true, true]
+            inputChannels = inC
+            latentsMean = try c.decode([Float].self, forKey: .latentsMean)
+            latentsStd = try c.decode([Float].self, forKey: .latentsStd)
+            return
+        }
         baseDim = try c.decodeIfPresent(Int.self, forKey: .baseDim) ?? 96
         zDim = try c.decodeIfPresent(Int.self, forKey: .zDim) ?? 16
         dimMult = try c.decodeIfPresent([Int].self, forKey: .dimMult) ?? [1, 2, 4, 4]
@@ -90,10 +153,38 @@ public struct VAEConfig: Codable, Equatable, Sendable {
             throw bad("latents_mean / latents_std must have z_dim = \(zDim) entries, found \(latentsMean.count) / \(latentsStd.count)")
         }
         guard latentsStd.allSatisfy({ $0 != 0 && $0.isFinite }) else { throw bad("latents_std must be finite and non-zero") }
+        if isResidual {
+            let dBase = decoderBaseDim ?? baseDim
+            try ConfigLimits.check([("decoder_base_dim", dBase, 4096), ("decoder_base_dim * max(dim_mult)", dBase * (dimMult.max() ?? 0), ConfigLimits.width)], fail: bad)
+            // The AvgDown / DupUp shortcuts regroup channels: in·ft·fs² must divide by out (and back).
+            let enc = encoderDims, dec = decoderDims, n = dimMult.count
+            for i in 0..<n {
+                let fs = i != n - 1 ? 2 : 1, ft = i != n - 1 && temperalDownsample[i] ? 2 : 1
+                guard (enc[i] * ft * fs * fs) % enc[i + 1] == 0 else {
+                    throw bad("encoder stage \(i): \(enc[i]) -> \(enc[i + 1]) channels cannot be averaged by the shortcut (\(enc[i]) x \(ft * fs * fs) is not a multiple of \(enc[i + 1]))")
+                }
+                let up = Array(temperalDownsample.reversed())
+                if i != n - 1 {
+                    let ftu = up[i] ? 2 : 1
+                    guard (dec[i + 1] * ftu * 4) % dec[i] == 0 else {
+                        throw bad("decoder stage \(i): \(dec[i]) -> \(dec[i + 1]) channels cannot be repeated by the shortcut")
+                    }
+                }
+            }
+            return
+        }
         // Every channel count halves exactly in the upsamplers.
         for m in dimMult where (baseDim * m) % 2 != 0 {
             throw bad("base_dim * dim_mult must be even, found \(baseDim) * \(m)")
         }
+    }
+
+    /// Channel widths of the encoder: conv_in's output, then each stage's.
+    public var encoderDims: [Int] { [baseDim] + dimMult.map { baseDim * $0 } }
+    /// Channel widths of the 2.1 decoder: conv_in's output, then each up block's (`QwenImage21Decoder3d`).
+    public var decoderDims: [Int] {
+        let b = decoderBaseDim ?? baseDim
+        return [b * dimMult.last!] + dimMult.reversed().map { b * $0 }
     }
 
     /// Spatial factor between pixels and latents (8 for the real model).

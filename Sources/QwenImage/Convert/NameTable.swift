@@ -40,8 +40,8 @@ public enum ComponentKind: String, Sendable {
                 try VisionTower.requestWeights(config: vision, from: source)
             }
         case .vae:
-            _ = try AutoencoderKLQwenImage(config: try VAEConfig.load(configData, file: file), source: source,
-                                           parts: .both, temporal: true)
+            let config = try VAEConfig.load(configData, file: file)
+            _ = try AutoencoderKLQwenImage(config: config, source: source, parts: .both, temporal: !config.isResidual)
         case .other:
             throw QwenImageError.config(file: file, message: "no network of this project reads this component (known: a "
                 + "Qwen2.5-VL text_encoder, an AutoencoderKLQwenImage vae); leave it out with --components")
@@ -80,6 +80,9 @@ public enum NameTable {
     public static func ignoreReason(_ name: String, kind: ComponentKind, textFamily: TextConfig.Family? = nil) -> String? {
         switch (kind, name) {
         case (.textEncoder, "lm_head.weight"): return "lm_head is not used by prompt encoding"
+        case (.vae, _) where name.contains(".downsampler.time_conv.") || name.contains(".upsampler.time_conv."):
+            // Only the 2.1 VAE names its resamplers in the singular; upstream never applies these to an image.
+            return "the VAE 2.1's time_conv is never applied to a single image"
         case (.textEncoder, _) where textFamily == .qwen3vl && name.hasPrefix("visual."):
             return "the Qwen3-VL vision tower is not ported yet (text-to-image prompts do not use it)"
         default: return nil

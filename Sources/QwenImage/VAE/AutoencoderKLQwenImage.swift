@@ -56,6 +56,15 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         self.temporal = temporal
         let src = CountingSource(source)
         let base = config.baseDim, z = config.zDim, mult = config.dimMult
+        if config.isResidual {
+            guard !temporal else { throw QwenImageError.invalidInput("the Qwen-Image 2.1 VAE encodes and decodes single images, not clips") }
+            let e = parts != .decoder ? try Self.residualEncoder(src, config) : nil
+            let d = parts != .encoder ? try Self.residualDecoder(src, config) : nil
+            (encoderA, encoderAttention, encoderB) = (e?.0, e?.1, e?.2)
+            (decoderA, decoderAttention, decoderB) = (d?.0, d?.1, d?.2)
+            weightBytes = src.counter.bytes
+            return
+        }
 
         if parts != .decoder {
             // QwenImageEncoder3d: conv_in, down_blocks (flat list), mid_block, norm_out, conv_out; quant_conv.
@@ -129,13 +138,81 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     }
 
     /// `QwenImageMidBlock`: resnets.0, attentions.0, resnets.1 (the attention splits the tiled segments).
-    private static func midBlock(_ network: TensorSource, dim: Int, temporal: Bool) throws
+    private static func midBlock(_ network: TensorSource, dim: Int, temporal: Bool, twoD: Bool = false) throws
         -> (resnet0: ResidualStage, attention: MidAttention, resnet1: ResidualStage) {
         let block = network.prefix("mid_block")
         let resnets = block.prefix("resnets")
-        return (try ResidualStage(resnets.prefix(0), cin: dim, cout: dim, temporal: temporal),
+        return (try ResidualStage(resnets.prefix(0), cin: dim, cout: dim, temporal: temporal, twoD: twoD),
                 try MidAttention(block.prefix("attentions").prefix(0), dim: dim),
-                try ResidualStage(resnets.prefix(1), cin: dim, cout: dim, temporal: temporal))
+                try ResidualStage(resnets.prefix(1), cin: dim, cout: dim, temporal: temporal, twoD: twoD))
+    }
+
+    // MARK: - The 2.1 residual networks
+
+    /// `QwenImage21Encoder3d` (is_residual): conv_in, down_blocks.i = ResidualDownBlock (resnets.j, downsampler
+    /// except in the last stage, AvgDown shortcut), mid_block, norm_out, conv_out; then quant_conv. The
+    /// downsamplers' time_conv is never applied to an image (not loaded; the converter drops it).
+    private static func residualEncoder(_ src: TensorSource, _ c: VAEConfig) throws -> (VAESegment, MidAttention, VAESegment) {
+        let encoder = src.prefix("encoder")
+        let dims = c.encoderDims, n = c.dimMult.count
+        var st: [VAEStage] = [ConvStage(norm: nil, conv: try CausalConv3(encoder.prefix("conv_in"), cin: c.inputChannels, cout: dims[0],
+                                                                         temporal: false, twoD: true))]
+        for i in 0..<n {
+            let block = encoder.prefix("down_blocks").prefix(i)
+            var chain: [VAEStage] = []
+            var cin = dims[i]
+            for j in 0..<c.numResBlocks {
+                chain.append(try ResidualStage(block.prefix("resnets").prefix(j), cin: cin, cout: dims[i + 1], temporal: false, twoD: true))
+                cin = dims[i + 1]
+            }
+            let down = i != n - 1
+            if down { chain.append(try DownsampleStage(block.prefix("downsampler"), dim: dims[i + 1], temporalConv: false)) }
+            let ft = down && c.temperalDownsample[i] ? 2 : 1
+            st.append(ShortcutBlockStage(chain: chain, shortcut: .avgDown(ft: ft, fs: down ? 2 : 1, cin: dims[i], cout: dims[i + 1])))
+        }
+        let mid = dims.last!
+        let m = try midBlock(encoder, dim: mid, temporal: false, twoD: true)
+        let head = ConvStage(norm: try VAENorm(encoder.prefix("norm_out"), dim: mid),
+                             conv: try CausalConv3(encoder.prefix("conv_out"), cin: mid, cout: 2 * c.zDim, temporal: false, twoD: true))
+        return (VAESegment(name: "encoder", stages: st + [m.resnet0]), m.attention,
+                VAESegment(name: "encoder head", stages: [
+                    m.resnet1, head,
+                    PointwiseStage(try Conv1(src.prefix("quant_conv"), cin: 2 * c.zDim, cout: 2 * c.zDim, spatialDims: 2)),
+                ]))
+    }
+
+    /// post_quant_conv; `QwenImage21Decoder3d` (is_residual): conv_in, mid_block, up_blocks.i =
+    /// ResidualUpBlock (num_res_blocks + 1 resnets, upsampler keeping the width except in the last stage,
+    /// DupUp shortcut with first_chunk), norm_out, conv_out.
+    private static func residualDecoder(_ src: TensorSource, _ c: VAEConfig) throws -> (VAESegment, MidAttention, VAESegment) {
+        let decoder = src.prefix("decoder")
+        let dims = c.decoderDims, n = c.dimMult.count, z = c.zDim
+        let temporalUp = Array(c.temperalDownsample.reversed())
+        let m = try midBlock(decoder, dim: dims[0], temporal: false, twoD: true)
+        let a = VAESegment(name: "decoder conv_in", stages: [
+            PointwiseStage(try Conv1(src.prefix("post_quant_conv"), cin: z, cout: z, spatialDims: 2)),
+            ConvStage(norm: nil, conv: try CausalConv3(decoder.prefix("conv_in"), cin: z, cout: dims[0], temporal: false, twoD: true)),
+            m.resnet0,
+        ])
+        var st: [VAEStage] = [m.resnet1]
+        for i in 0..<n {
+            let block = decoder.prefix("up_blocks").prefix(i)
+            var chain: [VAEStage] = []
+            var cin = dims[i]
+            for j in 0...c.numResBlocks {
+                chain.append(try ResidualStage(block.prefix("resnets").prefix(j), cin: cin, cout: dims[i + 1], temporal: false, twoD: true))
+                cin = dims[i + 1]
+            }
+            let up = i != n - 1
+            if up {
+                chain.append(try UpsampleStage(block.prefix("upsampler"), dim: dims[i + 1], temporalConv: false, loadTime: false,
+                                               outDim: dims[i + 1]))
+            }
+            st.append(ShortcutBlockStage(chain: chain, shortcut: up ? .dupUp(ft: temporalUp[i] ? 2 : 1, fs: 2, cin: dims[i], cout: dims[i + 1]) : nil))
+        }
+        st.append(ConvStage(norm: try VAENorm(decoder.prefix("norm_out"), dim: dims.last!),
+                            conv: try CausalConv3(decoder.prefix("conv_out"), cin: dims.last!, cout: c.inputChannels, temporal: false, twoD: true)))
+        return (a, m.attention, VAESegment(name: "decoder", stages: st))
     }
 
     /// norm_out → SiLU → conv_out, the last stage of both networks.
@@ -168,6 +245,10 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         try checkFinite(x, what: "encoder input")
         let inSize = Size(h: x.height, w: x.width)
         guard let sizesA = encA.sizes(inSize) else {
+            if config.isResidual {
+                throw QwenImageError.invalidInput("VAE encode: image \(x.width)×\(x.height): the Qwen-Image 2.1 VAE needs both sides to be "
+                    + "multiples of \(config.spatialCompression) (each of its \(config.dimMult.count - 1) downsamplings averages 2×2 blocks); resize or crop it")
+            }
             throw QwenImageError.invalidInput("VAE encode: image \(x.width)×\(x.height) is too small: each side must "
                 + "survive \(config.dimMult.count - 1) halvings n -> floor((n − 2)/2) + 1 with at least 2 pixels before each (minimum \(minimumSide()) pixels)")
         }
@@ -304,6 +385,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
     /// Smallest image side the encoder accepts.
     public func minimumSide() -> Int {
+        if config.isResidual { return config.spatialCompression }
         var n = 1
         while true {
             var s = n, ok = true

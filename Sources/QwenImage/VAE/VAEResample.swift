@@ -105,12 +105,14 @@ final class UpsampleStage: VAEStage {
     var cin: Int { dim }
     var cout: Int { conv.cout }
 
-    init(_ src: TensorSource, dim: Int, temporalConv: Bool, loadTime: Bool) throws {
+    /// `outDim`: the convolution's output width (nil: dim / 2, the first generation's; the 2.1 residual
+    /// decoder keeps the width, `upsample_out_dim = out_dim`).
+    init(_ src: TensorSource, dim: Int, temporalConv: Bool, loadTime: Bool, outDim: Int? = nil) throws {
         self.dim = dim
-        conv = try Conv2(src.prefix(ResampleKeys.conv), cin: dim, cout: dim / 2)
+        let cin = dim, cout = outDim ?? dim / 2
+        conv = try Conv2(src.prefix(ResampleKeys.conv), cin: dim, cout: cout)
         time = temporalConv && loadTime ? try TimeConv(src.prefix(ResampleKeys.timeConv), cin: dim, cout: 2 * dim) : nil
         let w = try dequantRows(conv.w, from: 0, count: conv.cout)   // [cout, (ky, kx, cin)]
-        let cin = dim, cout = dim / 2
         var ws: [Weight] = []
         for py in 0..<2 {
             for px in 0..<2 {

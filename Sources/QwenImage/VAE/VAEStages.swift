@@ -61,12 +61,13 @@ final class ResidualStage: VAEStage {
     var cin: Int { conv1.cin }
     var cout: Int { conv1.cout }
 
-    init(_ src: TensorSource, cin: Int, cout: Int, temporal: Bool) throws {
+    /// `twoD`: `QwenImage21ResidualBlock` (2-D 3×3 and 1×1 convolutions).
+    init(_ src: TensorSource, cin: Int, cout: Int, temporal: Bool, twoD: Bool = false) throws {
         norm1 = try VAENorm(src.prefix("norm1"), dim: cin)
-        conv1 = try CausalConv3(src.prefix("conv1"), cin: cin, cout: cout, temporal: temporal)
+        conv1 = try CausalConv3(src.prefix("conv1"), cin: cin, cout: cout, temporal: temporal, twoD: twoD)
         norm2 = try VAENorm(src.prefix("norm2"), dim: cout)
-        conv2 = try CausalConv3(src.prefix("conv2"), cin: cout, cout: cout, temporal: temporal)
-        shortcut = cin != cout ? try Conv1(src.prefix("conv_shortcut"), cin: cin, cout: cout, spatialDims: 3) : nil
+        conv2 = try CausalConv3(src.prefix("conv2"), cin: cout, cout: cout, temporal: temporal, twoD: twoD)
+        shortcut = cin != cout ? try Conv1(src.prefix("conv_shortcut"), cin: cin, cout: cout, spatialDims: twoD ? 2 : 3) : nil
     }
 
     func outSize(_ s: Size) -> Size? { s }

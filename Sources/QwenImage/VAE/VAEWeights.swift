@@ -8,7 +8,8 @@ import Quant
 // the shapes the VAE config implies; the pack names and layouts are in MatrixLayout (FORMAT.md §6.3).
 
 /// A causal 3×3×3 convolution, kept as its temporal slices. A still image only ever meets `t2`, so the
-/// other two are loaded only for clips.
+/// other two are loaded only for clips. `twoD`: the VAE 2.1's `QwenImage21CausalConv3d`, which is a plain
+/// 3×3 Conv2d ([cout, cin, 3, 3]): it is `t2` alone.
 final class CausalConv3: @unchecked Sendable {
     let name: String
     let cin: Int, cout: Int
@@ -17,13 +18,14 @@ final class CausalConv3: @unchecked Sendable {
     let t0: Weight?
     let bias: [Float]
 
-    init(_ src: TensorSource, cin: Int, cout: Int, temporal: Bool) throws {
+    init(_ src: TensorSource, cin: Int, cout: Int, temporal: Bool, twoD: Bool = false) throws {
         name = src.path
         self.cin = cin
         self.cout = cout
-        t2 = try src.matrix("weight", .conv3x3x3(cout: cout, cin: cin, slice: 2))              // [cout, cin, 3, 3, 3]
-        t1 = temporal ? try src.matrix("weight", .conv3x3x3(cout: cout, cin: cin, slice: 1)) : nil
-        t0 = temporal ? try src.matrix("weight", .conv3x3x3(cout: cout, cin: cin, slice: 0)) : nil
+        t2 = try src.matrix("weight", twoD ? .conv3x3(cout: cout, cin: cin)                    // [cout, cin, 3, 3]
+                                           : .conv3x3x3(cout: cout, cin: cin, slice: 2))       // [cout, cin, 3, 3, 3]
+        t1 = temporal && !twoD ? try src.matrix("weight", .conv3x3x3(cout: cout, cin: cin, slice: 1)) : nil
+        t0 = temporal && !twoD ? try src.matrix("weight", .conv3x3x3(cout: cout, cin: cin, slice: 0)) : nil
         bias = try src.vector("bias", count: cout)
     }
 }
