@@ -110,6 +110,7 @@ private func segments(_ lengths: [Int], first: Int32 = 0) -> [Int32] {
                  qSeg: [0, 1, 0, 1, 2, 2, 0, 9, 1, 1, 0, 0], kSeg: [1, 0, 0, 1, 2, 1, 0, 0, 2, 1, 1, 0]), // scattered ids, 9 unseen
         AttnCase(lq: 65, lk: 200, hq: 1, hkv: 1, d: 128, causal: true, qOffset: 135),
         AttnCase(lq: 40, lk: 150, hq: 1, hkv: 1, d: 384),                                 // VAE mid-block width
+        AttnCase(lq: 20, lk: 70, hq: 1, hkv: 1, d: 1152),                                 // VAE 2.1 decoder mid block
     ]
 
     @Test func publicMatchesNaive() {

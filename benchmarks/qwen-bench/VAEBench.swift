@@ -62,10 +62,10 @@ struct VAEBench: ParsableCommand {
         }
         let extraFlags = extra.split(separator: " ").map(String.init)
         let l1 = 1024 / f, l2 = 2048 / f
-        var jobs: [(String, [String], Double)] = [("decode \(l1)x\(l1) -> 1024x1024", ["vae-decode", "--latents", "\(work)/latents1024.safetensors", "--out", "\(work)/out.png"], 1024 * 1024)]
+        var jobs: [(String, [String], Double)] = [("decode \(l1)x\(l1) -> 1024x1024", ["vae-decode", "--latents", "\(work)/latents1024.safetensors", "--out", "\(work)/out.png", "--force"], 1024 * 1024)]
         if !quick {
-            jobs.append(("encode 1024x1024", ["vae-encode", "--image", "\(work)/photo1024.png", "--out", "\(work)/lat.safetensors"], 1024 * 1024))
-            jobs.append(("decode \(l2)x\(l2) -> 2048x2048", ["vae-decode", "--latents", "\(work)/latents2048.safetensors", "--out", "\(work)/out.png"], 2048 * 2048))
+            jobs.append(("encode 1024x1024", ["vae-encode", "--image", "\(work)/photo1024.png", "--out", "\(work)/lat.safetensors", "--force"], 1024 * 1024))
+            jobs.append(("decode \(l2)x\(l2) -> 2048x2048", ["vae-decode", "--latents", "\(work)/latents2048.safetensors", "--out", "\(work)/out.png", "--force"], 2048 * 2048))
         }
         try FileManager.default.createDirectory(atPath: packs, withIntermediateDirectories: true)
         var records: [[String: Any]] = []

@@ -16,7 +16,7 @@
 #include "qk.h"
 
 /* Largest head dimension the attention kernels accept (larger d is rejected with zeros + a message). */
-#define QK_ATTN_MAX_D 1024
+#define QK_ATTN_MAX_D 4096
 /* Attention pieces: up to QK_ATTN_BQ query rows of one head; keys in tiles of QK_ATTN_BK. */
 #define QK_ATTN_BQ 128
 #define QK_ATTN_BK 64

@@ -62,7 +62,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
             let d = parts != .encoder ? try Self.residualDecoder(src, config) : nil
             (encoderA, encoderAttention, encoderB) = (e?.0, e?.1, e?.2)
             (decoderA, decoderAttention, decoderB) = (d?.0, d?.1, d?.2)
-            weightBytes = src.counter.bytes
+            weightBytes = src.counter.bytes + Self.derivedWeightBytes([decoderB].compactMap { $0 }, attentions: [encoderAttention, decoderAttention].compactMap { $0 })
             return
         }
 
@@ -134,7 +134,23 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         } else {
             decoderA = nil; decoderAttention = nil; decoderB = nil
         }
-        weightBytes = src.counter.bytes
+        weightBytes = src.counter.bytes + Self.derivedWeightBytes([decoderB].compactMap { $0 }, attentions: [encoderAttention, decoderAttention].compactMap { $0 })
+    }
+
+    /// Weights built at load time beside the pack's: the upsamplers' four f32 parity kernels
+    /// (16·cin·cout floats each; 196 MB for the 2.1 decoder, whose upsamplers keep 1152 channels) and the
+    /// mid-block attentions' f32 q / kv matrices (3·C² floats).
+    private static func derivedWeightBytes(_ segments: [VAESegment], attentions: [MidAttention]) -> Int {
+        attentions.reduce(0) { $0 + 12 * $1.dim * $1.dim } + upsamplerBytes(segments)
+    }
+
+    private static func upsamplerBytes(_ segments: [VAESegment]) -> Int {
+        func bytes(_ st: VAEStage) -> Int {
+            if let up = st as? UpsampleStage { return 16 * up.cin * up.cout * 4 }
+            if let block = st as? ShortcutBlockStage { return block.chain.reduce(0) { $0 + bytes($1) } }
+            return 0
+        }
+        return segments.flatMap(\.stages).reduce(0) { $0 + bytes($1) }
     }
 
     /// `QwenImageMidBlock`: resnets.0, attentions.0, resnets.1 (the attention splits the tiled segments).

@@ -14,7 +14,13 @@ final class MidAttention: @unchecked Sendable {
     let proj: Conv1
     static let chunkRows = 1024
 
+    /// The attention kernel's widest head (`QK_ATTN_MAX_D`).
+    static let maxDim = 4096
+
     init(_ src: TensorSource, dim: Int) throws {
+        guard dim <= Self.maxDim else {
+            throw QwenImageError.invalidInput("\(src.path): a mid-block attention over \(dim) channels; at most \(Self.maxDim) are supported")
+        }
         self.dim = dim
         gamma = try VAENorm(src.prefix("norm"), dim: dim, images: true).gamma
         let toQKV = src.prefix("to_qkv")

@@ -146,6 +146,15 @@ final class ShortcutBlockStage: VAEStage {
 
     func cacheFloats(input: Region, out: Region, inSize: Size) -> Int { 0 }
 
+    /// The band scratch of an upsampler inside the chain (0 without one).
+    func bandFloats(out: Region, inSize: Size) -> Int {
+        let (regs, sz) = regions(out, inSize: inSize)
+        return chain.enumerated().reduce(0) { m, e in
+            guard let up = e.element as? UpsampleStage else { return m }
+            return max(m, up.bandFloats(out: regs[e.offset + 1], inSize: sz[e.offset]))
+        }
+    }
+
     func macs(input: Region, out: Region, inSize: Size) -> Double {
         let (regs, sz) = regions(out, inSize: inSize)
         return chain.enumerated().reduce(0) { $0 + $1.element.macs(input: regs[$1.offset], out: regs[$1.offset + 1], inSize: sz[$1.offset]) }

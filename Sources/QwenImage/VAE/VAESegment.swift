@@ -96,8 +96,10 @@ final class VAESegment: @unchecked Sendable {
         var cacheFloats = 0     // clip caches, largest tile
         var bandFloats = 0      // upsampler band
         var macs: Double = 0    // multiply-adds per frame, all tiles
+        /// Buffers live beyond `slots`: a 2.1 residual block holds its shortcut while its chain runs.
+        var extraSlots = 0
         /// Bytes for the pool (`slots` buffers), caches and band.
-        func bytes(slots: Int) -> Int { 4 * (slots * slotFloats + cacheFloats + bandFloats) }
+        func bytes(slots: Int) -> Int { 4 * ((slots + extraSlots) * slotFloats + cacheFloats + bandFloats) }
     }
 
     func workingSet(tiles: [Region], sizes: [Size], temporal: Bool) -> WorkingSet {
@@ -111,6 +113,10 @@ final class VAESegment: @unchecked Sendable {
                 if temporal { cache += st.cacheFloats(input: r[i], out: r[i + 1], inSize: sizes[i]) }
                 ws.macs += st.macs(input: r[i], out: r[i + 1], inSize: sizes[i])
                 if let up = st as? UpsampleStage { ws.bandFloats = max(ws.bandFloats, up.bandFloats(out: r[i + 1], inSize: sizes[i])) }
+                if let block = st as? ShortcutBlockStage {
+                    ws.bandFloats = max(ws.bandFloats, block.bandFloats(out: r[i + 1], inSize: sizes[i]))
+                    if block.shortcut != nil { ws.extraSlots = 1 }
+                }
             }
             ws.cacheFloats = max(ws.cacheFloats, cache)
         }
