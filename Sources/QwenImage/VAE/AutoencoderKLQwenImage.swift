@@ -41,6 +41,8 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
     public let temporal: Bool
     /// Bytes of weights held (for --max-ram planning).
     public let weightBytes: Int
+    /// Pack bytes per stored weight (4 for f32, 2 for bf16, about 1 for q8s), for the budget errors' hint.
+    private let bytesPerStoredWeight: Double
 
     private let encoderA: VAESegment?, encoderAttention: MidAttention?, encoderB: VAESegment?
     private let decoderA: VAESegment?, decoderAttention: MidAttention?, decoderB: VAESegment?
@@ -62,6 +64,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
             let d = parts != .encoder ? try Self.residualDecoder(src, config) : nil
             (encoderA, encoderAttention, encoderB) = (e?.0, e?.1, e?.2)
             (decoderA, decoderAttention, decoderB) = (d?.0, d?.1, d?.2)
+            bytesPerStoredWeight = Double(src.counter.bytes) / Double(max(src.counter.elements, 1))
             weightBytes = src.counter.bytes + Self.derivedWeightBytes([decoderB].compactMap { $0 }, attentions: [encoderAttention, decoderAttention].compactMap { $0 })
             return
         }
@@ -134,6 +137,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         } else {
             decoderA = nil; decoderAttention = nil; decoderB = nil
         }
+        bytesPerStoredWeight = Double(src.counter.bytes) / Double(max(src.counter.elements, 1))
         weightBytes = src.counter.bytes + Self.derivedWeightBytes([decoderB].compactMap { $0 }, attentions: [encoderAttention, decoderAttention].compactMap { $0 })
     }
 
@@ -460,15 +464,23 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
             throw QwenImageError.budget("--max-ram \(ByteSize.format(budget)) is too small for the VAE \(seg.name): even "
                 + "\(s.tileW)×\(s.tileH) tiles need about \(ByteSize.format(s.bytes)) (weights \(ByteSize.format(weightBytes)), "
                 + "frames and fixed overhead \(ByteSize.format(fixed - weightBytes)), tile buffers \(ByteSize.format(s.bytes - fixed))). "
-                + "Raise --max-ram, or use a bf16 / q8 pack to shrink the weights")
+                + "Raise --max-ram\(smallerPackHint)")
         }
+    }
+
+    /// How to shrink the weights, from what this pack holds (weights per parameter).
+    private var smallerPackHint: String {
+        let bytesPerParam = bytesPerStoredWeight
+        if bytesPerParam > 3 { return ", or use a bf16 / q8s pack to shrink the weights" }
+        if bytesPerParam > 1.5 { return ", or use a q8s pack to shrink the weights" }
+        return ""
     }
 
     private func checkBudget(_ tiling: VAETiling, _ attnBytes: Int, _ lat: Size) throws {
         if case .maxRAM(let budget) = tiling, attnBytes > budget {
             throw QwenImageError.budget("--max-ram \(ByteSize.format(budget)) is too small: the mid-block attention over "
                 + "\(lat.w)×\(lat.h) latents needs about \(ByteSize.format(attnBytes)) (weights \(ByteSize.format(weightBytes))). "
-                + "Raise --max-ram, or use a bf16 / q8 pack to shrink the weights")
+                + "Raise --max-ram\(smallerPackHint)")
         }
     }
 
@@ -485,7 +497,7 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
 
 /// Wraps a source and counts the bytes of what it hands out (all prefixes share one count).
 private final class CountingSource: TensorSource {
-    final class Counter { var bytes = 0 }
+    final class Counter { var bytes = 0, elements = 0 }
     let inner: TensorSource
     let counter: Counter
     var path: String { inner.path }
@@ -496,11 +508,13 @@ private final class CountingSource: TensorSource {
     func matrix(_ name: String, _ layout: MatrixLayout) throws -> Weight {
         let w = try inner.matrix(name, layout)
         counter.bytes += qk_weight_bytes(w.raw.scheme, w.raw.group, w.raw.n, w.raw.k)
+        counter.elements += Int(w.raw.n * w.raw.k)
         return w
     }
     func vector(_ name: String, shape: [Int]) throws -> [Float] {
         let v = try inner.vector(name, shape: shape)
         counter.bytes += 4 * v.count
+        counter.elements += v.count
         return v
     }
     func prefix(_ name: String) -> CountingSource { CountingSource(inner.prefix(name), counter: counter) }
