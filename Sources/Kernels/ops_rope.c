@@ -22,36 +22,40 @@ static void put_angle(float angle, float *c, float *s) {
     *s = (float)sin((double)angle);
 }
 
-/* transformers Qwen2_5_VLRotaryEmbedding (text, "mrope"): inv_freq over head_dim (head_dim/2 slots);
-   positions are [3, rows] (t, h, w); recomposition_frequencies takes slot i from axis t for i < s0,
-   h for s0 <= i < s0 + s1, w for the rest (sections = rope_parameters.mrope_section, e.g. [16, 24, 24]
-   for head_dim 128). Text-only input has pos_t == pos_h == pos_w (plain 1-D rope). */
-void qk_rope_table_mrope(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
-                         int64_t head_dim, const int32_t sections[3], double theta, float *cos_out,
-                         float *sin_out) {
+/* The axis (0 t, 1 h, 2 w) whose position frequency slot i takes.
+   Chunked (transformers Qwen2_5_VLRotaryEmbedding, "mrope", recomposition_frequencies): t for i < s0, h for
+   s0 <= i < s0 + s1, w for the rest (sections = rope_parameters.mrope_section, e.g. [16, 24, 24] for head_dim 128).
+   Interleaved (Qwen3VLTextRotaryEmbedding, apply_interleaved_mrope): h when i % 3 == 1 and i < 3 s1, w when
+   i % 3 == 2 and i < 3 s2, else t ([24, 20, 20] for head_dim 128 give t h w t h w ... then four t).
+   Text-only input has pos_t == pos_h == pos_w either way (plain 1-D rope). */
+static int mrope_axis(int64_t i, const int32_t sections[3], int interleaved) {
+    if (interleaved) return (i % 3 == 1 && i < 3 * (int64_t)sections[1]) ? 1 : (i % 3 == 2 && i < 3 * (int64_t)sections[2]) ? 2 : 0;
+    return i < sections[0] ? 0 : i < (int64_t)sections[0] + sections[1] ? 1 : 2;
+}
+
+static void rope_table_3axis(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
+                             int64_t head_dim, const int32_t sections[3], double theta, int interleaved,
+                             float *cos_out, float *sin_out) {
+    const int64_t *axes[3] = { pos_t, pos_h, pos_w };
     int64_t half = head_dim / 2;
     for (int64_t i = 0; i < half; i++) {
         float f = inv_freq_f32(theta, i, head_dim);
-        const int64_t *pos = i < sections[0] ? pos_t : i < (int64_t)sections[0] + sections[1] ? pos_h : pos_w;
+        const int64_t *pos = axes[mrope_axis(i, sections, interleaved)];
         for (int64_t r = 0; r < rows; r++)
             put_angle((float)pos[r] * f, cos_out + r * half + i, sin_out + r * half + i);
     }
 }
 
-/* transformers Qwen3VLTextRotaryEmbedding (interleaved mrope, apply_interleaved_mrope): slot i takes axis h
-   when i % 3 == 1 and i < 3 * s1, axis w when i % 3 == 2 and i < 3 * s2, else axis t (sections [24, 20, 20]
-   for head_dim 128 give t h w t h w ... then four t). Text-only input: plain 1-D rope, as above. */
+void qk_rope_table_mrope(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
+                         int64_t head_dim, const int32_t sections[3], double theta, float *cos_out,
+                         float *sin_out) {
+    rope_table_3axis(pos_t, pos_h, pos_w, rows, head_dim, sections, theta, 0, cos_out, sin_out);
+}
+
 void qk_rope_table_mrope_interleaved(const int64_t *pos_t, const int64_t *pos_h, const int64_t *pos_w, int64_t rows,
                                      int64_t head_dim, const int32_t sections[3], double theta, float *cos_out,
                                      float *sin_out) {
-    int64_t half = head_dim / 2;
-    for (int64_t i = 0; i < half; i++) {
-        float f = inv_freq_f32(theta, i, head_dim);
-        const int64_t *pos = (i % 3 == 1 && i < 3 * (int64_t)sections[1]) ? pos_h
-                           : (i % 3 == 2 && i < 3 * (int64_t)sections[2]) ? pos_w : pos_t;
-        for (int64_t r = 0; r < rows; r++)
-            put_angle((float)pos[r] * f, cos_out + r * half + i, sin_out + r * half + i);
-    }
+    rope_table_3axis(pos_t, pos_h, pos_w, rows, head_dim, sections, theta, 1, cos_out, sin_out);
 }
 
 /* transformers Qwen2_5_VLVisionRotaryEmbedding ("axial"): spatial_dim = head_dim / 2,

@@ -133,7 +133,8 @@ struct Convert: ParsableCommand {
             var staging: URL?
             defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
             let checkpoint: Checkpoint
-            if isGGUF {
+            let fromGGUF = isGGUF
+            if fromGGUF {
                 if let c = opts.components, !c.isSubset(of: ["text_encoder", "tokenizer", "processor"]) {
                     throw QuantError.invalidArgument("--components \(components!): a GGUF holds only the text encoder (text_encoder, tokenizer, processor)")
                 }
@@ -163,7 +164,7 @@ struct Convert: ParsableCommand {
             let summary = try Converter.convert(checkpoint: checkpoint, plan: plan, output: URL(fileURLWithPath: output!),
                                                 options: opts, toolVersion: "qwen-quant (pack format \(PackFormat.version))")
             if json { try printJSON(summary) }
-            printSummary(summary, againstGGUF: isGGUF)
+            printSummary(summary, againstGGUF: fromGGUF)
         }
     }
 

@@ -28,6 +28,8 @@ import gguf
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "Tests/Fixtures/scripts"))
+import make_gguf  # noqa: E402
 import to_gguf  # noqa: E402
 
 QUANT = os.path.join(ROOT, ".build/release/qwen-quant")
@@ -38,58 +40,13 @@ def note(m):
 
 
 def write_mmproj(te_dir, out):
-    """The vision tower of a text_encoder folder as a llama.cpp Qwen2.5-VL mmproj (F16 matrices)."""
+    """The vision tower of a text_encoder folder as a llama.cpp Qwen2.5-VL mmproj (F16 matrices), with the
+    fixtures' writer (Tests/Fixtures/scripts/make_gguf.py), tensors loaded one at a time."""
     cfg = json.load(open(os.path.join(te_dir, "config.json")))
-    v = cfg["vision_config"]
     tensors = to_gguf.read_safetensors_index(te_dir)
     tmp = out + ".tmp"
-    w = gguf.GGUFWriter(tmp, arch="clip")
-    w.add_clip_has_vision_encoder(True)
-    w.add_clip_projector_type("qwen2.5vl_merger")
-    w.add_vision_projection_dim(v["out_hidden_size"])
-    w.add_vision_patch_size(v["patch_size"])
-    w.add_vision_image_size(560)
-    w.add_vision_embedding_length(v["hidden_size"])
-    w.add_vision_feed_forward_length(v["intermediate_size"])
-    w.add_vision_block_count(v["depth"])
-    w.add_vision_head_count(v["num_heads"])
-    w.add_vision_image_mean([0.48145466, 0.4578275, 0.40821073])
-    w.add_vision_image_std([0.26862954, 0.26130258, 0.27577711])
-    w.add_vision_use_silu(True)
-    w.add_vision_n_wa_pattern(v["fullatt_block_indexes"][0] + 1)
-    w.add_vision_attention_layernorm_eps(1e-6)
-    block = {"norm1": "ln1", "norm2": "ln2", "attn.proj": "attn_out", "mlp.up_proj": "ffn_up",
-             "mlp.gate_proj": "ffn_gate", "mlp.down_proj": "ffn_down"}
-
-    def put(name, a):
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        w.add_tensor(name, a if a.ndim == 1 else a.astype(np.float16))
-
-    for hf in sorted(tensors):
-        n = hf.removeprefix("model.")
-        if not n.startswith("visual."):
-            continue
-        t = to_gguf.load(tensors[hf], as_f32=True)
-        n = n.removeprefix("visual.")
-        if n == "patch_embed.proj.weight":
-            put("v.patch_embd.weight", t[:, :, 0])
-            put("v.patch_embd.weight.1", t[:, :, 1])
-        elif n.startswith("merger."):
-            put({"merger.ln_q.weight": "v.post_ln.weight", "merger.mlp.0.weight": "mm.0.weight", "merger.mlp.0.bias": "mm.0.bias",
-                 "merger.mlp.2.weight": "mm.2.weight", "merger.mlp.2.bias": "mm.2.bias"}[n], t)
-        else:
-            parts = n.split(".")
-            b, mid, suffix = parts[1], ".".join(parts[2:-1]), parts[-1]
-            if mid == "attn.qkv":
-                c = t.shape[0] // 3
-                for i, q in enumerate("qkv"):
-                    put(f"v.blk.{b}.attn_{q}.{suffix}", t[i * c:(i + 1) * c])
-            else:
-                put(f"v.blk.{b}.{block[mid]}.{suffix}", t)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file(progress=False)
-    w.close()
+    make_gguf.write_mmproj(tmp, cfg, tensors, lambda n: to_gguf.load(tensors[n], as_f32=True),
+                           qtype=gguf.GGMLQuantizationType.F16, window_size=False)
     os.replace(tmp, out)
 
 
@@ -143,8 +100,6 @@ def main():
                                "--threads", str(a.threads), "--out", out], f"llama quantize {t}")
         made[t] = r["quantize_s"]
         note(f"llama.cpp quantized {t} in {r['quantize_s']:.0f} s")
-    if os.path.exists(bf16) and not missing:
-        pass
     runs = {}
     cases = [(t, []) for t in types] + ([("Q4_K_M", ["--scheme", "q4c"])] if "Q4_K_M" in types else [])
     pack = os.path.join(a.work, "import.pack")

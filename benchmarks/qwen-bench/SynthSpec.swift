@@ -131,68 +131,45 @@ enum SynthSpec {
         let attnScales = (config["attn_scales"] as? [Double]) ?? []
         if !attnScales.isEmpty { throw BenchError.bad("vae/config.json: attn_scales must be empty (found \(attnScales))") }
         let cin = (config["input_channels"] as? Int) ?? 3
-        var t: [SynthTensor] = []
-        // Kaiming-like scales keep activations O(1) through the stack.
-        func conv(_ name: String, _ shape: [Int]) {
-            let fanIn = shape.dropFirst().reduce(1, *)
-            t.append(SynthTensor(name: name + ".weight", shape: shape, initial: .normal(1 / Float(fanIn).squareRoot())))
-            t.append(SynthTensor(name: name + ".bias", shape: [shape[0]], initial: .normal(0.01)))
-        }
-        func gamma(_ name: String, _ c: Int, images: Bool) {
-            t.append(SynthTensor(name: name + ".gamma", shape: images ? [c, 1, 1] : [c, 1, 1, 1], initial: .ones(0.05)))
-        }
-        func resnet(_ p: String, _ i: Int, _ o: Int) {
-            gamma(p + ".norm1", i, images: false)
-            conv(p + ".conv1", [o, i, 3, 3, 3])
-            gamma(p + ".norm2", o, images: false)
-            conv(p + ".conv2", [o, o, 3, 3, 3])
-            if i != o { conv(p + ".conv_shortcut", [o, i, 1, 1, 1]) }
-        }
-        func mid(_ p: String, _ d: Int) {
-            resnet(p + ".resnets.0", d, d)
-            gamma(p + ".attentions.0.norm", d, images: true)
-            conv(p + ".attentions.0.to_qkv", [3 * d, d, 1, 1])
-            conv(p + ".attentions.0.proj", [d, d, 1, 1])
-            resnet(p + ".resnets.1", d, d)
-        }
+        var l = VAETensorList(kernel3: [3, 3, 3], kernel1: [1, 1, 1])
         // Encoder: dims = base * [1] + dim_mult.
         let edims = ([1] + mult).map { base * $0 }
-        conv("encoder.conv_in", [edims[0], cin, 3, 3, 3])
+        l.conv("encoder.conv_in", [edims[0], cin, 3, 3, 3])
         var idx = 0
         for i in 0..<(edims.count - 1) {
             var inDim = edims[i]
             let outDim = edims[i + 1]
-            for _ in 0..<nres { resnet("encoder.down_blocks.\(idx)", inDim, outDim); inDim = outDim; idx += 1 }
+            for _ in 0..<nres { l.resnet("encoder.down_blocks.\(idx)", inDim, outDim); inDim = outDim; idx += 1 }
             if i != mult.count - 1 {
-                conv("encoder.down_blocks.\(idx).resample.1", [outDim, outDim, 3, 3])
-                if tdown[i] { conv("encoder.down_blocks.\(idx).time_conv", [outDim, outDim, 3, 1, 1]) }
+                l.conv("encoder.down_blocks.\(idx).resample.1", [outDim, outDim, 3, 3])
+                if tdown[i] { l.conv("encoder.down_blocks.\(idx).time_conv", [outDim, outDim, 3, 1, 1]) }
                 idx += 1
             }
         }
         let top = edims.last!
-        mid("encoder.mid_block", top)
-        gamma("encoder.norm_out", top, images: false)
-        conv("encoder.conv_out", [2 * z, top, 3, 3, 3])
-        conv("quant_conv", [2 * z, 2 * z, 1, 1, 1])
-        conv("post_quant_conv", [z, z, 1, 1, 1])
+        l.mid("encoder.mid_block", top)
+        l.gamma("encoder.norm_out", top, images: false)
+        l.conv("encoder.conv_out", [2 * z, top, 3, 3, 3])
+        l.conv("quant_conv", [2 * z, 2 * z, 1, 1, 1])
+        l.conv("post_quant_conv", [z, z, 1, 1, 1])
         // Decoder: dims = base * [dim_mult[-1]] + reversed(dim_mult); temporal upsample = reversed.
         let ddims = ([mult.last!] + mult.reversed()).map { base * $0 }
         let tup = Array(tdown.reversed())
-        conv("decoder.conv_in", [ddims[0], z, 3, 3, 3])
-        mid("decoder.mid_block", ddims[0])
+        l.conv("decoder.conv_in", [ddims[0], z, 3, 3, 3])
+        l.mid("decoder.mid_block", ddims[0])
         for i in 0..<(ddims.count - 1) {
             var inDim = i > 0 ? ddims[i] / 2 : ddims[i]
             let outDim = ddims[i + 1]
-            for r in 0..<(nres + 1) { resnet("decoder.up_blocks.\(i).resnets.\(r)", inDim, outDim); inDim = outDim }
+            for r in 0..<(nres + 1) { l.resnet("decoder.up_blocks.\(i).resnets.\(r)", inDim, outDim); inDim = outDim }
             if i != mult.count - 1 {
                 let p = "decoder.up_blocks.\(i).upsamplers.0"
-                conv(p + ".resample.1", [outDim / 2, outDim, 3, 3])
-                if tup[i] { conv(p + ".time_conv", [outDim * 2, outDim, 3, 1, 1]) }
+                l.conv(p + ".resample.1", [outDim / 2, outDim, 3, 3])
+                if tup[i] { l.conv(p + ".time_conv", [outDim * 2, outDim, 3, 1, 1]) }
             }
         }
-        gamma("decoder.norm_out", ddims.last!, images: false)
-        conv("decoder.conv_out", [cin, ddims.last!, 3, 3, 3])
-        return t.sorted { $0.name < $1.name }
+        l.gamma("decoder.norm_out", ddims.last!, images: false)
+        l.conv("decoder.conv_out", [cin, ddims.last!, 3, 3, 3])
+        return l.tensors.sorted { $0.name < $1.name }
     }
 }
 
@@ -257,63 +234,75 @@ extension SynthSpec {
         }
         let dbase = (config["decoder_base_dim"] as? Int) ?? base
         let cin = (config["in_channels"] as? Int) ?? 4, cout = (config["out_channels"] as? Int) ?? 4
-        var t: [SynthTensor] = []
-        func conv(_ name: String, _ shape: [Int]) {
-            let fanIn = shape.dropFirst().reduce(1, *)
-            t.append(SynthTensor(name: name + ".weight", shape: shape, initial: .normal(1 / Float(fanIn).squareRoot())))
-            t.append(SynthTensor(name: name + ".bias", shape: [shape[0]], initial: .normal(0.01)))
-        }
-        func gamma(_ name: String, _ c: Int, images: Bool) {
-            t.append(SynthTensor(name: name + ".gamma", shape: images ? [c, 1, 1] : [c, 1, 1, 1], initial: .ones(0.05)))
-        }
-        func resnet(_ p: String, _ i: Int, _ o: Int) {
-            gamma(p + ".norm1", i, images: false)
-            conv(p + ".conv1", [o, i, 3, 3])
-            gamma(p + ".norm2", o, images: false)
-            conv(p + ".conv2", [o, o, 3, 3])
-            if i != o { conv(p + ".conv_shortcut", [o, i, 1, 1]) }
-        }
-        func mid(_ p: String, _ d: Int) {
-            resnet(p + ".resnets.0", d, d)
-            gamma(p + ".attentions.0.norm", d, images: true)
-            conv(p + ".attentions.0.to_qkv", [3 * d, d, 1, 1])
-            conv(p + ".attentions.0.proj", [d, d, 1, 1])
-            resnet(p + ".resnets.1", d, d)
-        }
+        var l = VAETensorList(kernel3: [3, 3], kernel1: [1, 1])
         let n = mult.count
         let edims = ([1] + mult).map { base * $0 }
-        conv("encoder.conv_in", [edims[0], cin, 3, 3])
+        l.conv("encoder.conv_in", [edims[0], cin, 3, 3])
         for i in 0..<n {
             var inDim = edims[i]
             let outDim = edims[i + 1]
             let p = "encoder.down_blocks.\(i)"
-            for j in 0..<nres { resnet(p + ".resnets.\(j)", inDim, outDim); inDim = outDim }
+            for j in 0..<nres { l.resnet(p + ".resnets.\(j)", inDim, outDim); inDim = outDim }
             if i != n - 1 {
-                conv(p + ".downsampler.resample.1", [outDim, outDim, 3, 3])
-                if tdown[i] { conv(p + ".downsampler.time_conv", [outDim, outDim, 1, 1]) }
+                l.conv(p + ".downsampler.resample.1", [outDim, outDim, 3, 3])
+                if tdown[i] { l.conv(p + ".downsampler.time_conv", [outDim, outDim, 1, 1]) }
             }
         }
-        mid("encoder.mid_block", edims.last!)
-        gamma("encoder.norm_out", edims.last!, images: false)
-        conv("encoder.conv_out", [2 * z, edims.last!, 3, 3])
-        conv("quant_conv", [2 * z, 2 * z, 1, 1])
-        conv("post_quant_conv", [z, z, 1, 1])
+        l.mid("encoder.mid_block", edims.last!)
+        l.gamma("encoder.norm_out", edims.last!, images: false)
+        l.conv("encoder.conv_out", [2 * z, edims.last!, 3, 3])
+        l.conv("quant_conv", [2 * z, 2 * z, 1, 1])
+        l.conv("post_quant_conv", [z, z, 1, 1])
         let ddims = [dbase * mult.last!] + mult.reversed().map { dbase * $0 }
         let tup = Array(tdown.reversed())
-        conv("decoder.conv_in", [ddims[0], z, 3, 3])
-        mid("decoder.mid_block", ddims[0])
+        l.conv("decoder.conv_in", [ddims[0], z, 3, 3])
+        l.mid("decoder.mid_block", ddims[0])
         for i in 0..<n {
             var inDim = ddims[i]
             let outDim = ddims[i + 1]
             let p = "decoder.up_blocks.\(i)"
-            for j in 0...nres { resnet(p + ".resnets.\(j)", inDim, outDim); inDim = outDim }
+            for j in 0...nres { l.resnet(p + ".resnets.\(j)", inDim, outDim); inDim = outDim }
             if i != n - 1 {
-                conv(p + ".upsampler.resample.1", [outDim, outDim, 3, 3])
-                if tup[i] { conv(p + ".upsampler.time_conv", [2 * outDim, outDim, 1, 1]) }
+                l.conv(p + ".upsampler.resample.1", [outDim, outDim, 3, 3])
+                if tup[i] { l.conv(p + ".upsampler.time_conv", [2 * outDim, outDim, 1, 1]) }
             }
         }
-        gamma("decoder.norm_out", ddims.last!, images: false)
-        conv("decoder.conv_out", [cout, ddims.last!, 3, 3])
-        return t
+        l.gamma("decoder.norm_out", ddims.last!, images: false)
+        l.conv("decoder.conv_out", [cout, ddims.last!, 3, 3])
+        return l.tensors
+    }
+}
+
+/// The tensors of a Qwen VAE, built the way the diffusers modules name them; `kernel3` / `kernel1` are the
+/// trailing shape of a 3×3 and a 1×1 convolution (3-D [3, 3, 3] / [1, 1, 1] in the first generation, 2-D in 2.1).
+struct VAETensorList {
+    let kernel3: [Int], kernel1: [Int]
+    var tensors: [SynthTensor] = []
+
+    init(kernel3: [Int], kernel1: [Int]) { self.kernel3 = kernel3; self.kernel1 = kernel1 }
+
+    /// Kaiming-like scales keep activations O(1) through the stack.
+    mutating func conv(_ name: String, _ shape: [Int]) {
+        let fanIn = shape.dropFirst().reduce(1, *)
+        tensors.append(SynthTensor(name: name + ".weight", shape: shape, initial: .normal(1 / Float(fanIn).squareRoot())))
+        tensors.append(SynthTensor(name: name + ".bias", shape: [shape[0]], initial: .normal(0.01)))
+    }
+    mutating func gamma(_ name: String, _ c: Int, images: Bool) {
+        tensors.append(SynthTensor(name: name + ".gamma", shape: images ? [c, 1, 1] : [c, 1, 1, 1], initial: .ones(0.05)))
+    }
+    mutating func resnet(_ p: String, _ i: Int, _ o: Int) {
+        gamma(p + ".norm1", i, images: false)
+        conv(p + ".conv1", [o, i] + kernel3)
+        gamma(p + ".norm2", o, images: false)
+        conv(p + ".conv2", [o, o] + kernel3)
+        if i != o { conv(p + ".conv_shortcut", [o, i] + kernel1) }
+    }
+    /// resnets.0, the attention (2-D 1×1 convolutions in both generations), resnets.1.
+    mutating func mid(_ p: String, _ d: Int) {
+        resnet(p + ".resnets.0", d, d)
+        gamma(p + ".attentions.0.norm", d, images: true)
+        conv(p + ".attentions.0.to_qkv", [3 * d, d, 1, 1])
+        conv(p + ".attentions.0.proj", [d, d, 1, 1])
+        resnet(p + ".resnets.1", d, d)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Quant
+import QwenImage
 
 /// `qwen-bench vae`: the full-size VAE (decode 128×128 latents → 1024², encode 1024², decode → 2048²),
 /// one child process per run (`qwen-run vae-decode|vae-encode --json`).
@@ -47,19 +48,16 @@ struct VAEBench: ParsableCommand {
         let work = NSTemporaryDirectory() + "qwen-bench-vae-\(getpid())"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        try writePNG(syntheticPhoto(width: 1024, height: 1024), width: 1024, height: 1024, to: "\(work)/photo1024.png")
         // Latent shape from the checkpoint's VAE: 16 channels at 1/8 (Qwen-Image), 64 at 1/16 (Qwen-Image 2.1).
-        let cfgObj = (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: src).appendingPathComponent("vae/config.json")))) as? [String: Any] ?? [:]
-        let gen2 = cfgObj["_class_name"] as? String == "AutoencoderKLQwenImage21"
-        let z = (cfgObj["z_dim"] as? Int) ?? (gen2 ? 64 : 16)
-        let f = 1 << (((cfgObj["dim_mult"] as? [Int])?.count ?? (gen2 ? 5 : 4)) - 1)
+        let cfgPath = URL(fileURLWithPath: src).appendingPathComponent("vae/config.json").path
+        let vae = try VAEConfig.load(try Data(contentsOf: URL(fileURLWithPath: cfgPath)), file: cfgPath)
+        let gen2 = vae.isResidual, z = vae.zDim, f = vae.spatialCompression
         for side in [1024, 2048] {
             let h = side / f
             try STFile.writeF32([("latents", [1, z, 1, h, h], syntheticLatents(count: z * h * h))], to: "\(work)/latents\(side).safetensors")
         }
-        if gen2 {   // the 2.1 VAE reads RGBA: the photo with an opaque alpha, as the pipeline's convert("RGBA")
-            try writePNG(syntheticPhoto(width: 1024, height: 1024), width: 1024, height: 1024, to: "\(work)/photo1024.png", rgba: true)
-        }
+        // The 2.1 VAE reads RGBA: the photo with an opaque alpha, as the pipeline's convert("RGBA").
+        try writePNG(syntheticPhoto(width: 1024, height: 1024), width: 1024, height: 1024, to: "\(work)/photo1024.png", rgba: gen2)
         let extraFlags = extra.split(separator: " ").map(String.init)
         let l1 = 1024 / f, l2 = 2048 / f
         var jobs: [(String, [String], Double)] = [("decode \(l1)x\(l1) -> 1024x1024", ["vae-decode", "--latents", "\(work)/latents1024.safetensors", "--out", "\(work)/out.png", "--force"], 1024 * 1024)]

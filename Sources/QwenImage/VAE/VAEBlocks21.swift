@@ -33,43 +33,50 @@ enum BlockShortcut {
         }
     }
 
-    /// Adds the shortcut of x (dense over `input`) to y (dense over `out`).
+    /// Adds the shortcut of x (dense over `input`) to y (dense over `out`). The index maps above depend
+    /// only on the channel and the position within the fs×fs cell, so they are tabulated once per call.
     func add(_ x: UnsafePointer<Float>, input: Region, out: Region, into y: UnsafeMutablePointer<Float>) {
         let inW = input.x.count, outW = out.x.count
         switch self {
         case .avgDown(let ft, let fs, let cin, let cout):
             let group = cin * ft * fs * fs / cout
             let per = ft * fs * fs   // expansion entries per input channel
+            // taps[o]: the real-frame entries (input channel, dy, dx) averaged into output channel o.
+            var taps = [[(c: Int, dy: Int, dx: Int)]](repeating: [], count: cout)
+            for o in 0..<cout {
+                for g in 0..<group {
+                    let k = o * group + g
+                    let c = k / per, rem = k % per
+                    guard rem / (fs * fs) == ft - 1 else { continue }   // the zero frame padded in front
+                    taps[o].append((c, (rem / fs) % fs, rem % fs))
+                }
+            }
             for r in 0..<out.y.count {
                 for q in 0..<outW {
-                    let oy = out.y.lo + r, ox = out.x.lo + q
+                    let iy0 = fs * (out.y.lo + r) - input.y.lo, ix0 = fs * (out.x.lo + q) - input.x.lo
                     let dst = y + (r * outW + q) * cout
                     for o in 0..<cout {
                         var sum: Float = 0
-                        for g in 0..<group {
-                            let k = o * group + g
-                            let c = k / per, rem = k % per
-                            let t = rem / (fs * fs), dy = (rem / fs) % fs, dx = rem % fs
-                            guard t == ft - 1 else { continue }   // the zero frame padded in front
-                            let iy = fs * oy + dy - input.y.lo, ix = fs * ox + dx - input.x.lo
-                            sum += x[(iy * inW + ix) * cin + c]
-                        }
+                        for t in taps[o] { sum += x[((iy0 + t.dy) * inW + ix0 + t.dx) * cin + t.c] }
                         dst[o] += sum / Float(group)
                     }
                 }
             }
         case .dupUp(let ft, let fs, let cin, let cout):
             let rep = cout * ft * fs * fs / cin
-            for r in 0..<out.y.count {
-                for q in 0..<outW {
-                    let oy = out.y.lo + r, ox = out.x.lo + q
-                    let dy = oy % fs, dx = ox % fs
-                    let iy = oy / fs - input.y.lo, ix = ox / fs - input.x.lo
-                    let src = x + (iy * inW + ix) * cin
-                    let dst = y + (r * outW + q) * cout
-                    for o in 0..<cout {
-                        let k = ((o * ft + ft - 1) * fs + dy) * fs + dx
-                        dst[o] += src[k / rep]
+            // source[(dy·fs + dx)·cout + o]: the input channel output channel o reads at cell position (dy, dx).
+            var source = [Int](repeating: 0, count: fs * fs * cout)
+            for dy in 0..<fs { for dx in 0..<fs { for o in 0..<cout {
+                source[(dy * fs + dx) * cout + o] = (((o * ft + ft - 1) * fs + dy) * fs + dx) / rep
+            } } }
+            source.withUnsafeBufferPointer { sp in
+                for r in 0..<out.y.count {
+                    for q in 0..<outW {
+                        let oy = out.y.lo + r, ox = out.x.lo + q
+                        let map = sp.baseAddress! + ((oy % fs) * fs + ox % fs) * cout
+                        let src = x + ((oy / fs - input.y.lo) * inW + (ox / fs - input.x.lo)) * cin
+                        let dst = y + (r * outW + q) * cout
+                        for o in 0..<cout { dst[o] += src[map[o]] }
                     }
                 }
             }

@@ -24,7 +24,7 @@ public struct VAEPack {
     /// The model (`parts` of it; `temporal` adds the clip weights).
     public func model(parts: AutoencoderKLQwenImage.Parts = .both, temporal: Bool = false) throws -> AutoencoderKLQwenImage {
         if config.isResidual && temporal {
-            throw QwenImageError.invalidInput("\(source.path.isEmpty ? name : name): the Qwen-Image 2.1 VAE takes single images, not clips (upstream keeps only frame 0 of 2-4 frames and fails on more)")
+            throw QwenImageError.invalidInput("\(name): the Qwen-Image 2.1 VAE takes single images, not clips (upstream keeps only frame 0 of 2-4 frames and fails on more)")
         }
         return try AutoencoderKLQwenImage(config: config, source: source, parts: parts, temporal: temporal)
     }

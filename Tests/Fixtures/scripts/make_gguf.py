@@ -153,7 +153,11 @@ VISION_BLOCK = {"norm1": "ln1", "norm2": "ln2", "attn.proj": "attn_out",
                 "mlp.up_proj": "ffn_up", "mlp.gate_proj": "ffn_gate", "mlp.down_proj": "ffn_down"}
 
 
-def write_mmproj(path, weights, config):
+def write_mmproj(path, config, names, load, qtype=T.F32, window_size=True):
+    """The vision tower as llama.cpp's converter writes a Qwen2.5-VL mmproj: `names` are the checkpoint's
+    tensor names (others than visual.* are skipped), `load(name)` gives one as f32, matrices go in `qtype`
+    (norms and biases stay F32). Also used by benchmarks/peers/gguf_import.py (F16, no window_size key,
+    as llama.cpp's Qwen2.5-VL converter)."""
     v = config["vision_config"]
     w = gguf.GGUFWriter(path, arch="clip")
     w.add_clip_has_vision_encoder(True)
@@ -170,33 +174,34 @@ def write_mmproj(path, weights, config):
     w.add_vision_use_silu(True)
     full = v["fullatt_block_indexes"]
     w.add_vision_n_wa_pattern(full[0] + 1)
-    w.add_uint32("clip.vision.window_size", v["window_size"])
+    if window_size:
+        w.add_uint32("clip.vision.window_size", v["window_size"])
     w.add_vision_attention_layernorm_eps(1e-6)
-    for name in sorted(weights):
-        t = weights[name]
+    for name in sorted(names):
         n = name.removeprefix("model.")
         if not n.startswith("visual."):
             continue
+        t = load(name)
         n = n.removeprefix("visual.")
         if n == "patch_embed.proj.weight":
-            add(w, "v.patch_embd.weight", t[:, :, 0], T.F32)
-            add(w, "v.patch_embd.weight.1", t[:, :, 1], T.F32)
+            add(w, "v.patch_embd.weight", t[:, :, 0], qtype)
+            add(w, "v.patch_embd.weight.1", t[:, :, 1], qtype)
         elif n.startswith("merger."):
             g = {"merger.ln_q.weight": "v.post_ln.weight", "merger.mlp.0.weight": "mm.0.weight", "merger.mlp.0.bias": "mm.0.bias",
                  "merger.mlp.2.weight": "mm.2.weight", "merger.mlp.2.bias": "mm.2.bias"}[n]
-            add(w, g, t, T.F32)
+            add(w, g, t, qtype)
         else:
             parts = n.split(".")
             b, mid, suffix = parts[1], ".".join(parts[2:-1]), parts[-1]
             if mid == "attn.qkv":
                 c = t.shape[0] // 3
                 for i, q in enumerate("qkv"):
-                    add(w, f"v.blk.{b}.attn_{q}.{suffix}", t[i * c:(i + 1) * c], T.F32)
+                    add(w, f"v.blk.{b}.attn_{q}.{suffix}", t[i * c:(i + 1) * c], qtype)
             else:
-                add(w, f"v.blk.{b}.{VISION_BLOCK[mid]}.{suffix}", t, T.F32)
+                add(w, f"v.blk.{b}.{VISION_BLOCK[mid]}.{suffix}", t, qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
-    w.write_tensors_to_file()
+    w.write_tensors_to_file(progress=False)
     w.close()
 
 
@@ -248,7 +253,7 @@ def main():
     tokenizer = vocab_arrays(model, text["vocab_size"])
     for qtype in [T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]:
         write_lm(os.path.join(out, f"lm-{qtype.name.lower()}.gguf"), weights, config, tokenizer, qtype)
-    write_mmproj(os.path.join(out, "mmproj-f32.gguf"), weights, config)
+    write_mmproj(os.path.join(out, "mmproj-f32.gguf"), config, weights, weights.__getitem__)
     write_lm(os.path.join(out, "seed-lm-mini.gguf"), weights, config, tokenizer, T.Q4_0,
              only={"model.embed_tokens.weight", "model.language_model.embed_tokens.weight"})
     write_blocks(os.path.join(out, "blocks.gguf"), os.path.join(out, "blocks-ref.safetensors"))
