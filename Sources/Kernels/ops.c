@@ -28,7 +28,7 @@ static int64_t rows_per_task(int64_t rows, int64_t dim) {
 
 /* ---- row operations ---------------------------------------------------------------------------- */
 typedef struct {
-    int op; /* 0 rmsnorm, 1 l2norm, 2 softmax */
+    int op; /* 0 rmsnorm, 1 l2norm, 2 softmax, 3 layernorm */
     const float *x, *wa, *wb;
     float *y;
     int64_t rows, dim, chunk;
@@ -42,6 +42,7 @@ static void row_run(const row_ctx *c, int64_t r0, int64_t nr) {
     switch (c->op) {
     case 0: QK_SELECT(c->tier, qk_rmsnorm)(x, c->wa, nr, c->dim, c->eps, y); break;
     case 1: QK_SELECT(c->tier, qk_l2norm)(x, c->wa, c->wb, nr, c->dim, y); break;
+    case 3: QK_SELECT(c->tier, qk_layernorm)(x, c->wa, c->wb, nr, c->dim, c->eps, y); break;
     default: QK_SELECT(c->tier, qk_softmax)(y, nr, c->dim); break;
     }
 }
@@ -72,6 +73,12 @@ void qk_l2norm(const float *x, const float *gamma, const float *bias, int64_t ro
     row_dispatch(&c);
 }
 
+void qk_layernorm(const float *x, const float *weight, const float *bias, int64_t rows, int64_t dim, float eps,
+                  float *y) {
+    row_ctx c = { .op = 3, .x = x, .wa = weight, .wb = bias, .y = y, .rows = rows, .dim = dim, .eps = eps };
+    row_dispatch(&c);
+}
+
 void qk_softmax(float *x, int64_t rows, int64_t n) {
     row_ctx c = { .op = 2, .x = x, .y = x, .rows = rows, .dim = n };
     row_dispatch(&c);
@@ -79,7 +86,7 @@ void qk_softmax(float *x, int64_t rows, int64_t n) {
 
 /* ---- element-wise operations and conversions ---------------------------------------------------- */
 typedef struct {
-    int op; /* 0 silu_mul, 1 silu, 2 gelu, 3 bf16->f32, 4 f16->f32, 5 f32->bf16, 6 f32->f16 */
+    int op; /* 0 silu_mul, 1 silu, 2 gelu, 3 bf16->f32, 4 f16->f32, 5 f32->bf16, 6 f32->f16, 7 gelu tanh */
     const void *a, *b;
     void *y;
     int64_t n;
@@ -94,6 +101,7 @@ static void elem_run(const elem_ctx *c, int64_t i0, int64_t len) {
     case 2: QK_SELECT(t, qk_gelu_erf)((float *)c->y + i0, len); break;
     case 3: QK_SELECT(t, qk_bf16_to_f32)((const uint16_t *)c->a + i0, len, (float *)c->y + i0); break;
     case 4: QK_SELECT(t, qk_f16_to_f32)((const uint16_t *)c->a + i0, len, (float *)c->y + i0); break;
+    case 7: QK_SELECT(t, qk_gelu_tanh)((float *)c->y + i0, len); break;
     case 5: QK_SELECT(t, qk_f32_to_bf16)((const float *)c->a + i0, len, (uint16_t *)c->y + i0); break;
     default: QK_SELECT(t, qk_f32_to_f16)((const float *)c->a + i0, len, (uint16_t *)c->y + i0); break;
     }
@@ -124,6 +132,10 @@ void qk_silu(float *x, int64_t n) {
 }
 void qk_gelu_erf(float *x, int64_t n) {
     elem_ctx c = { .op = 2, .y = x, .n = n };
+    elem_dispatch(&c);
+}
+void qk_gelu_tanh(float *x, int64_t n) {
+    elem_ctx c = { .op = 7, .y = x, .n = n };
     elem_dispatch(&c);
 }
 void qk_bf16_to_f32(const uint16_t *x, int64_t n, float *y) {

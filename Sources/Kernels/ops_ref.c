@@ -53,6 +53,30 @@ void qk_gelu_erf_ref(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = x[i] * 0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 }
 
+/* torch GELU (approximate='tanh'): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+void qk_gelu_tanh_ref(float *x, int64_t n) {
+    const float beta = 0.7978845608028654f, kappa = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(beta * (v + kappa * v * v * v)));
+    }
+}
+
+/* torch.nn.LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias, biased variance; the sums in double. */
+void qk_layernorm_ref(const float *x, const float *weight, const float *bias, int64_t rows, int64_t dim, float eps,
+                      float *y) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * dim;
+        float *yr = y + r * dim;
+        double s = 0, ss = 0;
+        for (int64_t i = 0; i < dim; i++) s += xr[i];
+        float mean = (float)(s / (double)dim);
+        for (int64_t i = 0; i < dim; i++) { double d = (double)xr[i] - mean; ss += d * d; }
+        float inv = 1.0f / sqrtf((float)(ss / (double)dim) + eps);
+        for (int64_t i = 0; i < dim; i++) yr[i] = (xr[i] - mean) * inv * weight[i] + bias[i];
+    }
+}
+
 void qk_softmax_ref(float *x, int64_t rows, int64_t n) {
     for (int64_t r = 0; r < rows; r++) {
         float *xr = x + r * n;

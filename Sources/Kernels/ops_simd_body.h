@@ -57,6 +57,23 @@ void QK_SFX(qk_gelu_erf)(float *x, int64_t n) {
     }
 }
 
+/* GELU, tanh form: 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3). For
+   x << 0, exp overflows to inf and the result is -0 (torch gives -0 or a denormal there). */
+static inline V vgelu_tanh(V x) {
+    V x2 = vmul(x, x);
+    V u2 = vmul(vmul(x, vset(-2.0f * 0.7978845608028654f)), vfma(x2, vset(0.044715f), vset(1.0f)));  /* -2u */
+    return vdiv(x, vadd(vset(1.0f), vexp(u2)));
+}
+
+void QK_SFX(qk_gelu_tanh)(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + VL <= n; i += VL) vst(x + i, vgelu_tanh(vld(x + i)));
+    if (i < n) {
+        VM m = vmask(n - i);
+        vstm(x + i, m, vgelu_tanh(vldm(x + i, m)));
+    }
+}
+
 /* sum of squares of x[0, n) with four independent accumulators */
 static inline float sumsq(const float *x, int64_t n) {
     V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
@@ -80,6 +97,29 @@ void QK_SFX(qk_rmsnorm)(const float *x, const float *weight, int64_t rows, int64
         if (i < dim) {
             VM m = vmask(dim - i);
             vstm(yr + i, m, vmul(vldm(weight + i, m), vmul(vldm(xr + i, m), inv)));
+        }
+    }
+}
+
+/* Two passes over the row: the mean, then the variance of x - mean (as stable as torch's Welford). */
+void QK_SFX(qk_layernorm)(const float *x, const float *weight, const float *bias, int64_t rows, int64_t dim,
+                          float eps, float *y) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * dim;
+        float *yr = y + r * dim;
+        V s0 = vzero(), s1 = vzero();
+        int64_t i = 0;
+        for (; i + 2 * VL <= dim; i += 2 * VL) { s0 = vadd(s0, vld(xr + i)); s1 = vadd(s1, vld(xr + i + VL)); }
+        for (; i < dim; i += VL) s0 = vadd(s0, vldm(xr + i, vmask(dim - i < VL ? dim - i : VL)));
+        float mean = vhsum(vadd(s0, s1)) / (float)dim;
+        V vm = vset(mean), q0 = vzero();
+        for (i = 0; i + VL <= dim; i += VL) { V d = vsub(vld(xr + i), vm); q0 = vfma(d, d, q0); }
+        float tail = 0;   /* masked-off lanes would add mean^2: the tail in scalar */
+        for (; i < dim; i++) { float d = xr[i] - mean; tail += d * d; }
+        V inv = vset(1.0f / sqrtf((vhsum(q0) + tail) / (float)dim + eps));
+        for (i = 0; i < dim; i += VL) {
+            VM m = vmask(dim - i < VL ? dim - i : VL);
+            vstm(yr + i, m, vfma(vmul(vsub(vldm(xr + i, m), vm), inv), vldm(weight + i, m), vldm(bias + i, m)));
         }
     }
 }

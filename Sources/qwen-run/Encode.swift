@@ -25,6 +25,10 @@ struct Encode: ParsableCommand {
           qwen-run encode --pack pack/ --prompts-file prompts.jsonl --max-ram 1G --threads 2 --json --out batch.safetensors
           qwen-run encode --pack pack/ --prompts-file captions.jsonl --out-dir embeds/ --chunk-size 64 --resume
           qwen-run encode --pack pack/ --prompts-file captions.jsonl --out-dir embeds/ --shard 3/16 --resume
+          qwen-run encode --pack pack/ --prompt "make it night" --image photo.jpg --out edit.safetensors
+          qwen-run encode --pack pack-2.1/ --prompt "the cat of <image1> on the sofa of <image2>" --image cat.png --image sofa.jpg --out e.safetensors
+
+        With --image on a Qwen-Image 2.1 pack, the output also holds image_pad_mask [B, L] (bool), for QwenImage21Pipeline.encode_prompt(prompt_embeds=..., prompt_embeds_mask=..., image_pad_mask=...).
         """)
 
     enum OutputDType: String, ExpressibleByArgument, CaseIterable { case f32, bf16 }
@@ -82,6 +86,9 @@ struct Encode: ParsableCommand {
     @Option(name: .customLong("max-pixels"), help: "Refuse reference images with more pixels than this (default 67108864).")
     var maxPixels: Int?
 
+    @Option(name: .customLong("output-resolution"), help: "Qwen-Image 2.1 packs: --preresize auto resizes each reference image to about this many pixels squared (QwenImage21Pipeline's output_resolution; default 1024).")
+    var outputResolution: Int?
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -101,8 +108,8 @@ struct Encode: ParsableCommand {
         if let negativePrompt, negativePrompt.isEmpty {
             throw ValidationError("--negative-prompt is empty (diffusers' convention for \"no negative prompt\" is a single space: --negative-prompt \" \")")
         }
-        if mode != nil || preresize != nil || maxPixels != nil, images.isEmpty {
-            throw ValidationError("--mode, --preresize and --max-pixels need at least one --image")
+        if mode != nil || preresize != nil || maxPixels != nil || outputResolution != nil, images.isEmpty {
+            throw ValidationError("--mode, --preresize, --max-pixels and --output-resolution need at least one --image")
         }
         if !images.isEmpty { try validateImageOptions() }
     }

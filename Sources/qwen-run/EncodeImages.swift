@@ -18,6 +18,9 @@ extension Encode {
             throw ValidationError("--preresize must be auto or none, found '\(p)'")
         }
         if let m = maxPixels, m <= 0 { throw ValidationError("--max-pixels must be positive, found \(m)") }
+        if let r = outputResolution, !(32 ... 16384).contains(r) {
+            throw ValidationError("--output-resolution must be between 32 and 16384, found \(r)")
+        }
         if maxSequenceLength != 1024 {
             throw ValidationError("--max-sequence-length does not apply to Edit prompts (the Edit pipelines do not cut)")
         }
@@ -27,6 +30,11 @@ extension Encode {
         let start = WallClock()
         let mode = editMode
         let pack = try Pack(path: self.pack)
+        if try ReferenceImages.isQwenImage21(pack: pack) { return try encodeImagePrompts21(prompts, pack: pack, out: out, start: start) }
+        if outputResolution != nil {
+            throw QwenImageError.invalidInput("--output-resolution applies to Qwen-Image 2.1 packs; the Edit pipelines' resize "
+                                              + "is chosen by --mode")
+        }
         let encoder = try EditPromptEncoder(pack: pack, packPath: self.pack)
         let visionProgress = Progress("vision", total: encoder.tower.config.depth)
         let (imageEmbeds, input) = try ReferenceImages.embed(
@@ -58,6 +66,48 @@ extension Encode {
             ("prompts", prompts.count), ("negative_prompt", negativePrompt != nil),
             ("shape", [results[0].batch, results[0].length, results[0].hidden]),
             ("tokens", sequences.reduce(0) { $0 + $1.ids.count }),
+            ("seconds", (seconds * 1000).rounded() / 1000), ("vision_seconds", (visionSeconds * 1000).rounded() / 1000),
+            ("peak_rss_bytes", ProcessStats.peakRSS()), ("peak_rss", ByteSize.format(ProcessStats.peakRSS())),
+        ], json: common.json)
+    }
+
+    /// Qwen-Image 2.1 (`QwenImage21Pipeline`): one image-conditioned template for any number of images.
+    func encodeImagePrompts21(_ prompts: [String], pack: Pack, out: String, start: WallClock) throws {
+        guard mode == nil else {
+            throw QwenImageError.invalidInput("--mode selects a first-generation Edit template; a Qwen-Image 2.1 pack has one "
+                                              + "image-conditioned template (leave --mode out)")
+        }
+        let encoder = try ImagePromptEncoder21(pack: pack, packPath: self.pack)
+        let sources = try ReferenceImages.load(paths: images, maxPixels: maxPixels ?? ImageFile.defaultMaxPixels)
+        let visionProgress = Progress("vision", total: encoder.tower.config.depth)
+        let (features, input) = try encoder.embed(images: sources, names: images,
+                                                  outputResolution: (preresize ?? "auto") == "auto" ? outputResolution ?? 1024 : nil,
+                                                  onBlock: { _ in visionProgress.advance() })
+        visionProgress.finish()
+        let visionSeconds = start.elapsed()
+
+        let negatives = negativePrompt.map { [$0] } ?? []
+        let progress = Progress("encode", total: encoder.model.config.numHiddenLayers)
+        encoder.model.onLayerDone = { _ in progress.advance() }
+        let groups = negatives.isEmpty ? [prompts] : [prompts, negatives]
+        let (results, tokens) = try encoder.encode(groups, grids: input.grids, features: features)
+        progress.finish()
+
+        var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt", "model": "qwen-image-2.1",
+                                                  "template": "image-conditioned"])
+        try add(results[0], prefix: "", to: &writer)
+        if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
+        try writer.write(to: URL(fileURLWithPath: out), force: force)
+
+        let seconds = start.elapsed()
+        printSummary([
+            ("output", out), ("template", "image-conditioned-2.1"), ("images", images),
+            ("resized_hw", input.resized.map { [$0.height, $0.width] }),
+            ("image_grid_thw", input.grids.map { [$0.t, $0.h, $0.w] }),
+            ("image_tokens", features.tokens),
+            ("prompts", prompts.count), ("negative_prompt", negativePrompt != nil),
+            ("shape", [results[0].batch, results[0].length, results[0].hidden]),
+            ("tokens", tokens),
             ("seconds", (seconds * 1000).rounded() / 1000), ("vision_seconds", (visionSeconds * 1000).rounded() / 1000),
             ("peak_rss_bytes", ProcessStats.peakRSS()), ("peak_rss", ByteSize.format(ProcessStats.peakRSS())),
         ], json: common.json)

@@ -15,6 +15,9 @@ extension SafetensorsWriter {
             try add("\(prefix)prompt_embeds", f32: e.embeds, shape: shape)
         }
         try add("\(prefix)prompt_embeds_mask", int64: e.mask, shape: [e.batch, e.length])
+        if let pad = e.imagePadMask {
+            try add("\(prefix)image_pad_mask", dtype: .BOOL, shape: [e.batch, e.length], bytes: Data(pad))
+        }
     }
 
     /// `{"NAME": {"dtype": "F32", "shape": [...], "data": BASE64}, ...}` plus the `extra` fields.

@@ -22,6 +22,9 @@ final class ServeModels {
     let settings: ServeSettings
     let text: PromptEncoder?
     private var edit: EditPromptEncoder?
+    private var image21: ImagePromptEncoder21?
+    /// Qwen-Image 2.1 pack (Qwen3-VL text encoder): image prompts take `ImagePromptEncoder21`.
+    lazy var isQwenImage21: Bool = (try? ReferenceImages.isQwenImage21(pack: pack)) ?? false
     private var vaePacks: [String: VAEPack] = [:]
     private var vaeModels: [String: AutoencoderKLQwenImage] = [:]
 
@@ -50,6 +53,16 @@ final class ServeModels {
         let e = try EditPromptEncoder(model: t.model, tokenizer: t.tokenizer, tower: try VisionTower(pack: pack),
                                       processor: try ReferenceImages.processor(pack: pack))
         edit = e
+        return e
+    }
+
+    /// Qwen-Image 2.1's image-conditioned encoder, sharing the text encoder's language model.
+    func image21Encoder() throws -> ImagePromptEncoder21 {
+        if let image21 { return image21 }
+        let t = try textEncoder()
+        let e = try ImagePromptEncoder21(model: t.model, tokenizer: t.tokenizer, tower: try Qwen3VisionTower(pack: pack),
+                                         processor: try ReferenceImages.processor(pack: pack))
+        image21 = e
         return e
     }
 
@@ -260,6 +273,7 @@ final class ServeWorker: @unchecked Sendable {
     }
 
     private func encodeEdit(_ job: ServeJob.Edit) throws -> ServeResponse {
+        if models.isQwenImage21 { return try encodeImage21(job) }
         let encoder = try models.editEncoder()
         let mode = job.mode ?? ReferenceImages.defaultMode(imageCount: job.images.count)
         let names = job.images.indices.map { "images[\($0)]" }
@@ -277,6 +291,27 @@ final class ServeWorker: @unchecked Sendable {
         return try respond(w, format: job.text.format, extra: [
             "mode": mode.rawValue, "tokens": sequences.reduce(0) { $0 + $1.ids.count },
             "image_grid_thw": input.grids.map { [$0.t, $0.h, $0.w] }, "batch_prompts": sequences.count,
+        ])
+    }
+
+    /// Qwen-Image 2.1: the image-conditioned template, with `image_pad_mask` in the answer.
+    private func encodeImage21(_ job: ServeJob.Edit) throws -> ServeResponse {
+        guard job.mode == nil else {
+            throw ServeError.bad("\"mode\" selects a first-generation Edit template; this server runs a Qwen-Image 2.1 pack")
+        }
+        let encoder = try models.image21Encoder()
+        let names = job.images.indices.map { "images[\($0)]" }
+        let sources = try zip(job.images, names).map { data, name in
+            try ReferenceImages.source(ImageFile.decode(data, name: name, keepAlpha: true, maxPixels: settings.maxPixels), name: name)
+        }
+        let (features, input) = try encoder.embed(images: sources, names: names, outputResolution: job.preresize ? 1024 : nil)
+        let groups = [[job.text.prompt]] + (job.text.negativePrompt.map { [[$0]] } ?? [])
+        let (results, tokens) = try encoder.encode(groups, grids: input.grids, features: features)
+        var w = SafetensorsWriter(metadata: ["producer": "qwen-run serve", "format": "pt", "model": "qwen-image-2.1"])
+        try w.add(results[0], prefix: "", bf16: job.text.bf16)
+        if results.count > 1 { try w.add(results[1], prefix: "negative_", bf16: job.text.bf16) }
+        return try respond(w, format: job.text.format, extra: [
+            "template": "image-conditioned-2.1", "tokens": tokens, "image_grid_thw": input.grids.map { [$0.t, $0.h, $0.w] },
         ])
     }
 

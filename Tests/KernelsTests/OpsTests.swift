@@ -35,6 +35,9 @@ private func unaligned(_ input: [Float], _ f: (UnsafeMutablePointer<Float>) -> V
                 let gelu = unaligned(x) { pick(tier, qk_gelu_erf_avx2, qk_gelu_erf_avx512)($0, Int64(n)) }
                 let geluAbs = OpsTolerance.elementAbs * 12  // ref's 1 + erf cancels: an ulp of 1 times |x|
                 #expect(tolRatio(gelu, geluRef, abs: geluAbs, rel: OpsTolerance.elementRel) <= 1, "gelu \(tier) n=\(n)")
+                let tanhRef = unaligned(x) { qk_gelu_tanh_ref($0, Int64(n)) }
+                let tanhSIMD = unaligned(x) { pick(tier, qk_gelu_tanh_avx2, qk_gelu_tanh_avx512)($0, Int64(n)) }
+                #expect(tolRatio(tanhSIMD, tanhRef, abs: geluAbs, rel: OpsTolerance.elementRel) <= 1, "gelu_tanh \(tier) n=\(n)")
                 var out = [Float](repeating: 0, count: n), outRef = out
                 qk_silu_mul_ref(x, up, Int64(n), &outRef)
                 let upU = unaligned(up) { _ in }
@@ -57,6 +60,14 @@ private func unaligned(_ input: [Float], _ f: (UnsafeMutablePointer<Float>) -> V
                 qk_rmsnorm_ref(x, w, Int64(rows), Int64(dim), 1e-6, &yRef)
                 _ = unaligned(x) { p in pick(tier, qk_rmsnorm_avx2, qk_rmsnorm_avx512)(p, w, Int64(rows), Int64(dim), 1e-6, &y) }
                 #expect(tolRatio(y, yRef, abs: OpsTolerance.normAbs, rel: OpsTolerance.normRel) <= 1, "rmsnorm \(tier) dim=\(dim)")
+                // LayerNorm on rows with a large common offset (the mean must be taken out before the variance).
+                let shifted = x.map { $0 + 40 }
+                qk_layernorm_ref(shifted, w, b, Int64(rows), Int64(dim), 1e-6, &yRef)
+                _ = unaligned(shifted) { p in
+                    pick(tier, qk_layernorm_avx2, qk_layernorm_avx512)(p, w, b, Int64(rows), Int64(dim), 1e-6, &y)
+                }
+                #expect(tolRatio(y, yRef, abs: OpsTolerance.normAbs * 40, rel: OpsTolerance.normRel * 40) <= 1,
+                        "layernorm \(tier) dim=\(dim)")
                 for bias in [nil, b] {
                     qk_l2norm_ref(x, w, bias, Int64(rows), Int64(dim), &yRef)
                     _ = unaligned(x) { p in pick(tier, qk_l2norm_avx2, qk_l2norm_avx512)(p, w, bias, Int64(rows), Int64(dim), &y) }

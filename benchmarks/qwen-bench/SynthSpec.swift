@@ -188,7 +188,8 @@ extension SynthSpec {
 
     /// transformers' Qwen3VLForConditionalGeneration language model under its 5.x keys
     /// (`model.language_model.*`, `lm_head`): no biases (attention_bias false), per-head q_norm / k_norm,
-    /// explicit head_dim. The vision tower is not written: it is not ported (its tensors would be dropped).
+    /// explicit head_dim; and the Qwen3-VL vision tower (`model.visual.*`: patch embedding with bias, the
+    /// learned position table, LayerNorm / fc1 / fc2 blocks, the merger and the DeepStack mergers).
     static func textEncoderQwen3(config: [String: Any]) throws -> [SynthTensor] {
         let tc = (config["text_config"] as? [String: Any]) ?? config
         func int(_ k: String) throws -> Int {
@@ -217,6 +218,52 @@ extension SynthSpec {
         }
         t.append(SynthTensor(name: "model.language_model.norm.weight", shape: [hidden], initial: norm))
         t.append(SynthTensor(name: "lm_head.weight", shape: [vocab, hidden], initial: lin))
+        if let vc = config["vision_config"] as? [String: Any] { t += try visionQwen3(vc) }
+        return t
+    }
+
+    /// `Qwen3VLVisionModel` under `model.visual.*`.
+    static func visionQwen3(_ vc: [String: Any]) throws -> [SynthTensor] {
+        func int(_ k: String, _ d: Int? = nil) throws -> Int {
+            guard let v = (vc[k] as? Int) ?? d else { throw BenchError.bad("text_encoder/config.json: missing integer vision_config.\(k)") }
+            return v
+        }
+        let vh = try int("hidden_size"), vi = try int("intermediate_size"), depth = try int("depth"), out = try int("out_hidden_size")
+        let patch = try int("patch_size", 16), temporal = try int("temporal_patch_size", 2), merge = try int("spatial_merge_size", 2)
+        let positions = try int("num_position_embeddings", 2304)
+        let deepstack = (vc["deepstack_visual_indexes"] as? [Int]) ?? [8, 16, 24]
+        let lin: SynthInit = .normal(0.02), bias: SynthInit = .normal(0.02), norm: SynthInit = .ones(0.05)
+        var t: [SynthTensor] = [
+            SynthTensor(name: "model.visual.patch_embed.proj.weight", shape: [vh, 3, temporal, patch, patch], initial: lin),
+            SynthTensor(name: "model.visual.patch_embed.proj.bias", shape: [vh], initial: bias),
+            SynthTensor(name: "model.visual.pos_embed.weight", shape: [positions, vh], initial: lin),
+        ]
+        for b in 0..<depth {
+            let p = "model.visual.blocks.\(b)."
+            for n in ["norm1", "norm2"] {
+                t.append(SynthTensor(name: p + n + ".weight", shape: [vh], initial: norm))
+                t.append(SynthTensor(name: p + n + ".bias", shape: [vh], initial: bias))
+            }
+            t.append(SynthTensor(name: p + "attn.qkv.weight", shape: [3 * vh, vh], initial: lin))
+            t.append(SynthTensor(name: p + "attn.qkv.bias", shape: [3 * vh], initial: bias))
+            t.append(SynthTensor(name: p + "attn.proj.weight", shape: [vh, vh], initial: lin))
+            t.append(SynthTensor(name: p + "attn.proj.bias", shape: [vh], initial: bias))
+            t.append(SynthTensor(name: p + "mlp.linear_fc1.weight", shape: [vi, vh], initial: lin))
+            t.append(SynthTensor(name: p + "mlp.linear_fc1.bias", shape: [vi], initial: bias))
+            t.append(SynthTensor(name: p + "mlp.linear_fc2.weight", shape: [vh, vi], initial: lin))
+            t.append(SynthTensor(name: p + "mlp.linear_fc2.bias", shape: [vh], initial: bias))
+        }
+        let mh = vh * merge * merge
+        func merger(_ p: String, normDim: Int) -> [SynthTensor] {
+            [SynthTensor(name: p + "norm.weight", shape: [normDim], initial: norm),
+             SynthTensor(name: p + "norm.bias", shape: [normDim], initial: bias),
+             SynthTensor(name: p + "linear_fc1.weight", shape: [mh, mh], initial: lin),
+             SynthTensor(name: p + "linear_fc1.bias", shape: [mh], initial: bias),
+             SynthTensor(name: p + "linear_fc2.weight", shape: [out, mh], initial: lin),
+             SynthTensor(name: p + "linear_fc2.bias", shape: [out], initial: bias)]
+        }
+        t += merger("model.visual.merger.", normDim: vh)
+        for k in deepstack.indices { t += merger("model.visual.deepstack_merger_list.\(k).", normDim: mh) }
         return t
     }
 

@@ -93,12 +93,19 @@ void qk_rmsnorm(const float *x, const float *weight, int64_t rows, int64_t dim, 
 /* VAE norm: y[r, :] = x[r, :] / max(||x[r, :]||_2, 1e-12) * sqrt(dim) * gamma (+ bias if not NULL).
    diffusers QwenImage RMS_norm (F.normalize over channels); in place allowed. */
 void qk_l2norm(const float *x, const float *gamma, const float *bias, int64_t rows, int64_t dim, float *y);
+/* torch LayerNorm over the last dimension: y = (x - mean) / sqrt(var + eps) * weight + bias, var biased;
+   computed in f32 (in place allowed). */
+void qk_layernorm(const float *x, const float *weight, const float *bias, int64_t rows, int64_t dim, float eps,
+                  float *y);
 /* out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)); out may alias gate or up. */
 void qk_silu_mul(const float *gate, const float *up, int64_t n, float *out);
 void qk_silu(float *x, int64_t n);
 /* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (SIMD tiers evaluate x * erfc(-x / sqrt 2) / 2, relative error
    ~3e-7 even in the far negative tail). */
 void qk_gelu_erf(float *x, int64_t n);
+/* GELU, tanh approximation (transformers "gelu_pytorch_tanh"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+   SIMD tiers evaluate the same function as x / (1 + exp(-2u)). */
+void qk_gelu_tanh(float *x, int64_t n);
 /* Row softmax in place. */
 void qk_softmax(float *x, int64_t rows, int64_t n);
 

@@ -29,6 +29,9 @@ size_t qk_attention_scratch_bytes(int64_t d);
     void qk_silu_mul_##sfx(const float *gate, const float *up, int64_t n, float *out);                         \
     void qk_silu_##sfx(float *x, int64_t n);                                                                   \
     void qk_gelu_erf_##sfx(float *x, int64_t n);                                                               \
+    void qk_gelu_tanh_##sfx(float *x, int64_t n);                                                              \
+    void qk_layernorm_##sfx(const float *x, const float *weight, const float *bias, int64_t rows, int64_t dim,  \
+                            float eps, float *y);                                                              \
     void qk_softmax_##sfx(float *x, int64_t rows, int64_t n);                                                  \
     void qk_rope_##sfx(float *x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride,            \
                        const float *cos, const float *sin);                                                    \

@@ -1,11 +1,16 @@
 import Foundation
 
-/// The Qwen2.5-VL vision tower settings: `vision_config` inside `text_encoder/config.json`.
+/// The vision tower settings: `vision_config` inside `text_encoder/config.json`, for the Qwen2.5-VL tower
+/// (Qwen-Image) or the Qwen3-VL one (Qwen-Image 2.1; `family`, from the text encoder's `model_type`).
 ///
-/// Both layouts are accepted: the hub's (transformers 4.53, `model_type: qwen2_5_vl`, `in_chans` next to
-/// `in_channels`) and what transformers 5.x writes (`model_type: qwen2_5_vl_vision`). Fields the real
-/// config always has are required; the others default to the real model's values.
+/// Both Qwen2.5-VL layouts are accepted: the hub's (transformers 4.53, `model_type: qwen2_5_vl`, `in_chans`
+/// next to `in_channels`) and what transformers 5.x writes (`model_type: qwen2_5_vl_vision`). Fields the real
+/// config always has are required; the others default to the real model's values (for Qwen3-VL, the
+/// defaults of transformers' `Qwen3VLVisionConfig`).
 public struct VisionConfig: Codable, Sendable, Equatable {
+    /// Which tower: Qwen2.5-VL (window attention, RMSNorm, SwiGLU) or Qwen3-VL (full attention, LayerNorm,
+    /// GELU-tanh MLP, learned position table, DeepStack mergers).
+    public var family: TextConfig.Family = .qwen25vl
     public var depth: Int                    // 32
     public var hiddenSize: Int               // Dv = 1280
     public var intermediateSize: Int         // 3420
@@ -22,6 +27,11 @@ public struct VisionConfig: Codable, Sendable, Equatable {
     public var rmsNormEps: Float = 1e-6
     /// Rotary base of the 2-D vision rope (upstream default; transformers 5.x may write it in `rope_parameters`).
     public var ropeTheta: Double = 10000
+    /// Qwen3-VL: entries of the learned position table (`pos_embed`, a square grid: 2304 = 48 × 48).
+    public var numPositionEmbeddings: Int = 2304
+    /// Qwen3-VL: blocks after which a DeepStack merger taps the hidden state; merger k's output is added
+    /// to the output of language-model layer k at the image rows.
+    public var deepstackVisualIndexes: [Int] = [8, 16, 24]
 
     enum CodingKeys: String, CodingKey {
         case depth
@@ -39,6 +49,9 @@ public struct VisionConfig: Codable, Sendable, Equatable {
         case fullattBlockIndexes = "fullatt_block_indexes"
         case hiddenAct = "hidden_act"
         case ropeParameters = "rope_parameters"
+        case modelType = "model_type"
+        case numPositionEmbeddings = "num_position_embeddings"
+        case deepstackVisualIndexes = "deepstack_visual_indexes"
     }
 
     struct RopeParameters: Codable { var rope_theta: Double? }
@@ -75,7 +88,11 @@ public struct VisionConfig: Codable, Sendable, Equatable {
             ?? c.decodeIfPresent(Int.self, forKey: .inChans) ?? 3
         windowSize = try c.decodeIfPresent(Int.self, forKey: .windowSize) ?? 112
         fullattBlockIndexes = try c.decodeIfPresent([Int].self, forKey: .fullattBlockIndexes) ?? [7, 15, 23, 31]
-        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        let modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? ""
+        if modelType.hasPrefix("qwen3_vl") { family = .qwen3vl }
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? (family == .qwen3vl ? "gelu_pytorch_tanh" : "silu")
+        numPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .numPositionEmbeddings) ?? 2304
+        deepstackVisualIndexes = try c.decodeIfPresent([Int].self, forKey: .deepstackVisualIndexes) ?? [8, 16, 24]
         if let rp = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters), let t = rp.rope_theta {
             ropeTheta = t
         }
@@ -95,6 +112,11 @@ public struct VisionConfig: Codable, Sendable, Equatable {
         try c.encode(windowSize, forKey: .windowSize)
         try c.encode(fullattBlockIndexes, forKey: .fullattBlockIndexes)
         try c.encode(hiddenAct, forKey: .hiddenAct)
+        if family == .qwen3vl {
+            try c.encode("qwen3_vl_vision", forKey: .modelType)
+            try c.encode(numPositionEmbeddings, forKey: .numPositionEmbeddings)
+            try c.encode(deepstackVisualIndexes, forKey: .deepstackVisualIndexes)
+        }
     }
 
     public var headDim: Int { hiddenSize / numHeads }
@@ -102,22 +124,35 @@ public struct VisionConfig: Codable, Sendable, Equatable {
     public var patchFeatures: Int { inChannels * temporalPatchSize * patchSize * patchSize }
     /// Patches per merged token (2×2 = 4).
     public var mergeUnit: Int { spatialMergeSize * spatialMergeSize }
+    /// Qwen3-VL: side of the learned position grid (48).
+    public var positionGridSide: Int { Int(Double(numPositionEmbeddings).squareRoot()) }
 
     /// Reads `vision_config` from a `text_encoder/config.json` and checks it is usable.
     /// - Parameter file: named in errors.
     public static func fromTextEncoderConfig(_ data: Data, file: String) throws -> VisionConfig {
-        struct Outer: Decodable { var vision_config: VisionConfig? }
+        struct Outer: Decodable { var vision_config: VisionConfig?; var model_type: String? }
         let outer: Outer
         do {
             outer = try JSONDecoder().decode(Outer.self, from: data)
         } catch {
             throw QwenImageError.config(file: file, message: "cannot read vision_config: \(error)")
         }
-        guard let v = outer.vision_config else {
+        guard var v = outer.vision_config else {
             throw QwenImageError.config(file: file, message: "no vision_config: this text encoder has no vision tower")
+        }
+        if outer.model_type?.hasPrefix("qwen3_vl") == true && v.family != .qwen3vl {
+            // The tower of a qwen3_vl text encoder is a Qwen3-VL one, whatever its own model_type says.
+            v.family = .qwen3vl
+            if !(try JSONDecoder().decode(HasAct.self, from: data)).explicitAct { v.hiddenAct = "gelu_pytorch_tanh" }
         }
         try v.validate(file: file)
         return v
+    }
+
+    private struct HasAct: Decodable {
+        struct Inner: Decodable { var hidden_act: String? }
+        var vision_config: Inner?
+        var explicitAct: Bool { vision_config?.hidden_act != nil }
     }
 
     /// `vision_config` of a `text_encoder/config.json`, validated, or nil when the file has none.
@@ -146,6 +181,21 @@ public struct VisionConfig: Codable, Sendable, Equatable {
         guard patchSize > 0, spatialMergeSize > 0, temporalPatchSize > 0, inChannels == 3 else {
             throw bad("expected positive patch sizes and in_channels 3, found patch \(patchSize), merge "
                       + "\(spatialMergeSize), temporal \(temporalPatchSize), in_channels \(inChannels)")
+        }
+        if family == .qwen3vl {
+            let side = positionGridSide
+            guard numPositionEmbeddings > 0, numPositionEmbeddings <= 1 << 20,
+                  side * side == numPositionEmbeddings else {
+                throw bad("num_position_embeddings \(numPositionEmbeddings) must be a positive square (48 x 48 = 2304)")
+            }
+            guard deepstackVisualIndexes.allSatisfy({ $0 >= 0 && $0 < depth }),
+                  Set(deepstackVisualIndexes).count == deepstackVisualIndexes.count else {
+                throw bad("deepstack_visual_indexes \(deepstackVisualIndexes) must be distinct blocks in 0..<\(depth)")
+            }
+            guard hiddenAct == "gelu_pytorch_tanh" else {
+                throw bad("hidden_act \(hiddenAct) is not supported for a Qwen3-VL tower (expected gelu_pytorch_tanh)")
+            }
+            return
         }
         guard windowSize >= patchSize * spatialMergeSize else {
             throw bad("window_size \(windowSize) is smaller than one merged unit (\(patchSize * spatialMergeSize) px)")

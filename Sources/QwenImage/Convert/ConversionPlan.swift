@@ -171,7 +171,6 @@ public struct ComponentRequests {
             sourceName[hub] = t
             shapes[hub] = try comp.info(t).shape
         }
-        let textFamily = kind == .textEncoder ? (try? TextConfig.load(configData, file: comp.configURL.path))?.family : nil
         let source = ShapeOnlySource(shapes: shapes, naming: .checkpoint, location: comp.folder.path)
         try kind.requestNetworks(configData: configData, file: comp.configURL.path, from: source)
         try source.throwFirstProblem()
@@ -180,7 +179,7 @@ public struct ComponentRequests {
         let requested = Set(requests.map(\.name))
         var dropped: [String] = [], unread: [String] = []
         for t in comp.tensorNames where !requested.contains(NameTable.canonicalName(t, kind: kind)) {
-            if NameTable.ignoreReason(NameTable.canonicalName(t, kind: kind), kind: kind, textFamily: textFamily) != nil {
+            if NameTable.ignoreReason(NameTable.canonicalName(t, kind: kind), kind: kind) != nil {
                 dropped.append(t)
             } else {
                 unread.append(t)

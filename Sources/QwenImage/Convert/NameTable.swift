@@ -35,9 +35,12 @@ public enum ComponentKind: String, Sendable {
         case .textEncoder:
             let text = try TextConfig.load(configData, file: file)
             try LanguageModel.requestWeights(config: text, from: source)
-            // Qwen3-VL's vision tower is not ported yet: its tensors are dropped (`ignoreReason`).
-            if text.family == .qwen25vl, let vision = try VisionConfig.fromTextEncoderConfigIfPresent(configData, file: file) {
-                try VisionTower.requestWeights(config: vision, from: source)
+            if let vision = try VisionConfig.fromTextEncoderConfigIfPresent(configData, file: file) {
+                if vision.family == .qwen3vl {
+                    try Qwen3VisionTower.requestWeights(config: vision, from: source)
+                } else {
+                    try VisionTower.requestWeights(config: vision, from: source)
+                }
             }
         case .vae:
             let config = try VAEConfig.load(configData, file: file)
@@ -77,14 +80,12 @@ public enum TensorRole: String, Sendable {
 public enum NameTable {
     /// Checkpoint tensors that no network reads and that are deliberately not stored (listed in the
     /// manifest's `dropped`), with the reason. Any other tensor no network asks for is refused.
-    public static func ignoreReason(_ name: String, kind: ComponentKind, textFamily: TextConfig.Family? = nil) -> String? {
+    public static func ignoreReason(_ name: String, kind: ComponentKind) -> String? {
         switch (kind, name) {
         case (.textEncoder, "lm_head.weight"): return "lm_head is not used by prompt encoding"
         case (.vae, _) where name.contains(".downsampler.time_conv.") || name.contains(".upsampler.time_conv."):
             // Only the 2.1 VAE names its resamplers in the singular; upstream never applies these to an image.
             return "the VAE 2.1's time_conv is never applied to a single image"
-        case (.textEncoder, _) where textFamily == .qwen3vl && name.hasPrefix("visual."):
-            return "the Qwen3-VL vision tower is not ported yet (text-to-image prompts do not use it)"
         default: return nil
         }
     }
@@ -114,13 +115,15 @@ public enum NameTable {
 
     // MARK: - Shards (FORMAT.md §3.3); readers find a tensor's shard in the manifest.
 
-    /// Shard of a text-encoder tensor: embed, layers.N, norm, visual.patch_embed, visual.blocks.N, visual.merger.
+    /// Shard of a text-encoder tensor: embed, layers.N, norm, visual.patch_embed (with Qwen3-VL's position
+    /// table), visual.blocks.N, visual.merger, visual.deepstack.K (Qwen3-VL's DeepStack mergers).
     public static func textShard(_ name: String) -> String {
         let parts = name.split(separator: ".").map(String.init)
         if name.hasPrefix("model.embed_tokens.") { return "embed" }
         if name.hasPrefix("model.layers."), parts.count > 2 { return "layers.\(parts[2])" }
         if name.hasPrefix("model.norm.") { return "norm" }
-        if name.hasPrefix("visual.patch_embed.") { return "visual.patch_embed" }
+        if name.hasPrefix("visual.patch_embed.") || name.hasPrefix("visual.pos_embed.") { return "visual.patch_embed" }
+        if name.hasPrefix("visual.deepstack_merger_list."), parts.count > 2 { return "visual.deepstack.\(parts[2])" }
         if name.hasPrefix("visual.blocks."), parts.count > 2 { return "visual.blocks.\(parts[2])" }
         if name.hasPrefix("visual.merger.") { return "visual.merger" }
         return "misc"

@@ -52,6 +52,10 @@ public struct LMSequence: Sendable {
     /// The rows continue a `SharedPrefix` (passed to `forward`): their positions start after it and
     /// their attention sees its keys and values first, as if it were their own leading rows.
     public var afterPrefix: Bool
+    /// Qwen3-VL DeepStack: entry k [visualRows.count, hidden] is added to the output of layer k at the rows
+    /// `visualRows` (the image tokens), as `Qwen3VLTextModel._deepstack_process` does.
+    public var deepstack: [[Float]] = []
+    public var visualRows: [Int] = []
 
     public init(inputsEmbeds: [Float], positions: MRopePositions, validLength: Int? = nil, afterPrefix: Bool = false) {
         self.inputsEmbeds = inputsEmbeds
@@ -287,6 +291,13 @@ public final class LanguageModel {
                 throw QwenImageError.invalidInput("sequence \(b): valid length \(s.validLength) outside 0...\(l)")
             }
             lengths.append(s.validLength)
+            for (k, d) in s.deepstack.enumerated() {
+                guard d.count == s.visualRows.count * hd, k < c.numHiddenLayers,
+                      s.visualRows.allSatisfy({ $0 >= 0 && $0 < s.validLength }) else {
+                    throw QwenImageError.invalidInput("sequence \(b): DeepStack feature \(k) has \(d.count) values for "
+                        + "\(s.visualRows.count) image rows of \(hd) (rows must lie in 0..<\(s.validLength), k below \(c.numHiddenLayers))")
+                }
+            }
         }
         let rows = lengths.reduce(0, +)
         guard rows > 0 else { return sequences.map { [Float](repeating: 0, count: $0.positions.count * hd) } }
@@ -336,6 +347,14 @@ public final class LanguageModel {
             }
             decoderLayer(weights, state: state, lengths: lengths, offsets: offsets, layer: i,
                          afterPrefix: sequences.map(\.afterPrefix), prefix: shared, capture: capture)
+            for (s, off) in zip(sequences, offsets) where i < s.deepstack.count {
+                s.deepstack[i].withUnsafeBufferPointer { d in
+                    for (j, r) in s.visualRows.enumerated() {
+                        let dst = state.x + (off + r) * hd, src = d.baseAddress! + j * hd
+                        for e in 0..<hd { dst[e] += src[e] }
+                    }
+                }
+            }
             timed(\.streaming) { layer.release() }
             if i + 1 < layers.count {
                 onHiddenState?(i + 1, UnsafeBufferPointer(start: state.x, count: rows * hd))

@@ -19,6 +19,9 @@ public struct PromptEmbeddings: Sendable {
     public var mask: [Int64]
     /// Valid tokens per row.
     public var validLengths: [Int]
+    /// [B, L]: 1 where the row is an `<|image_pad|>` token (Qwen-Image 2.1's `image_pad_mask`), nil where
+    /// the pipeline returns none (the first generation) or it is all zero (text-only prompts).
+    public var imagePadMask: [UInt8]? = nil
 
     /// The tail of `_get_qwen_prompt_embeds` (and of the Edit pipelines' variant): from each sequence's
     /// final-normed hidden states (`hiddenStates[b]`, at least `validLengths[b]` rows of `hidden`),
@@ -57,7 +60,9 @@ public struct PromptEmbeddings: Sendable {
         var e: [Float] = [], m: [Int64] = [], v: [Int] = []
         e.reserveCapacity(embeds.count * count)
         for _ in 0 ..< count { e += embeds; m += mask; v += validLengths }
-        return PromptEmbeddings(batch: batch * count, length: length, hidden: hidden, embeds: e, mask: m, validLengths: v)
+        var out = PromptEmbeddings(batch: batch * count, length: length, hidden: hidden, embeds: e, mask: m, validLengths: v)
+        out.imagePadMask = imagePadMask.map { p in (0 ..< count).flatMap { _ in p } }
+        return out
     }
 }
 

@@ -20,6 +20,7 @@
 public struct PromptTemplate: Sendable, Equatable {
     public enum Kind: String, Sendable {
         case textToImage = "text-to-image", edit, editPlus = "edit-plus", textToImage21 = "text-to-image-2.1"
+        case imageToImage21 = "image-conditioned-2.1"
     }
 
     public let kind: Kind
@@ -83,6 +84,21 @@ public struct PromptTemplate: Sendable, Equatable {
                                imageCount: 0)
         t.emptyPromptIsSpace = true
         t.leftPaddedPositions = true
+        return t
+    }
+
+    /// `QwenImage21Pipeline`'s image-conditioned template (`prompt_template_ti2i`) for `imageCount` reference
+    /// images: `<image1><|vision_start|><|image_pad|><|vision_end|>`, then ` <imageN>...` for each further
+    /// image, in front of the prompt (the `<imageN>` tags are plain text). Same system prompt and drop index
+    /// as text-to-image; the positions are 3-D mrope over the unpadded tokens, so padding does not move them.
+    public static func imageConditioned21(tokenizer: Qwen2Tokenizer, imageCount: Int) -> PromptTemplate {
+        let base = textToImage21(tokenizer: tokenizer)
+        var images = ""
+        for i in 1 ... max(imageCount, 1) { images += (i > 1 ? " " : "") + "<image\(i)>\(visionPlaceholder)" }
+        var t = PromptTemplate(kind: .imageToImage21, prefix: base.prefix + images, suffix: assistantSuffix,
+                               dropIndex: base.dropIndex, tokenizerMaxLength: nil, maxSequenceLength: nil,
+                               imageCount: max(imageCount, 1))
+        t.emptyPromptIsSpace = true
         return t
     }
 

@@ -112,7 +112,7 @@ public struct VisionSourceImage: Sendable {
     }
 
     /// What the pipeline hands the processor: the optional first Lanczos resize (PIL resizes RGBA through
-    /// premultiplied alpha), then transformers' `convert_to_rgb` (transparency composited onto white).
+    /// premultiplied alpha), then transparency flattened onto white.
     public func pipelineRGB(resizeTo size: (width: Int, height: Int)?) throws -> RGBImage {
         var px = pixels, w = width, h = height
         if let s = size, s.width != w || s.height != h {
@@ -318,5 +318,33 @@ public struct VisionInput: Sendable {
             resized.append(im)
         }
         return VisionInput(pixelValues: pv, grids: grids, resized: resized)
+    }
+
+    /// Qwen-Image 2.1 (`QwenImage21Pipeline.__call__` then `_get_qwen_prompt_embeds`): each image resized
+    /// (Lanczos, as RGBA) to `calculate_dimensions(outputResolution², w / h)` when `outputResolution` is
+    /// given, pasted onto white (the same bytes as `compositeOnWhite`), then the image processor (smart_resize with factor 32, bicubic, patchify).
+    public static func prepare21(images: [VisionSourceImage], paths: [String], outputResolution: Int?,
+                                 processor: VisionPreprocessor) throws -> VisionInput {
+        guard images.count == paths.count else {
+            throw QwenImageError.invalidInput("\(images.count) images but \(paths.count) paths to name them")
+        }
+        var input = VisionInput(pixelValues: [], grids: [], resized: [])
+        for (img, path) in zip(images, paths) {
+            var target: (width: Int, height: Int)? = nil
+            if let r = outputResolution {
+                let t = VisionGeometry.calculateDimensions(targetArea: r * r, ratio: Double(img.width) / Double(img.height))
+                guard t.width > 0 && t.height > 0 else {
+                    throw QwenImageError.image(path: path, message: "the pipeline's resize to a \(r)x\(r) area would give "
+                        + "\(t.width)x\(t.height) pixels for a \(img.width)x\(img.height) image (aspect ratio too extreme)")
+                }
+                target = t
+            }
+            let im = try processor.resize(try img.pipelineRGB(resizeTo: target), path: path)
+            let (rows, grid) = try processor.patchify(im)
+            input.pixelValues.append(contentsOf: rows)
+            input.grids.append(grid)
+            input.resized.append(im)
+        }
+        return input
     }
 }

@@ -48,6 +48,14 @@ public enum ReferenceImages {
         }
     }
 
+    /// Whether the pack's text encoder is Qwen-Image 2.1's (Qwen3-VL: `ImagePromptEncoder21`,
+    /// `Qwen3VisionTower`) rather than the first generation's (Qwen2.5-VL: `EditPromptEncoder`, `VisionTower`).
+    public static func isQwenImage21(pack: Pack) throws -> Bool {
+        guard pack.hasComponent("text_encoder") else { return false }
+        return try TextConfig.load(try pack.component("text_encoder").configData(),
+                                   file: pack.path + "/text_encoder/config.json").family == .qwen3vl
+    }
+
     /// The image processor settings of a pack: `processor/preprocessor_config.json` when the pack carries
     /// it, else the upstream defaults (identical to Qwen-Image's file).
     public static func processor(pack: Pack) throws -> VisionPreprocessor {

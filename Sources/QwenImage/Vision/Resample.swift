@@ -220,6 +220,8 @@ public enum PILResample {
 
     /// transformers' `convert_to_rgb` for an image with transparency: Pillow `alpha_composite` of the
     /// RGBA image over an opaque white background, then the alpha dropped. `src` is RGBA, the result RGB.
+    /// `QwenImage21Pipeline`'s own flattening (`paste` onto white with the alpha as mask) gives the same
+    /// bytes: checked against Pillow 13 for all 256 × 256 (colour, alpha) pairs.
     public static func compositeOnWhite(_ src: [UInt8]) -> [UInt8] {
         let n = src.count / 4
         var out = [UInt8](repeating: 0, count: n * 3)

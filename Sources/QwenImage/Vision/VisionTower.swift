@@ -30,8 +30,8 @@ public final class VisionTower: @unchecked Sendable {
         }
         let component = try pack.component("text_encoder")
         if (try? TextConfig.load(component.configData(), file: "config.json"))?.family == .qwen3vl {
-            throw QwenImageError.invalidInput("\(pack.path): a Qwen-Image 2.1 text encoder (Qwen3-VL): reference images are not "
-                + "supported for it yet (its vision tower is not ported); text-to-image prompts work")
+            throw QwenImageError.invalidInput("\(pack.path): a Qwen-Image 2.1 text encoder (Qwen3-VL): its vision tower is a "
+                + "Qwen3VisionTower, not a Qwen2.5-VL one")
         }
         parts = VisionTowerSources(root: PackTensorSource(component: component))
         guard !parts.patchEmbed.isEmpty else {
@@ -199,7 +199,9 @@ struct BlockScratch {
     /// MLP rows per chunk: bounds the [rows, intermediate] buffers (3420 wide in the real model).
     static let mlpChunk = 512
 
-    init(patches n: Int, config c: VisionConfig) {
+    /// - Parameter gated: the MLP has an up projection beside the gate (Qwen2.5-VL's SwiGLU); Qwen3-VL's
+    ///   fc1 → GELU → fc2 uses `gate` alone.
+    init(patches n: Int, config c: VisionConfig, gated: Bool = true) {
         let dv = c.hiddenSize
         chunk = min(n, Self.mlpChunk)
         normed = [Float](repeating: 0, count: n * dv)
@@ -207,7 +209,7 @@ struct BlockScratch {
         attn = [Float](repeating: 0, count: n * dv)
         proj = [Float](repeating: 0, count: n * dv)
         gate = [Float](repeating: 0, count: chunk * c.intermediateSize)
-        up = [Float](repeating: 0, count: chunk * c.intermediateSize)
+        up = [Float](repeating: 0, count: gated ? chunk * c.intermediateSize : 0)
         down = [Float](repeating: 0, count: chunk * dv)
     }
 }
@@ -216,10 +218,7 @@ struct BlockScratch {
 struct VisionBlockWeights {
     let norm1: [Float]         // norm1.weight [Dv]
     let norm2: [Float]         // norm2.weight [Dv]
-    let qkv: Weight            // attn.qkv.weight [3·Dv, Dv] (q, k, v stacked along the rows)
-    let qkvBias: [Float]       // attn.qkv.bias [3·Dv]
-    let proj: Weight           // attn.proj.weight [Dv, Dv]
-    let projBias: [Float]      // attn.proj.bias [Dv]
+    let attention: VisionAttention
     let gate: Weight           // mlp.gate_proj.weight [I, Dv]
     let gateBias: [Float]
     let up: Weight             // mlp.up_proj.weight [I, Dv]
@@ -231,11 +230,8 @@ struct VisionBlockWeights {
         let dv = c.hiddenSize, i = c.intermediateSize
         norm1 = try src.vector("norm1.weight", count: dv)
         norm2 = try src.vector("norm2.weight", count: dv)
-        let attn = src.prefix("attn"), mlp = src.prefix("mlp")
-        qkv = try attn.matrix("qkv.weight", .linear(rows: 3 * dv, cols: dv))
-        qkvBias = try attn.vector("qkv.bias", count: 3 * dv)
-        proj = try attn.matrix("proj.weight", .linear(rows: dv, cols: dv))
-        projBias = try attn.vector("proj.bias", count: dv)
+        attention = try VisionAttention(src, hidden: dv)
+        let mlp = src.prefix("mlp")
         gate = try mlp.matrix("gate_proj.weight", .linear(rows: i, cols: dv))
         gateBias = try mlp.vector("gate_proj.bias", count: i)
         up = try mlp.matrix("up_proj.weight", .linear(rows: i, cols: dv))
@@ -247,34 +243,10 @@ struct VisionBlockWeights {
     /// x: [N, Dv] in window order, updated in place.
     func run(_ x: inout [Float], patches n: Int, cos: [Float], sin: [Float], segments: [Int32],
              scratch s: inout BlockScratch, config c: VisionConfig) {
-        let dv = c.hiddenSize, heads = c.numHeads, hd = c.headDim, inter = c.intermediateSize
+        let dv = c.hiddenSize, inter = c.intermediateSize
         // attention: x += proj(attn(rope(qkv(norm1(x)))))
         qk_rmsnorm(x, norm1, Int64(n), Int64(dv), c.rmsNormEps, &s.normed)
-        s.normed.withUnsafeBufferPointer { xn in
-            s.qkv.withUnsafeMutableBufferPointer { y in qkv.matmul(xn.baseAddress!, rows: n, bias: qkvBias, into: y.baseAddress!) }
-        }
-        s.qkv.withUnsafeMutableBufferPointer { q in
-            let base = q.baseAddress!
-            qk_rope(base, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)        // q
-            qk_rope(base + dv, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)   // k
-        }
-        segments.withUnsafeBufferPointer { seg in
-            var p = qk_attn_params(lq: Int64(n), lk: Int64(n), hq: Int64(heads), hkv: Int64(heads), d: Int64(hd),
-                                   q_stride: Int64(3 * dv), k_stride: Int64(3 * dv), v_stride: Int64(3 * dv),
-                                   o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0, q_offset: 0,
-                                   kv_len: Int64(n), q_seg: seg.baseAddress, k_seg: seg.baseAddress)
-            s.qkv.withUnsafeBufferPointer { q in
-                s.attn.withUnsafeMutableBufferPointer { o in
-                    qk_attention(&p, q.baseAddress!, q.baseAddress! + dv, q.baseAddress! + 2 * dv, o.baseAddress!)
-                }
-            }
-        }
-        s.attn.withUnsafeBufferPointer { a in
-            s.proj.withUnsafeMutableBufferPointer { y in proj.matmul(a.baseAddress!, rows: n, bias: projBias, into: y.baseAddress!) }
-        }
-        x.withUnsafeMutableBufferPointer { xb in
-            s.proj.withUnsafeBufferPointer { pb in for i in 0..<(n * dv) { xb[i] += pb[i] } }
-        }
+        attention.add(to: &x, patches: n, cos: cos, sin: sin, segments: segments, scratch: &s, config: c)
 
         // MLP: x += down(silu(gate(norm2(x))) * up(norm2(x))), in row chunks
         qk_rmsnorm(x, norm2, Int64(n), Int64(dv), c.rmsNormEps, &s.normed)
@@ -299,6 +271,55 @@ struct VisionBlockWeights {
                 }
             }
             r0 += rows
+        }
+    }
+}
+
+/// The attention half of a vision block, the same in both towers: from `scratch.normed` (the block's first
+/// norm of x), x += proj(attention(rope(q), rope(k), v)) with fused qkv, biases, the 2-D rope and attention
+/// only between patches of one segment (window or image).
+struct VisionAttention {
+    let qkv: Weight            // attn.qkv.weight [3·Dv, Dv] (q, k, v stacked along the rows)
+    let qkvBias: [Float]       // attn.qkv.bias [3·Dv]
+    let proj: Weight           // attn.proj.weight [Dv, Dv]
+    let projBias: [Float]      // attn.proj.bias [Dv]
+
+    /// Reads `attn.{qkv,proj}.{weight,bias}` from a source scoped to the block.
+    init(_ src: TensorSource, hidden dv: Int) throws {
+        let attn = src.prefix("attn")
+        qkv = try attn.matrix("qkv.weight", .linear(rows: 3 * dv, cols: dv))
+        qkvBias = try attn.vector("qkv.bias", count: 3 * dv)
+        proj = try attn.matrix("proj.weight", .linear(rows: dv, cols: dv))
+        projBias = try attn.vector("proj.bias", count: dv)
+    }
+
+    func add(to x: inout [Float], patches n: Int, cos: [Float], sin: [Float], segments: [Int32],
+             scratch s: inout BlockScratch, config c: VisionConfig) {
+        let dv = c.hiddenSize, heads = c.numHeads, hd = c.headDim
+        s.normed.withUnsafeBufferPointer { xn in
+            s.qkv.withUnsafeMutableBufferPointer { y in qkv.matmul(xn.baseAddress!, rows: n, bias: qkvBias, into: y.baseAddress!) }
+        }
+        s.qkv.withUnsafeMutableBufferPointer { q in
+            let base = q.baseAddress!
+            qk_rope(base, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)        // q
+            qk_rope(base + dv, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)   // k
+        }
+        segments.withUnsafeBufferPointer { seg in
+            var p = qk_attn_params(lq: Int64(n), lk: Int64(n), hq: Int64(heads), hkv: Int64(heads), d: Int64(hd),
+                                   q_stride: Int64(3 * dv), k_stride: Int64(3 * dv), v_stride: Int64(3 * dv),
+                                   o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0, q_offset: 0,
+                                   kv_len: Int64(n), q_seg: seg.baseAddress, k_seg: seg.baseAddress)
+            s.qkv.withUnsafeBufferPointer { q in
+                s.attn.withUnsafeMutableBufferPointer { o in
+                    qk_attention(&p, q.baseAddress!, q.baseAddress! + dv, q.baseAddress! + 2 * dv, o.baseAddress!)
+                }
+            }
+        }
+        s.attn.withUnsafeBufferPointer { a in
+            s.proj.withUnsafeMutableBufferPointer { y in proj.matmul(a.baseAddress!, rows: n, bias: projBias, into: y.baseAddress!) }
+        }
+        x.withUnsafeMutableBufferPointer { xb in
+            s.proj.withUnsafeBufferPointer { pb in for i in 0..<(n * dv) { xb[i] += pb[i] } }
         }
     }
 }

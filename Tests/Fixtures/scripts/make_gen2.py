@@ -13,6 +13,10 @@ from it in float32 on the CPU:
                          (what the pipeline hooks away), so a test can show that state would fail.
   gen2_vae.safetensors   AutoencoderKLQwenImage21 on an RGBA image: posterior mean / logvar, the latents
                          normalized as _encode_vae_image does, and the decode of given latents (clamped).
+  gen2_ti2i.safetensors  _get_qwen_prompt_embeds with reference images (one, three of different sizes with
+                         an RGBA one, a left-padded batch of two prompts), with the pieces to debug a port:
+                         input ids, get_rope_index positions, the vision tower's merger and DeepStack outputs,
+                         pixel_values; and an image resized as __call__ does before encode_prompt.
   gen2_cases.json        what each tensor is, the library versions, the drop index and the token ids.
 
 The shapes are scaled down from the upstream classes' defaults (transformers Qwen3VLConfig, diffusers
@@ -170,9 +174,95 @@ def main(gen1_model: str, out: str) -> None:
         put(vae_refs, "vae.dec.latents", z, "latents to decode (not normalized)")
         put(vae_refs, "vae.dec.sample", vae.decode(z).sample, "decode(z).sample, clamped to [-1, 1]: [1, 4, 1, 80, 112]")
     save_file(vae_refs, os.path.join(refs_dir, "gen2_vae.safetensors"))
+    image_conditioned(pipe, te, proc, refs_dir, cases, put)
     with open(os.path.join(refs_dir, "gen2_cases.json"), "w") as f:
         json.dump(cases, f, indent=1, sort_keys=True, ensure_ascii=False)
     print(f"drop index {pipe._drop_idx}; wrote {model_dir} and {refs_dir}")
+
+
+TI2I_PROMPTS = {"one": ["Make the sofa blue"],
+                "multi": ["Put the cat from <image1> on the sofa of <image2>, lit like <image3>"],
+                "batch": ["a fox", "the same scene at night with long exposure light trails and rain"],
+                "call": ["Remove the background"]}
+
+
+def test_images():
+    """Deterministic test images (numpy RandomState, so the global torch RNG is left alone)."""
+    from PIL import Image
+    rs = np.random.RandomState(5)
+
+    def img(h, w, alpha=False):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), ((xx + yy) * 7) % 256], -1)
+        px = np.clip(base + rs.randint(-40, 41, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        if not alpha:
+            return Image.fromarray(px, "RGB")
+        a = rs.randint(0, 256, size=(h, w, 1)).astype(np.uint8)
+        a[: h // 4] = 0        # a transparent band
+        a[-h // 4:] = 255      # an opaque band
+        return Image.fromarray(np.concatenate([px, a], -1), "RGBA")
+    # A: 96x64 RGB (grid 4x6 patches); B: 64x160 RGBA with partial alpha (grid 10x4: taller than the 8x8 table);
+    # C: 320x96 RGB (grid 6x20: wider than the table); D: 100x70 RGBA for the __call__ pre-resize.
+    return {"A": img(64, 96), "B": img(160, 64, alpha=True), "C": img(96, 320), "D": img(70, 100, alpha=True)}
+
+
+def image_conditioned(pipe, te, proc, refs_dir, cases, put):
+    """QwenImage21Pipeline._get_qwen_prompt_embeds with reference images, and the pieces to debug it."""
+    from safetensors.torch import save_file
+    from diffusers.pipelines.qwenimage21.pipeline_qwenimage21 import calculate_dimensions
+    ims = test_images()
+    refs = {}
+    for k, im in ims.items():
+        a = np.asarray(im)
+        put(refs, f"image.{k}", torch.from_numpy(a.copy()), f"test image {k}: {im.mode} HWC uint8")
+    sets = {"one": ["A"], "multi": ["A", "B", "C"], "batch": ["A", "B"]}
+    with torch.no_grad():
+        for case, names in sets.items():
+            images = [ims[n] for n in names]
+            prompts = TI2I_PROMPTS[case]
+            emb, mask, pad = pipe._get_qwen_prompt_embeds(prompts if len(prompts) > 1 else prompts[0], image=images,
+                                                          device="cpu")
+            put(refs, f"ti2i.{case}.prompt_embeds", emb, f"_get_qwen_prompt_embeds({prompts!r}, image={names})[0]")
+            put(refs, f"ti2i.{case}.mask", mask, "[B, L] int64")
+            put(refs, f"ti2i.{case}.image_pad_mask", pad.to(torch.uint8), "[B, L] bool as uint8")
+            # The pieces, for one prompt and one set of images, as the pipeline builds them.
+            replace = "<image1><|vision_start|><|image_pad|><|vision_end|>"
+            for i in range(2, len(images) + 1):
+                replace += f" <image{i}><|vision_start|><|image_pad|><|vision_end|>"
+            text = pipe.prompt_template_ti2i.replace("<image1><|vision_start|><|image_pad|><|vision_end|>", replace)
+            flat = []
+            for im in images:
+                if im.mode == "RGBA":
+                    from PIL import Image
+                    white = Image.new("RGB", im.size, (255, 255, 255))
+                    white.paste(im, mask=im.getchannel("A"))
+                    im = white
+                flat.append(im)
+            enc = proc(text=[text.format(prompts[0])], images=flat, return_tensors="pt")
+            put(refs, f"ti2i.{case}.input_ids", enc["input_ids"], "processor input ids of the first prompt (image pads expanded)")
+            if case == "multi":   # the other cases' images are a subset of these
+                put(refs, f"ti2i.{case}.pixel_values", enc["pixel_values"], "processor pixel_values of the images (RGBA over white)")
+            put(refs, f"ti2i.{case}.image_grid_thw", enc["image_grid_thw"], "[images, 3]")
+            pos, _ = te.model.get_rope_index(enc["input_ids"], enc["mm_token_type_ids"], image_grid_thw=enc["image_grid_thw"],
+                                             attention_mask=enc["attention_mask"])
+            put(refs, f"ti2i.{case}.position_ids", pos[:, 0], "[3, L] get_rope_index (interleaved mrope positions)")
+            vis = te.model.visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"], return_dict=True)
+            put(refs, f"ti2i.{case}.image_embeds", vis.pooler_output, "vision tower merger output [tokens, out_hidden]")
+            for j, f in enumerate(vis.deepstack_features):
+                put(refs, f"ti2i.{case}.deepstack{j}", f, f"DeepStack merger {j} output (added after decoder layer {j})")
+        # __call__'s pre-resize: RGBA, calculate_dimensions(output_resolution**2, w / h), VaeImageProcessor.resize (lanczos).
+        res = 96
+        im = ims["D"]
+        w, h, _ = calculate_dimensions(res * res, im.size[0] / im.size[1])
+        resized = pipe.image_processor.resize(im.convert("RGBA"), width=w, height=h)
+        put(refs, "ti2i.call.resized", torch.from_numpy(np.asarray(resized).copy()),
+            f"image D after __call__'s resize to calculate_dimensions({res}**2, w/h) = {w}x{h}, RGBA")
+        emb, mask, pad = pipe._get_qwen_prompt_embeds(TI2I_PROMPTS["call"][0], image=[resized], device="cpu")
+        put(refs, "ti2i.call.prompt_embeds", emb, f"encode_prompt with image D as __call__(output_resolution={res}) passes it")
+        put(refs, "ti2i.call.image_pad_mask", pad.to(torch.uint8), "[1, L] bool as uint8")
+    cases["ti2i_prompts"] = TI2I_PROMPTS
+    cases["ti2i_call_output_resolution"] = res
+    save_file(refs, os.path.join(refs_dir, "gen2_ti2i.safetensors"))
 
 
 if __name__ == "__main__":
