@@ -225,6 +225,9 @@ static void test_ops(void) {
         memcpy(ref, x, (size_t)n * sizeof(float)); qk_gelu_erf_ref(ref, n);
         got = unaligned(s1, x, n); qk_gelu_erf_neon(got, n);
         check(tol_ratio(got, ref, n, TOL_ELEMENT_ABS * 12, TOL_ELEMENT_REL) <= 1, "gelu neon n=%lld", (long long)n);
+        memcpy(ref, x, (size_t)n * sizeof(float)); qk_gelu_tanh_ref(ref, n);
+        got = unaligned(s1, x, n); qk_gelu_tanh_neon(got, n);
+        check(tol_ratio(got, ref, n, TOL_ELEMENT_ABS * 12, TOL_ELEMENT_REL) <= 1, "gelu_tanh neon n=%lld", (long long)n);
         qk_silu_mul_ref(x, up, n, ref);
         float *out = malloc((size_t)n * sizeof(float));
         qk_silu_mul_neon(unaligned(s1, x, n), unaligned(s2, up, n), n, out);
@@ -239,6 +242,12 @@ static void test_ops(void) {
         qk_rmsnorm_ref(x, w, rows, dim, 1e-6f, yr);
         qk_rmsnorm_neon(unaligned(s1, x, rows * dim), w, rows, dim, 1e-6f, y);
         check(tol_ratio(y, yr, rows * dim, TOL_NORM_ABS, TOL_NORM_REL) <= 1, "rmsnorm neon dim=%lld", (long long)dim);
+        float *sh = malloc((size_t)(rows * dim) * sizeof(float));
+        for (int64_t i = 0; i < rows * dim; i++) sh[i] = x[i] + 40;   /* a large common offset */
+        qk_layernorm_ref(sh, w, b, rows, dim, 1e-6f, yr);
+        qk_layernorm_neon(unaligned(s1, sh, rows * dim), w, b, rows, dim, 1e-6f, y);
+        check(tol_ratio(y, yr, rows * dim, TOL_NORM_ABS * 40, TOL_NORM_REL * 40) <= 1, "layernorm neon dim=%lld", (long long)dim);
+        free(sh);
         for (int bi = 0; bi < 2; bi++) {
             qk_l2norm_ref(x, w, bi ? b : NULL, rows, dim, yr);
             qk_l2norm_neon(unaligned(s1, x, rows * dim), w, bi ? b : NULL, rows, dim, y);
