@@ -143,10 +143,12 @@ struct Vision: ParsableCommand {
                                               + "image-conditioned template (leave --mode out)")
         }
         let tower = try Qwen3VisionTower(pack: p)
+        let processor = try ReferenceImages.processor(pack: p)
+        try ImagePromptEncoder21.check(processor, tower: tower.config)
         let sources = try ReferenceImages.load(paths: images.image, maxPixels: images.maxPixels)
         let input = try VisionInput.prepare21(images: sources, paths: images.image,
                                               outputResolution: try images.resolvedPreresize() ? images.outputResolution : nil,
-                                              processor: try ReferenceImages.processor(pack: p))
+                                              processor: processor)
         let progress = Progress("vision", total: tower.config.depth)
         let features = try tower.forward(pixelValues: input.pixelValues, grids: input.grids, onBlock: { _ in progress.advance() })
         progress.finish()

@@ -14,6 +14,12 @@ QwenImageTransformer2DModel made here (seeded), it checks that
      PIL image in __call__ before anything else, so latents cannot be passed as `image`; they go in by
      replacing the pipeline's `_encode_vae_image`, whose output they are: `(mean - latents_mean) / latents_std`.)
 
+  4. Qwen-Image 2.1 (Tests/Fixtures/gen2, a tiny QwenImage21Transformer2DModel made here): our
+     text-to-image `prompt_embeds` in QwenImage21Pipeline(prompt_embeds=...) give the pipeline's own latents;
+     our image-conditioned `prompt_embeds` / `image_pad_mask` (`encode --image`) equal its encode_prompt with
+     images (its __call__ takes no image_pad_mask, so precomputed image-conditioned embeddings go through
+     encode_prompt); our `vae-decode --denormalize` of its latents equals its RGBA output_type="pt".
+
 Relative L2 error `|ours - theirs| / |theirs|` must stay under --tol (1e-4) for each.
 Without torch / diffusers / transformers it prints "SKIP: ..." and exits 0 (the test suite's other
 parts do not need Python); `--require` makes that an error.
@@ -209,10 +215,99 @@ def main():
             failures.append(f"{name}: the image latents barely change the output ({off:.3e}), the output check proves nothing")
         check(f"{name}: what the steps changed, with qwen-run's vae-encode --normalize latents for the reference image", ours_e, theirs_e, x0e)
 
+    gen2(args, run, check, failures, work, qwen_run, qwen_quant, one_percent_off, sched)
+
     if failures:
         sys.exit(f"FAIL: {len(failures)} check(s) above --tol {args.tol}: {', '.join(failures)}")
     print("diffusers round trip: all checks passed")
     return 0
+
+
+def gen2(args, run, check, failures, work, qwen_run, qwen_quant, one_percent_off, sched):
+    """Part 4: Qwen-Image 2.1 on the tiny gen2 fixture."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+    from diffusers import AutoencoderKLQwenImage21, QwenImage21Pipeline, QwenImage21Transformer2DModel
+    from transformers import Qwen2Tokenizer, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    m = os.path.join(ROOT, "Tests/Fixtures/gen2/model")
+    pack = os.path.join(work, "gen2.pack")
+    run([qwen_quant, "convert", m, "-o", pack, "--scheme", "f32"])
+    te = Qwen3VLForConditionalGeneration.from_pretrained(os.path.join(m, "text_encoder"), dtype=torch.float32).eval()
+    vae = AutoencoderKLQwenImage21.from_pretrained(os.path.join(m, "vae"), dtype=torch.float32).eval()
+    pdir = os.path.join(m, "processor")
+    tok, ip = Qwen2Tokenizer.from_pretrained(pdir), Qwen2VLImageProcessorPil.from_pretrained(pdir)
+    chat = open(os.path.join(pdir, "chat_template.jinja")).read()
+    try:
+        proc = Qwen3VLProcessor(image_processor=ip, tokenizer=tok, video_processor=None, chat_template=chat)
+    except Exception:  # transformers 5.x without torchvision: skip only the unused video-processor check
+        class NoVideo(Qwen3VLProcessor):
+            def check_argument_for_proper_class(self, argument_name, argument):
+                return None if argument_name == "video_processor" and argument is None else \
+                    super().check_argument_for_proper_class(argument_name, argument)
+        proc = NoVideo(image_processor=ip, tokenizer=tok, video_processor=None, chat_template=chat)
+    torch.manual_seed(0)
+    z = vae.config.z_dim
+    transformer = QwenImage21Transformer2DModel(patch_size=1, in_channels=z, out_channels=z, num_layers=2, attention_head_dim=16,
+                                                num_attention_heads=2, context_in_dim=te.config.text_config.hidden_size,
+                                                mlp_ratio=2, axes_dims_rope=(4, 6, 6)).eval()
+    pipe = QwenImage21Pipeline(scheduler=sched, vae=vae, text_encoder=te, processor=proc, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+
+    # 4a. Text-to-image embeddings in __call__.
+    prompt, h, w = "A cat sitting on a red sofa, oil painting", 64, 64
+    x0 = torch.randn((1, (h // 16) * (w // 16), z), generator=torch.Generator().manual_seed(7))
+    common = dict(height=h, width=w, num_inference_steps=2, output_type="latent", latents=x0)
+    with torch.no_grad():
+        theirs = pipe(prompt=prompt, generator=torch.Generator().manual_seed(7), **common).images
+    emb_file = os.path.join(work, "gen2_embeds.safetensors")
+    run([qwen_run, "encode", "--pack", pack, "--prompt", prompt, "--out", emb_file])
+    e = load_file(emb_file)
+    with torch.no_grad():
+        ours = pipe(prompt_embeds=e["prompt_embeds"], prompt_embeds_mask=e["prompt_embeds_mask"],
+                    generator=torch.Generator().manual_seed(7), **common).images
+        off = rel_l2(pipe(prompt_embeds=one_percent_off(e["prompt_embeds"]), prompt_embeds_mask=e["prompt_embeds_mask"],
+                          generator=torch.Generator().manual_seed(7), **common).images, theirs, x0)
+    check("QwenImage21Pipeline: what the steps changed, with qwen-run's prompt_embeds", ours, theirs, x0)
+    print(f"     (with the prompt embeddings 1% off: rel L2 {off:.3e})")
+    if off <= 10 * rel_l2(ours, theirs, x0):
+        failures.append("QwenImage21Pipeline: the prompt embeddings barely change the latents, the check proves nothing")
+
+    # 4b. Image-conditioned embeddings and image_pad_mask against encode_prompt with images (one RGBA).
+    rng = np.random.default_rng(4)
+    a = Image.fromarray(rng.integers(0, 256, size=(64, 96, 3), dtype=np.uint8), "RGB")
+    rgba = rng.integers(0, 256, size=(96, 64, 4), dtype=np.uint8)
+    rgba[:24, :, 3] = 0
+    b = Image.fromarray(rgba, "RGBA")
+    paths = [os.path.join(work, "g2a.png"), os.path.join(work, "g2b.png")]
+    a.save(paths[0]); b.save(paths[1])
+    ti2i = "Put the cat of <image1> on the sofa of <image2>"
+    img_file = os.path.join(work, "gen2_image_embeds.safetensors")
+    run([qwen_run, "encode", "--pack", pack, "--prompt", ti2i, "--image", paths[0], "--image", paths[1], "--preresize", "none",
+         "--out", img_file])
+    ei = load_file(img_file)
+    with torch.no_grad():
+        pe, pm, pad = pipe.encode_prompt(ti2i, image=[a, b], device="cpu")
+        pe2, _, pad2 = pipe.encode_prompt(None, image=[a, b], prompt_embeds=ei["prompt_embeds"],
+                                          prompt_embeds_mask=ei["prompt_embeds_mask"], image_pad_mask=ei["image_pad_mask"])
+    check("QwenImage21Pipeline.encode_prompt with images vs qwen-run encode --image", ei["prompt_embeds"], pe)
+    if not torch.equal(ei["image_pad_mask"], pad) or not torch.equal(pad2, pad) or not torch.equal(pe2, ei["prompt_embeds"]):
+        failures.append("QwenImage21Pipeline: image_pad_mask differs, or encode_prompt did not take ours as they are")
+    else:
+        print(f"ok   QwenImage21Pipeline: image_pad_mask identical ({int(pad.sum())} image rows of {pad.shape[1]})")
+
+    # 4c. Our VAE 2.1 decodes the pipeline's latents to its RGBA output.
+    zl = pipe._unpack_latents(theirs, h, w, pipe.vae_scale_factor)        # [1, z, 1, h/16, w/16], normalized
+    lat_file, sample_file = os.path.join(work, "gen2_latents.safetensors"), os.path.join(work, "gen2_sample.safetensors")
+    save_file({"latents": zl.contiguous()}, lat_file)
+    run([qwen_run, "vae-decode", "--pack", pack, "--latents", lat_file, "--denormalize", "--out", sample_file])
+    with torch.no_grad():
+        image_pt = pipe(prompt=prompt, generator=torch.Generator().manual_seed(7), **{**common, "output_type": "pt"}).images
+    ours_img = (load_file(sample_file)["sample"][:, :, 0] / 2 + 0.5).clamp(0, 1)
+    check("QwenImage21Pipeline: vae-decode --denormalize of its latents vs output_type='pt' (RGBA)", ours_img, image_pt)
 
 
 if __name__ == "__main__":

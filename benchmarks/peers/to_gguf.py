@@ -2,10 +2,13 @@
 """Writes the language model of a Qwen-Image text encoder (safetensors, diffusers layout) as a BF16 GGUF
 that llama.cpp loads as arch `qwen2`, with the exact same tensor values, then checks it.
 
-    to_gguf.py TEXT_ENCODER_DIR TOKENIZER_DIR OUT.gguf [--qwen2vl]
+    to_gguf.py TEXT_ENCODER_DIR TOKENIZER_DIR OUT.gguf [--qwen2vl | --qwen3]
 
 With --qwen2vl the file says arch `qwen2vl` with the mrope sections (`rope.dimension_sections`), as
 llama.cpp's own converter writes Qwen2.5-VL (the GGUF import benchmark, gguf_import.py).
+With --qwen3 (Qwen-Image 2.1's Qwen3-VL text encoder) the file says arch `qwen3`: per-head q/k RMSNorm
+(`attn_q_norm`, `attn_k_norm`), an explicit head width (`attention.key_length`), no biases. For text-only
+positions Qwen3-VL's interleaved mrope is the 1-D NEOX rope of `qwen3`, so it is the same function.
 
 Matrices stay bf16 bit for bit (GGUF type BF16); norms and biases become f32 (exact: every bf16 value is
 an f32), as llama.cpp's own converter does. The vision tower is not written (llama.cpp keeps it in a
@@ -62,6 +65,7 @@ NAMES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
 }
 
 
@@ -116,8 +120,8 @@ def tokenizer_metadata(w, tok_dir, vocab_size):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--qwen2vl"]
-    qwen2vl = len(args) != len(sys.argv) - 1
+    qwen2vl, qwen3 = "--qwen2vl" in sys.argv, "--qwen3" in sys.argv
+    args = [a for a in sys.argv[1:] if a not in ("--qwen2vl", "--qwen3")]
     if len(args) != 3:
         raise SystemExit(__doc__)
     te_dir, tok_dir, out = args
@@ -126,7 +130,7 @@ def main():
     get = lambda k: tc.get(k, cfg.get(k))
     tensors = read_safetensors_index(te_dir)
     tmp = out + ".tmp"
-    w = gguf.GGUFWriter(tmp, "qwen2vl" if qwen2vl else "qwen2")
+    w = gguf.GGUFWriter(tmp, "qwen2vl" if qwen2vl else "qwen3" if qwen3 else "qwen2")
     w.add_name("qwen-image-synthetic-text-encoder")
     w.add_context_length(int(get("max_position_embeddings")))
     w.add_embedding_length(int(get("hidden_size")))
@@ -136,6 +140,10 @@ def main():
     w.add_head_count_kv(int(get("num_key_value_heads")))
     w.add_rope_freq_base(float(get("rope_theta") or (get("rope_parameters") or {}).get("rope_theta")))
     w.add_layer_norm_rms_eps(float(get("rms_norm_eps")))
+    if qwen3:
+        hd = int(get("head_dim") or int(get("hidden_size")) // int(get("num_attention_heads")))
+        w.add_key_length(hd)
+        w.add_value_length(hd)
     if qwen2vl:
         rope = get("rope_scaling") or get("rope_parameters") or {}
         w.add_rope_dimension_sections(list(rope["mrope_section"]) + [0])

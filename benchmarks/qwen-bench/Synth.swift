@@ -199,6 +199,13 @@ struct Synth: ParsableCommand {
             try fm.copyItem(at: from, to: to)
             try TokenizerRemap.remap(folder: to, from: 3000, to: 151_643)
         }
+        // The generation's own image processor settings, when the config folder has them (Qwen-Image 2.1).
+        let pre = URL(fileURLWithPath: configDir).appendingPathComponent("processor/preprocessor_config.json")
+        if fm.fileExists(atPath: pre.path) {
+            let dst = root.appendingPathComponent("processor/preprocessor_config.json")
+            try? fm.removeItem(at: dst)
+            try fm.copyItem(at: pre, to: dst)
+        }
     }
 }
 

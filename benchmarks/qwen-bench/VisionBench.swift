@@ -13,9 +13,15 @@ struct VisionBench: ParsableCommand {
         produce for a 1024×1024 input (Edit: 1008×1008) and for the Edit-Plus 384² condition area
         (392×392), passed with --preresize none so the tower sees exactly those patch grids.
 
+        Qwen-Image 2.1 packs (Qwen3-VL tower, 16-px patches): --sizes 1024,2048 --patch 16. With --prompt, each
+        run is `qwen-run encode --image` with that prompt instead (the tower, then the image-conditioned prompt
+        through the language model).
+
         Examples:
           qwen-bench vision --packs /work/bench-data/packs
           qwen-bench vision --packs /work/bench-data/packs --cases q8-pc --repeat 1
+          qwen-bench vision --packs /work/bench-data/packs21 --cases q8s,q4c --sizes 1024,2048 --patch 16 --name vision_gen2
+          qwen-bench vision --packs /work/bench-data/packs21 --cases q8s --sizes 1024 --patch 16 --prompt "make it night"
         """)
 
     @Option(name: .long, help: "Folder holding one pack per case (from `qwen-bench convert`).")
@@ -33,6 +39,15 @@ struct VisionBench: ParsableCommand {
     @Flag(name: .long, help: "One run per pack, 392² only.")
     var quick = false
 
+    @Option(name: .long, help: "Comma-separated square image sides, in pixels (given to the tower as they are).")
+    var sizes = "1008,392"
+
+    @Option(name: .long, help: "Patch size of the tower (14: Qwen2.5-VL; 16: Qwen3-VL), for the patch counts.")
+    var patch = 14
+
+    @Option(name: .long, help: "Run `qwen-run encode --image` with this prompt instead of `qwen-run vision`.")
+    var prompt: String?
+
     @Option(name: .long, help: "Results file name under benchmarks/results.")
     var name = "vision"
 
@@ -41,7 +56,12 @@ struct VisionBench: ParsableCommand {
         let work = NSTemporaryDirectory() + "qwen-bench-vision-\(getpid())"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let sizes: [(String, Int)] = quick ? [("edit-plus 392x392", 392)] : [("edit 1008x1008", 1008), ("edit-plus 392x392", 392)]
+        let names = [1008: "edit 1008x1008", 392: "edit-plus 392x392"]
+        let sides = try sizes.split(separator: ",").map { s -> Int in
+            guard let v = Int(s), v >= 32, v <= 8192 else { throw BenchError.bad("--sizes: '\(s)' is not a side in 32...8192") }
+            return v
+        }
+        let sizes: [(String, Int)] = quick ? [("edit-plus 392x392", 392)] : sides.map { (names[$0] ?? "\($0)x\($0)", $0) }
         for (_, s) in sizes { try writePNG(syntheticPhoto(width: s, height: s), width: s, height: s, to: "\(work)/photo\(s).png") }
         var records: [[String: Any]] = []
         for c in cases.split(separator: ",").map(String.init) {
@@ -50,13 +70,15 @@ struct VisionBench: ParsableCommand {
                 records.append(["case": c, "status": "not measured (pack \(pack) missing)"]); continue
             }
             for (label, s) in sizes {
+                let command = prompt.map { ["encode", "--prompt", $0] } ?? ["vision"]
                 var rec = try SpeedCase.measure(
-                    [qwenRun, "vision", "--pack", pack, "--image", "\(work)/photo\(s).png", "--preresize", "none",
+                    [qwenRun] + command + ["--pack", pack, "--image", "\(work)/photo\(s).png", "--preresize", "none",
                      "--out", work + "/out.safetensors", "--force", "--threads", String(threads), "--json"],
-                    repeat: quick ? 1 : self.repeat, label: "vision \(c) \(label)")
+                    repeat: quick ? 1 : self.repeat, label: "\(command[0]) \(c) \(label)")
                 rec["case"] = c
                 rec["input"] = label
-                rec["patches"] = (s / 14) * (s / 14)
+                rec["command"] = command[0]
+                rec["patches"] = (s / patch) * (s / patch)
                 rec["threads"] = threads
                 records.append(rec)
                 try ResultsFile.write(name, records: records)

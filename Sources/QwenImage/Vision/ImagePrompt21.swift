@@ -51,12 +51,18 @@ public final class ImagePromptEncoder21 {
             throw QwenImageError.config(file: "text_encoder/config.json", message: "\(v.deepstackVisualIndexes.count) DeepStack "
                 + "mergers for \(model.config.numHiddenLayers) language-model layers")
         }
+        try Self.check(processor, tower: v)
+    }
+
+    /// The image processor must cut the patches the tower was built for.
+    public static func check(_ processor: VisionPreprocessor, tower v: VisionConfig) throws {
         guard v.spatialMergeSize == processor.mergeSize, v.patchSize == processor.patchSize,
               v.temporalPatchSize == processor.temporalPatchSize else {
             throw QwenImageError.config(file: "processor/preprocessor_config.json",
                                         message: "patch / merge / temporal sizes (\(processor.patchSize), \(processor.mergeSize), "
                                         + "\(processor.temporalPatchSize)) differ from the vision tower's (\(v.patchSize), "
-                                        + "\(v.spatialMergeSize), \(v.temporalPatchSize))")
+                                        + "\(v.spatialMergeSize), \(v.temporalPatchSize)): convert the checkpoint's processor/ "
+                                        + "with the text encoder")
         }
     }
 
