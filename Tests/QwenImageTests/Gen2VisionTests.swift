@@ -63,6 +63,28 @@ import Testing
         #expect(names.contains("visual.patch_embed.proj.bias") && names.contains("visual.blocks.3.norm2.bias"))
     }
 
+    @Test("a malformed Qwen3-VL vision_config is refused with the field named")
+    func badVisionConfig() throws {
+        let good = try Data(contentsOf: URL(fileURLWithPath: Self.model + "/text_encoder/config.json"))
+        let base = try JSONSerialization.jsonObject(with: good) as! [String: Any]
+        for (key, value, expect) in [("num_position_embeddings", 60 as Any, "num_position_embeddings"),
+                                     ("deepstack_visual_indexes", [0, 4] as Any, "deepstack_visual_indexes"),
+                                     ("deepstack_visual_indexes", [1, 1] as Any, "deepstack_visual_indexes"),
+                                     ("hidden_act", "silu" as Any, "hidden_act")] {
+            var cfg = base
+            var v = cfg["vision_config"] as! [String: Any]
+            v[key] = value
+            cfg["vision_config"] = v
+            let data = try JSONSerialization.data(withJSONObject: cfg)
+            do {
+                _ = try VisionConfig.fromTextEncoderConfig(data, file: "config.json")
+                Issue.record("\(key) = \(value) was accepted")
+            } catch let e as QwenImageError {
+                #expect(e.description.contains(expect) && e.description.contains("config.json"), "\(e.description)")
+            }
+        }
+    }
+
     @Test("pixel_values: RGBA pasted onto white, smart_resize with factor 32, 16-px patches, as the processor gives them")
     func pixelValues() throws {
         let f = try Self.refs()
@@ -228,6 +250,9 @@ import Testing
         #expect(Metrics.relL2(try vo.floats("deepstack_embeds_2"), try f.floats("ti2i.batch.deepstack2")) <= Tolerances.visionRelL2)
         #expect(try vo.int64s("image_grid_thw") == (try f.int64s("ti2i.batch.image_grid_thw")))
 
+        // An output resolution out of range: refused before any work, nothing written.
+        let res = try QwenRunProcess.run(["vision", "--pack", pack, "--output-resolution", "8", "--out", out + ".res"] + images)
+        #expect(res.status != 0 && res.stderr.contains("--output-resolution") && !FileManager.default.fileExists(atPath: out + ".res"))
         // A first-generation Edit mode on a 2.1 pack: refused, nothing written.
         let bad = out + ".mode.safetensors"
         let m = try QwenRunProcess.run(["encode", "--pack", pack, "--prompt", "x", "--mode", "edit-plus", "--out", bad] + images)
