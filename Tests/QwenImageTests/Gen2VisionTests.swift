@@ -17,7 +17,10 @@ import Testing
     static let imageSets = ["one": ["A"], "multi": ["A", "B", "C"], "batch": ["A", "B"]]
 
     nonisolated(unsafe) private static var packs: [String: String] = [:]
+    /// ServeTests converts the same pack from another suite that may run at the same time.
+    private static let lock = NSLock()
     static func pack(_ scheme: PackScheme) throws -> String {
+        lock.lock(); defer { lock.unlock() }
         if let p = packs[scheme.rawValue] { return p }
         let out = TextEncoderFixtures.tempRoot.appendingPathComponent("gen2-vision-\(scheme.rawValue)")
         var o = ConvertOptions()

@@ -226,6 +226,27 @@ struct ServeTests {
         #expect(server.stop() == 0)
     }
 
+    /// A Qwen-Image 2.1 pack: an image prompt takes the 2.1 template and answers image_pad_mask too.
+    @Test func qwenImage21ImagePromptEqualsTheCLI() throws {
+        let pack = try Gen2VisionTests.pack(.f32)
+        let refs = try Gen2VisionTests.refs()
+        let pngs = try ["A", "B"].map { try Gen2VisionTests.png($0, refs) }
+        let server = try Server(["--pack", pack])
+        let want = try Self.cli(["encode", "--pack", pack, "--prompt", "a fox", "--preresize", "none",
+                                 "--image", pngs[0], "--image", pngs[1]])
+        let b64 = try pngs.map { "\"" + (try Data(contentsOf: URL(fileURLWithPath: $0)).base64EncodedString()) + "\"" }
+        let r = try Self.post(server, "/v1/encode", json: #"{"prompt": "a fox", "preresize": false, "images": [\#(b64.joined(separator: ","))]}"#)
+        #expect(r.status == 200, "\(r.text)")
+        #expect(try Self.floats(r.json["prompt_embeds"]) == (try want.floats("prompt_embeds")))
+        let pad = try #require(r.json["image_pad_mask"] as? [String: Any])
+        let shape = try want.info("image_pad_mask").shape
+        #expect(pad["dtype"] as? String == "BOOL" && (pad["shape"] as? [Int]) == shape)
+        // A first-generation Edit mode is refused with the reason; the server stays up.
+        let bad = try Self.post(server, "/v1/encode", json: #"{"prompt": "a", "mode": "edit-plus", "images": [\#(b64[0])]}"#)
+        #expect(bad.status == 400 && bad.text.contains("mode"), "\(bad.status) \(bad.text)")
+        #expect(server.stop() == 0)
+    }
+
     @Test func malformedRequestsGetClearErrorsAndTheServerStaysUp() throws {
         let pack = try TinyPacks.path(.f32)
         let server = try Server(["--pack", pack, "--max-body", "64K", "--read-timeout", "1"])
