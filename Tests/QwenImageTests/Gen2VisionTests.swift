@@ -1,5 +1,6 @@
 import Foundation
 import Quant
+import Kernels
 import Testing
 @testable import QwenImage
 
@@ -86,6 +87,32 @@ import Testing
                 #expect(e.description.contains(expect) && e.description.contains("config.json"), "\(e.description)")
             }
         }
+    }
+
+    @Test("whole-image attention on dense per-head copies equals the segment-id path (two images, 320 and 280 patches)")
+    func perSegmentAttention() throws {
+        let v = try Self.encoder(.f32).tower.config
+        let dv = v.hiddenSize, n = 600
+        var rng = SystemRandomNumberGenerator()
+        func rand(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &rng) } }
+        let attn = VisionAttention(qkv: try makeWeight("qkv", rand(3 * dv * dv), rows: 3 * dv, cols: dv), qkvBias: rand(3 * dv),
+                                   proj: try makeWeight("proj", rand(dv * dv), rows: dv, cols: dv), projBias: rand(dv))
+        let layout = try PatchLayout(grids: [(1, 20, 16), (1, 20, 14)], mergeSize: 2)
+        #expect(layout.patchCount == n && VisionAttention.runs(layout.segments).map(\.count) == [320, 280])
+        var cos = [Float](repeating: 0, count: n * v.headDim / 2), sin = cos
+        qk_rope_table_2d(layout.row, layout.col, Int64(n), Int64(v.headDim), v.ropeTheta, &cos, &sin)
+        let x0 = rand(n * dv)
+        var outputs: [[Float]] = []
+        for threshold in [1, Int.max] {
+            var s = BlockScratch(patches: n, config: v, gated: false)
+            s.normed = x0
+            var x = [Float](repeating: 0, count: n * dv)
+            attn.add(to: &x, patches: n, cos: cos, sin: sin, segments: layout.segments, scratch: &s, config: v,
+                     wholeSegmentRows: threshold)
+            outputs.append(x)
+        }
+        let err = Metrics.relL2(outputs[0], outputs[1])
+        #expect(err <= 1e-6, "per-image attention vs segment ids: rel L2 \(err)")
     }
 
     @Test("pixel_values: RGBA pasted onto white, smart_resize with factor 32, 16-px patches, as the processor gives them")

@@ -293,8 +293,17 @@ struct VisionAttention {
         projBias = try attn.vector("proj.bias", count: dv)
     }
 
+    init(qkv: Weight, qkvBias: [Float], proj: Weight, projBias: [Float]) {
+        self.qkv = qkv
+        self.qkvBias = qkvBias
+        self.proj = proj
+        self.projBias = projBias
+    }
+
+    /// - Parameter wholeSegmentRows: segments this long or longer take `attendPerSegment` (tests pass 1 or
+    ///   Int.max to compare the two paths).
     func add(to x: inout [Float], patches n: Int, cos: [Float], sin: [Float], segments: [Int32],
-             scratch s: inout BlockScratch, config c: VisionConfig) {
+             scratch s: inout BlockScratch, config c: VisionConfig, wholeSegmentRows: Int = VisionAttention.wholeSegmentRows) {
         let dv = c.hiddenSize, heads = c.numHeads, hd = c.headDim
         s.normed.withUnsafeBufferPointer { xn in
             s.qkv.withUnsafeMutableBufferPointer { y in qkv.matmul(xn.baseAddress!, rows: n, bias: qkvBias, into: y.baseAddress!) }
@@ -304,7 +313,10 @@ struct VisionAttention {
             qk_rope(base, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)        // q
             qk_rope(base + dv, Int64(n), Int64(heads), Int64(hd), Int64(3 * dv), cos, sin)   // k
         }
-        segments.withUnsafeBufferPointer { seg in
+        let runs = Self.runs(segments)
+        if runs.allSatisfy({ $0.count >= wholeSegmentRows }) {
+            attendPerSegment(runs, scratch: &s, config: c)
+        } else { segments.withUnsafeBufferPointer { seg in
             var p = qk_attn_params(lq: Int64(n), lk: Int64(n), hq: Int64(heads), hkv: Int64(heads), d: Int64(hd),
                                    q_stride: Int64(3 * dv), k_stride: Int64(3 * dv), v_stride: Int64(3 * dv),
                                    o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0, q_offset: 0,
@@ -314,12 +326,67 @@ struct VisionAttention {
                     qk_attention(&p, q.baseAddress!, q.baseAddress! + dv, q.baseAddress! + 2 * dv, o.baseAddress!)
                 }
             }
-        }
+        } }
         s.attn.withUnsafeBufferPointer { a in
             s.proj.withUnsafeMutableBufferPointer { y in proj.matmul(a.baseAddress!, rows: n, bias: projBias, into: y.baseAddress!) }
         }
         x.withUnsafeMutableBufferPointer { xb in
             s.proj.withUnsafeBufferPointer { pb in for i in 0..<(n * dv) { xb[i] += pb[i] } }
+        }
+    }
+
+    /// Segments at least this long (whole images) are attended one image and head at a time.
+    static let wholeSegmentRows = 256
+
+    /// The runs of equal ids in `segments` (segments are contiguous): (first row, rows).
+    static func runs(_ segments: [Int32]) -> [(start: Int, count: Int)] {
+        var out: [(start: Int, count: Int)] = []
+        var i = 0
+        while i < segments.count {
+            var j = i + 1
+            while j < segments.count && segments[j] == segments[i] { j += 1 }
+            out.append((i, j - i))
+            i = j
+        }
+        return out
+    }
+
+    /// Full attention over whole images (Qwen3-VL's every block, Qwen2.5-VL's full-attention blocks): per image
+    /// and head, that head's q, k and v are first copied into dense [rows, head_dim] buffers. In the fused qkv
+    /// rows a head's 72 values sit 3·Dv floats apart (13.8 KB for Dv 1152), so every key of a piece was on
+    /// its own page and the pieces of one row block walked all heads' keys: at 16,384 patches (a 2048²
+    /// image) the kernel ran at half the rate it reaches on dense rows. The same keys per query, so the
+    /// same result up to the order of the key tiles' sums.
+    private func attendPerSegment(_ runs: [(start: Int, count: Int)], scratch s: inout BlockScratch, config c: VisionConfig) {
+        let dv = c.hiddenSize, heads = c.numHeads, hd = c.headDim
+        let longest = runs.map(\.count).max() ?? 0
+        var q = [Float](repeating: 0, count: longest * hd), k = q, v = q
+        s.qkv.withUnsafeBufferPointer { src in
+            s.attn.withUnsafeMutableBufferPointer { o in
+                for run in runs {
+                    for h in 0..<heads {
+                        let first = src.baseAddress! + run.start * 3 * dv + h * hd
+                        q.withUnsafeMutableBufferPointer { qb in
+                            k.withUnsafeMutableBufferPointer { kb in
+                                v.withUnsafeMutableBufferPointer { vb in
+                                    for r in 0..<run.count {
+                                        let row = first + r * 3 * dv
+                                        (qb.baseAddress! + r * hd).update(from: row, count: hd)
+                                        (kb.baseAddress! + r * hd).update(from: row + dv, count: hd)
+                                        (vb.baseAddress! + r * hd).update(from: row + 2 * dv, count: hd)
+                                    }
+                                    var p = qk_attn_params(lq: Int64(run.count), lk: Int64(run.count), hq: 1, hkv: 1, d: Int64(hd),
+                                                           q_stride: Int64(hd), k_stride: Int64(hd), v_stride: Int64(hd),
+                                                           o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0,
+                                                           q_offset: 0, kv_len: Int64(run.count), q_seg: nil, k_seg: nil)
+                                    qk_attention(&p, qb.baseAddress!, kb.baseAddress!, vb.baseAddress!,
+                                                 o.baseAddress! + run.start * dv + h * hd)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
