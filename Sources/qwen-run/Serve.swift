@@ -20,7 +20,9 @@ struct Serve: ParsableCommand {
           POST /v1/encode       {"prompt": "...", "negative_prompt"?: " ", "images"?: [base64 PNG/JPEG],
                                 "mode"?: "edit"|"edit-plus", "preresize"?: true, "max_sequence_length"?: 1024,
                                 "dtype"?: "f32"|"bf16", "format"?: "json"|"safetensors"} -> prompt_embeds,
-                                prompt_embeds_mask (and negative_*) as `qwen-run encode` writes them
+                                prompt_embeds_mask (and negative_*) as `qwen-run encode` writes them; on a
+                                Qwen-Image 2.1 pack, images take its template ("output_resolution"?: 1024
+                                instead of "mode") and the answer holds image_pad_mask
           POST /v1/vae/encode   PNG/JPEG bytes (options in the query: ?normalize=true&component=vae), or
                                 {"image": base64, "normalize"?: false, "component"?: "vae"} -> latents, logvar
           POST /v1/vae/decode   a safetensors file with `latents` (options in the query: ?denormalize=true), or

@@ -274,6 +274,9 @@ final class ServeWorker: @unchecked Sendable {
 
     private func encodeEdit(_ job: ServeJob.Edit) throws -> ServeResponse {
         if models.isQwenImage21 { return try encodeImage21(job) }
+        guard job.outputResolution == nil else {
+            throw ServeError.bad("\"output_resolution\" applies to Qwen-Image 2.1 packs; the Edit pipelines' resize is chosen by \"mode\"")
+        }
         let encoder = try models.editEncoder()
         let mode = job.mode ?? ReferenceImages.defaultMode(imageCount: job.images.count)
         let names = job.images.indices.map { "images[\($0)]" }
@@ -304,7 +307,7 @@ final class ServeWorker: @unchecked Sendable {
         let sources = try zip(job.images, names).map { data, name in
             try ReferenceImages.source(ImageFile.decode(data, name: name, keepAlpha: true, maxPixels: settings.maxPixels), name: name)
         }
-        let (features, input) = try encoder.embed(images: sources, names: names, outputResolution: job.preresize ? 1024 : nil)
+        let (features, input) = try encoder.embed(images: sources, names: names, outputResolution: job.preresize ? job.outputResolution ?? 1024 : nil)
         let groups = [[job.text.prompt]] + (job.text.negativePrompt.map { [[$0]] } ?? [])
         let (results, tokens) = try encoder.encode(groups, grids: input.grids, features: features)
         var w = SafetensorsWriter(metadata: ["producer": "qwen-run serve", "format": "pt", "model": "qwen-image-2.1"])

@@ -241,6 +241,14 @@ struct ServeTests {
         let pad = try #require(r.json["image_pad_mask"] as? [String: Any])
         let shape = try want.info("image_pad_mask").shape
         #expect(pad["dtype"] as? String == "BOOL" && (pad["shape"] as? [Int]) == shape)
+        // output_resolution: the pipeline's resize to that area (64²: image A, 96x64, becomes 64x64; B, 64x160, 32x96).
+        let wantRes = try Self.cli(["encode", "--pack", pack, "--prompt", "a fox", "--output-resolution", "64",
+                                    "--image", pngs[0], "--image", pngs[1]])
+        let rr = try Self.post(server, "/v1/encode", json: #"{"prompt": "a fox", "output_resolution": 64, "images": [\#(b64.joined(separator: ","))]}"#)
+        #expect(rr.status == 200, "\(rr.text)")
+        #expect(try Self.floats(rr.json["prompt_embeds"]) == (try wantRes.floats("prompt_embeds")))
+        let badRes = try Self.post(server, "/v1/encode", json: #"{"prompt": "a", "output_resolution": 4, "images": [\#(b64[0])]}"#)
+        #expect(badRes.status == 400 && badRes.text.contains("output_resolution"), "\(badRes.text)")
         // A first-generation Edit mode is refused with the reason; the server stays up.
         let bad = try Self.post(server, "/v1/encode", json: #"{"prompt": "a", "mode": "edit-plus", "images": [\#(b64[0])]}"#)
         #expect(bad.status == 400 && bad.text.contains("mode"), "\(bad.status) \(bad.text)")

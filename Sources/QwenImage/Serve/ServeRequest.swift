@@ -71,6 +71,8 @@ public enum ServeJob: Sendable {
         public var images: [Data]
         public var mode: EditMode?
         public var preresize: Bool
+        /// Qwen-Image 2.1 packs: the pipeline's `output_resolution` for the pre-resize (default 1024).
+        public var outputResolution: Int?
     }
     public struct VAEEncode: Sendable {
         public var image: Data
@@ -104,7 +106,8 @@ public enum ServeJob: Sendable {
 /// out-of-range values are refused with a message naming the field.
 public enum ServeRequest {
     /// The fields each route accepts (JSON body keys, or query parameters for raw bodies).
-    static let encodeFields = ["prompt", "negative_prompt", "images", "mode", "preresize", "max_sequence_length", "dtype", "format"]
+    static let encodeFields = ["prompt", "negative_prompt", "images", "mode", "preresize", "output_resolution", "max_sequence_length",
+                               "dtype", "format"]
     static let vaeEncodeFields = ["image", "normalize", "component", "format"]
     static let vaeDecodeFields = ["latents", "denormalize", "component", "png16", "format"]
 
@@ -231,7 +234,7 @@ public enum ServeRequest {
     // MARK: - Routes
 
     /// POST /v1/encode (any content type; the body is JSON): `{"prompt": ..., "negative_prompt"?, "images"?: [base64 PNG/JPEG], "mode"?, "preresize"?,
-    /// "max_sequence_length"?, "dtype"?: "f32"|"bf16", "format"?: "json"|"safetensors"}`.
+    /// "output_resolution"? (Qwen-Image 2.1 packs), "max_sequence_length"?, "dtype"?: "f32"|"bf16", "format"?: "json"|"safetensors"}`.
     public static func encode(body: Data, accept: String?) throws -> ServeJob {
         let f = try jsonFields(body, allowed: encodeFields)
         guard let prompt = try f.string("prompt") else { throw ServeError.bad("body: the field prompt (a string) is required") }
@@ -252,9 +255,15 @@ public enum ServeRequest {
         let images = try f.strings("images") ?? []
         let modeName = try f.string("mode")
         let preresize = try f.bool("preresize")
+        let resolution = try f.int("output_resolution")
         guard !images.isEmpty else {
-            if modeName != nil || preresize != nil { throw ServeError.bad("body fields mode and preresize need images") }
+            if modeName != nil || preresize != nil || resolution != nil {
+                throw ServeError.bad("body fields mode, preresize and output_resolution need images")
+            }
             return .text(text)
+        }
+        if let r = resolution, !(32 ... 16384).contains(r) {
+            throw ServeError.bad("body field output_resolution: expected 32 ... 16384, found \(r)")
         }
         guard f.values["max_sequence_length"] == nil else {
             throw ServeError.bad("body field max_sequence_length does not apply to Edit prompts (the Edit pipelines do not cut)")
@@ -268,7 +277,7 @@ public enum ServeRequest {
             throw ServeError.bad("body field images: \(e.description)")
         }
         let data = try images.enumerated().map { try base64($1, field: "images[\($0)]") }
-        return .edit(ServeJob.Edit(text: text, images: data, mode: mode, preresize: preresize ?? true))
+        return .edit(ServeJob.Edit(text: text, images: data, mode: mode, preresize: preresize ?? true, outputResolution: resolution))
     }
 
     /// POST /v1/vae/encode: a PNG/JPEG body (options in the query), or `{"image": base64, "normalize"?, "component"?, "format"?}`.
