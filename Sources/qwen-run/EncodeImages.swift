@@ -21,6 +21,12 @@ extension Encode {
         if let r = outputResolution, !(32 ... 16384).contains(r) {
             throw ValidationError("--output-resolution must be between 32 and 16384, found \(r)")
         }
+        if maxRam != nil {
+            // Not planned under a budget yet: refusing beats ignoring it. Measured peaks: RESULTS.md (a 1024² image
+            // and a prompt through Qwen-Image 2.1's q8s text encoder: 560 MiB).
+            throw ValidationError("--max-ram applies to text-only prompts; with --image the vision tower and the prompt "
+                                  + "are not planned under a budget yet (leave --max-ram out)")
+        }
         if maxSequenceLength != 1024 {
             throw ValidationError("--max-sequence-length does not apply to Edit prompts (the Edit pipelines do not cut)")
         }

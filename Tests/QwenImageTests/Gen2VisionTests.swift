@@ -283,6 +283,9 @@ import Testing
         // An output resolution out of range: refused before any work, nothing written.
         let res = try QwenRunProcess.run(["vision", "--pack", pack, "--output-resolution", "8", "--out", out + ".res"] + images)
         #expect(res.status != 0 && res.stderr.contains("--output-resolution") && !FileManager.default.fileExists(atPath: out + ".res"))
+        // --max-ram is not planned for image prompts: refused rather than ignored.
+        let ram = try QwenRunProcess.run(["encode", "--pack", pack, "--prompt", "x", "--max-ram", "1G", "--out", out + ".ram"] + images)
+        #expect(ram.status != 0 && ram.stderr.contains("--max-ram") && !FileManager.default.fileExists(atPath: out + ".ram"))
         // A first-generation Edit mode on a 2.1 pack: refused, nothing written.
         let bad = out + ".mode.safetensors"
         let m = try QwenRunProcess.run(["encode", "--pack", pack, "--prompt", "x", "--mode", "edit-plus", "--out", bad] + images)
