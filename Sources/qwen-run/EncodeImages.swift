@@ -18,8 +18,9 @@ extension Encode {
             throw ValidationError("--preresize must be auto or none, found '\(p)'")
         }
         if let m = maxPixels, m <= 0 { throw ValidationError("--max-pixels must be positive, found \(m)") }
-        if let r = outputResolution, !(32 ... 16384).contains(r) {
-            throw ValidationError("--output-resolution must be between 32 and 16384, found \(r)")
+        let range = VisionGeometry.outputResolutions
+        if let r = outputResolution, !range.contains(r) {
+            throw ValidationError("--output-resolution must be between \(range.lowerBound) and \(range.upperBound), found \(r)")
         }
         if maxRam != nil {
             // Not planned under a budget yet: refusing beats ignoring it. Measured peaks: RESULTS.md (a 1024² image
@@ -57,21 +58,23 @@ extension Encode {
         let (results, sequences) = try encoder.encode(groups, mode: mode, grids: input.grids, imageEmbeds: imageEmbeds)
         progress.finish()
 
-        var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt", "mode": mode.rawValue,
-                                                  "positions": "mrope (3-D, transformers 4.x / diffusers PR #14189)"])
-        try add(results[0], prefix: "", to: &writer)
-        if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
-        try writer.write(to: URL(fileURLWithPath: out), force: force)
+        try write(results, prompts: prompts.count, metadata: ["mode": mode.rawValue,
+                  "positions": "mrope (3-D, transformers 4.x / diffusers PR #14189)"], to: URL(fileURLWithPath: out), force: force)
+        imageSummary(out: out, template: ("mode", mode.rawValue), input: input,
+                     imageTokens: imageEmbeds.count / encoder.model.config.hiddenSize, prompts: prompts.count,
+                     results: results, tokens: sequences.reduce(0) { $0 + $1.ids.count }, start: start, visionSeconds: visionSeconds)
+    }
 
+    /// The summary of an image-prompt run (both generations).
+    private func imageSummary(out: String, template: (String, Any), input: VisionInput, imageTokens: Int, prompts: Int,
+                              results: [PromptEmbeddings], tokens: Int, start: WallClock, visionSeconds: Double) {
         let seconds = start.elapsed()
         printSummary([
-            ("output", out), ("mode", mode.rawValue), ("images", images),
+            ("output", out), template, ("images", images),
             ("resized_hw", input.resized.map { [$0.height, $0.width] }),
             ("image_grid_thw", input.grids.map { [$0.t, $0.h, $0.w] }),
-            ("image_tokens", imageEmbeds.count / encoder.model.config.hiddenSize),
-            ("prompts", prompts.count), ("negative_prompt", negativePrompt != nil),
-            ("shape", [results[0].batch, results[0].length, results[0].hidden]),
-            ("tokens", sequences.reduce(0) { $0 + $1.ids.count }),
+            ("image_tokens", imageTokens), ("prompts", prompts), ("negative_prompt", negativePrompt != nil),
+            ("shape", [results[0].batch, results[0].length, results[0].hidden]), ("tokens", tokens),
             ("seconds", (seconds * 1000).rounded() / 1000), ("vision_seconds", (visionSeconds * 1000).rounded() / 1000),
             ("peak_rss_bytes", ProcessStats.peakRSS()), ("peak_rss", ByteSize.format(ProcessStats.peakRSS())),
         ], json: common.json)
@@ -99,23 +102,9 @@ extension Encode {
         let (results, tokens) = try encoder.encode(groups, grids: input.grids, features: features)
         progress.finish()
 
-        var writer = SafetensorsWriter(metadata: ["producer": "qwen-run encode", "format": "pt", "model": "qwen-image-2.1",
-                                                  "template": "image-conditioned"])
-        try add(results[0], prefix: "", to: &writer)
-        if results.count > 1 { try add(results[1].repeated(prompts.count), prefix: "negative_", to: &writer) }
-        try writer.write(to: URL(fileURLWithPath: out), force: force)
-
-        let seconds = start.elapsed()
-        printSummary([
-            ("output", out), ("template", "image-conditioned-2.1"), ("images", images),
-            ("resized_hw", input.resized.map { [$0.height, $0.width] }),
-            ("image_grid_thw", input.grids.map { [$0.t, $0.h, $0.w] }),
-            ("image_tokens", features.tokens),
-            ("prompts", prompts.count), ("negative_prompt", negativePrompt != nil),
-            ("shape", [results[0].batch, results[0].length, results[0].hidden]),
-            ("tokens", tokens),
-            ("seconds", (seconds * 1000).rounded() / 1000), ("vision_seconds", (visionSeconds * 1000).rounded() / 1000),
-            ("peak_rss_bytes", ProcessStats.peakRSS()), ("peak_rss", ByteSize.format(ProcessStats.peakRSS())),
-        ], json: common.json)
+        try write(results, prompts: prompts.count, metadata: ["model": "qwen-image-2.1", "template": "image-conditioned"],
+                  to: URL(fileURLWithPath: out), force: force)
+        imageSummary(out: out, template: ("template", "image-conditioned-2.1"), input: input, imageTokens: features.tokens,
+                     prompts: prompts.count, results: results, tokens: tokens, start: start, visionSeconds: visionSeconds)
     }
 }

@@ -279,10 +279,7 @@ final class ServeWorker: @unchecked Sendable {
         }
         let encoder = try models.editEncoder()
         let mode = job.mode ?? ReferenceImages.defaultMode(imageCount: job.images.count)
-        let names = job.images.indices.map { "images[\($0)]" }
-        let sources = try zip(job.images, names).map { data, name in
-            try ReferenceImages.source(ImageFile.decode(data, name: name, keepAlpha: true, maxPixels: settings.maxPixels), name: name)
-        }
+        let (sources, names) = try decodeImages(job)
         let (imageEmbeds, input) = try ReferenceImages.embed(images: sources, names: names, pack: models.pack, mode: mode,
                                                              preresize: job.preresize, tower: encoder.tower,
                                                              processor: encoder.processor)
@@ -297,16 +294,22 @@ final class ServeWorker: @unchecked Sendable {
         ])
     }
 
+    /// The request's images, decoded (transparency kept), with the names errors use.
+    private func decodeImages(_ job: ServeJob.Edit) throws -> (sources: [VisionSourceImage], names: [String]) {
+        let names = job.images.indices.map { "images[\($0)]" }
+        let sources = try zip(job.images, names).map { data, name in
+            try ReferenceImages.source(ImageFile.decode(data, name: name, keepAlpha: true, maxPixels: settings.maxPixels), name: name)
+        }
+        return (sources, names)
+    }
+
     /// Qwen-Image 2.1: the image-conditioned template, with `image_pad_mask` in the answer.
     private func encodeImage21(_ job: ServeJob.Edit) throws -> ServeResponse {
         guard job.mode == nil else {
             throw ServeError.bad("\"mode\" selects a first-generation Edit template; this server runs a Qwen-Image 2.1 pack")
         }
         let encoder = try models.image21Encoder()
-        let names = job.images.indices.map { "images[\($0)]" }
-        let sources = try zip(job.images, names).map { data, name in
-            try ReferenceImages.source(ImageFile.decode(data, name: name, keepAlpha: true, maxPixels: settings.maxPixels), name: name)
-        }
+        let (sources, names) = try decodeImages(job)
         let (features, input) = try encoder.embed(images: sources, names: names, outputResolution: job.preresize ? job.outputResolution ?? 1024 : nil)
         let groups = [[job.text.prompt]] + (job.text.negativePrompt.map { [[$0]] } ?? [])
         let (results, tokens) = try encoder.encode(groups, grids: input.grids, features: features)

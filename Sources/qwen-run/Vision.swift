@@ -47,8 +47,9 @@ struct ImageOptions: ParsableArguments {
     func validateImages(required: Bool) throws {
         if required && image.isEmpty { throw ValidationError("give at least one --image") }
         guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive, found \(maxPixels)") }
-        guard (32 ... 16384).contains(outputResolution) else {
-            throw ValidationError("--output-resolution must be between 32 and 16384, found \(outputResolution)")
+        let range = VisionGeometry.outputResolutions
+        guard range.contains(outputResolution) else {
+            throw ValidationError("--output-resolution must be between \(range.lowerBound) and \(range.upperBound), found \(outputResolution)")
         }
         _ = try resolvedPreresize()
         if !image.isEmpty {
@@ -144,7 +145,7 @@ struct Vision: ParsableCommand {
         }
         let tower = try Qwen3VisionTower(pack: p)
         let processor = try ReferenceImages.processor(pack: p)
-        try ImagePromptEncoder21.check(processor, tower: tower.config)
+        try ReferenceImages.checkProcessor(processor, tower: tower.config)
         let sources = try ReferenceImages.load(paths: images.image, maxPixels: images.maxPixels)
         let input = try VisionInput.prepare21(images: sources, paths: images.image,
                                               outputResolution: try images.resolvedPreresize() ? images.outputResolution : nil,

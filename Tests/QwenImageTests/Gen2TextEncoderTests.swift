@@ -7,26 +7,13 @@ import Testing
 /// against the references of `Tests/Fixtures/gen2` (MANIFEST.md): single prompts (one empty), a
 /// left-padded batch, and the final-normed state the pipeline does not return.
 @Suite("Qwen-Image 2.1 text encoder", .serialized) struct Gen2TextEncoderTests {
-    static let model = TextEncoderFixtures.fixtures.appendingPathComponent("gen2/model").path
     static let refs = TextEncoderFixtures.fixtures.appendingPathComponent("gen2/refs/gen2_t2i.safetensors").path
     // make_gen2.py's PROMPTS and BATCH.
     static let prompts = ["A cat sitting on a red sofa, oil painting", "", "一只在雪地里的红狐狸, 35mm film"]
     static let batch = ["a small red fox", "a much longer prompt about a lighthouse on a rocky coast at dusk, waves, long exposure", "x"]
 
-    nonisolated(unsafe) private static var packs: [String: String] = [:]
     static func pack(_ scheme: PackScheme) throws -> String {
-        if let p = packs[scheme.rawValue] { return p }
-        let out = TextEncoderFixtures.tempRoot.appendingPathComponent("gen2-\(scheme.rawValue)")
-        var o = ConvertOptions()
-        o.scheme = scheme
-        o.group = scheme.isQuantized ? 32 : 0
-        o.components = ["text_encoder"]
-        o.progress = false
-        let checkpoint = try Checkpoint(path: model, only: o.components)
-        _ = try Converter.convert(checkpoint: checkpoint, plan: try ConversionPlan.make(checkpoint: checkpoint, options: o),
-                                  output: out, options: o)
-        packs[scheme.rawValue] = out.path
-        return out.path
+        try Gen2Packs.path(scheme, components: ["text_encoder"], group: 32)
     }
 
     static func encoder(_ scheme: PackScheme) throws -> PromptEncoder {

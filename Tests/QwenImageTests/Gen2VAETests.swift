@@ -7,21 +7,9 @@ import Testing
 /// The Qwen-Image 2.1 VAE (`AutoencoderKLQwenImage21`) against the references of `Tests/Fixtures/gen2`
 /// (MANIFEST.md): RGBA encode (posterior mean, logvar, normalized latents) and decode, tiled = untiled.
 @Suite("Qwen-Image 2.1 VAE", .serialized) struct Gen2VAETests {
-    static let model = vaeFixtures.appendingPathComponent("gen2/model").path
 
-    nonisolated(unsafe) private static var packs: [PackScheme: Pack] = [:]
     static func pack(_ scheme: PackScheme) throws -> Pack {
-        if let p = packs[scheme] { return p }
-        let out = TextEncoderFixtures.tempRoot.appendingPathComponent("gen2-vae-\(scheme.rawValue)")
-        var o = ConvertOptions()
-        o.scheme = scheme
-        o.components = ["vae"]
-        o.progress = false
-        let ck = try Checkpoint(path: model, only: o.components)
-        _ = try Converter.convert(checkpoint: ck, plan: try ConversionPlan.make(checkpoint: ck, options: o), output: out, options: o)
-        let p = try Pack(path: out.path)
-        packs[scheme] = p
-        return p
+        try Pack(path: try Gen2Packs.path(scheme, components: ["vae"]))
     }
 
     static func vae(_ scheme: PackScheme = .f32) throws -> AutoencoderKLQwenImage {

@@ -8,7 +8,6 @@ import Testing
 /// prompts (DeepStack, interleaved 3-D mrope, `image_pad_mask`) and its image preparation, against
 /// `Tests/Fixtures/gen2/refs/gen2_ti2i.safetensors` (make_gen2.py, MANIFEST.md).
 @Suite("Qwen-Image 2.1 vision and image-conditioned prompts", .serialized) struct Gen2VisionTests {
-    static let model = TextEncoderFixtures.fixtures.appendingPathComponent("gen2/model").path
     static let refsPath = TextEncoderFixtures.fixtures.appendingPathComponent("gen2/refs/gen2_ti2i.safetensors").path
     // make_gen2.py's TI2I_PROMPTS and image sets.
     static let prompts = ["one": ["Make the sofa blue"],
@@ -17,23 +16,8 @@ import Testing
                           "call": ["Remove the background"]]
     static let imageSets = ["one": ["A"], "multi": ["A", "B", "C"], "batch": ["A", "B"]]
 
-    nonisolated(unsafe) private static var packs: [String: String] = [:]
-    /// ServeTests converts the same pack from another suite that may run at the same time.
-    private static let lock = NSLock()
     static func pack(_ scheme: PackScheme) throws -> String {
-        lock.lock(); defer { lock.unlock() }
-        if let p = packs[scheme.rawValue] { return p }
-        let out = TextEncoderFixtures.tempRoot.appendingPathComponent("gen2-vision-\(scheme.rawValue)")
-        var o = ConvertOptions()
-        o.scheme = scheme
-        o.group = scheme.isQuantized ? 32 : 0
-        o.components = ["text_encoder", "processor"]
-        o.progress = false
-        let checkpoint = try Checkpoint(path: model, only: o.components)
-        _ = try Converter.convert(checkpoint: checkpoint, plan: try ConversionPlan.make(checkpoint: checkpoint, options: o),
-                                  output: out, options: o)
-        packs[scheme.rawValue] = out.path
-        return out.path
+        try Gen2Packs.path(scheme, components: ["text_encoder", "processor"], group: 32)
     }
 
     static func encoder(_ scheme: PackScheme) throws -> ImagePromptEncoder21 {
@@ -69,7 +53,7 @@ import Testing
 
     @Test("a malformed Qwen3-VL vision_config is refused with the field named")
     func badVisionConfig() throws {
-        let good = try Data(contentsOf: URL(fileURLWithPath: Self.model + "/text_encoder/config.json"))
+        let good = try Data(contentsOf: URL(fileURLWithPath: Gen2Packs.model + "/text_encoder/config.json"))
         let base = try JSONSerialization.jsonObject(with: good) as! [String: Any]
         for (key, value, expect) in [("num_position_embeddings", 60 as Any, "num_position_embeddings"),
                                      ("deepstack_visual_indexes", [0, 4] as Any, "deepstack_visual_indexes"),

@@ -89,7 +89,8 @@ public struct VisionConfig: Codable, Sendable, Equatable {
         windowSize = try c.decodeIfPresent(Int.self, forKey: .windowSize) ?? 112
         fullattBlockIndexes = try c.decodeIfPresent([Int].self, forKey: .fullattBlockIndexes) ?? [7, 15, 23, 31]
         let modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? ""
-        if modelType.hasPrefix("qwen3_vl") { family = .qwen3vl }
+        let textModelType = decoder.userInfo[Self.textModelType] as? String ?? ""
+        if modelType.hasPrefix("qwen3_vl") || textModelType.hasPrefix("qwen3_vl") { family = .qwen3vl }
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? (family == .qwen3vl ? "gelu_pytorch_tanh" : "silu")
         numPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .numPositionEmbeddings) ?? 2304
         deepstackVisualIndexes = try c.decodeIfPresent([Int].self, forKey: .deepstackVisualIndexes) ?? [8, 16, 24]
@@ -133,27 +134,25 @@ public struct VisionConfig: Codable, Sendable, Equatable {
         struct Outer: Decodable { var vision_config: VisionConfig?; var model_type: String? }
         let outer: Outer
         do {
-            outer = try JSONDecoder().decode(Outer.self, from: data)
+            // The tower of a qwen3_vl text encoder is a Qwen3-VL one whatever its own model_type says: the
+            // outer model_type reaches init(from:) through userInfo.
+            let probe = try JSONDecoder().decode(OuterType.self, from: data)
+            let decoder = JSONDecoder()
+            decoder.userInfo[Self.textModelType] = probe.model_type ?? ""
+            outer = try decoder.decode(Outer.self, from: data)
         } catch {
             throw QwenImageError.config(file: file, message: "cannot read vision_config: \(error)")
         }
-        guard var v = outer.vision_config else {
+        guard let v = outer.vision_config else {
             throw QwenImageError.config(file: file, message: "no vision_config: this text encoder has no vision tower")
-        }
-        if outer.model_type?.hasPrefix("qwen3_vl") == true && v.family != .qwen3vl {
-            // The tower of a qwen3_vl text encoder is a Qwen3-VL one, whatever its own model_type says.
-            v.family = .qwen3vl
-            if !(try JSONDecoder().decode(HasAct.self, from: data)).explicitAct { v.hiddenAct = "gelu_pytorch_tanh" }
         }
         try v.validate(file: file)
         return v
     }
 
-    private struct HasAct: Decodable {
-        struct Inner: Decodable { var hidden_act: String? }
-        var vision_config: Inner?
-        var explicitAct: Bool { vision_config?.hidden_act != nil }
-    }
+    private struct OuterType: Decodable { var model_type: String? }
+    /// userInfo key: the text encoder's own `model_type` (the file `vision_config` sits in).
+    static let textModelType = CodingUserInfoKey(rawValue: "qwen.textModelType")!
 
     /// `vision_config` of a `text_encoder/config.json`, validated, or nil when the file has none.
     public static func fromTextEncoderConfigIfPresent(_ data: Data, file: String) throws -> VisionConfig? {

@@ -262,8 +262,8 @@ public enum ServeRequest {
             }
             return .text(text)
         }
-        if let r = resolution, !(32 ... 16384).contains(r) {
-            throw ServeError.bad("body field output_resolution: expected 32 ... 16384, found \(r)")
+        if let r = resolution, !VisionGeometry.outputResolutions.contains(r) {
+            throw ServeError.bad("body field output_resolution: expected \(VisionGeometry.outputResolutions), found \(r)")
         }
         guard f.values["max_sequence_length"] == nil else {
             throw ServeError.bad("body field max_sequence_length does not apply to Edit prompts (the Edit pipelines do not cut)")

@@ -90,9 +90,10 @@ public struct PromptTemplate: Sendable, Equatable {
     /// `QwenImage21Pipeline`'s image-conditioned template (`prompt_template_ti2i`) for `imageCount` reference
     /// images: `<image1><|vision_start|><|image_pad|><|vision_end|>`, then ` <imageN>...` for each further
     /// image, in front of the prompt (the `<imageN>` tags are plain text). Same system prompt and drop index
-    /// as text-to-image; the positions are 3-D mrope over the unpadded tokens, so padding does not move them.
-    public static func imageConditioned21(tokenizer: Qwen2Tokenizer, imageCount: Int) -> PromptTemplate {
-        let base = textToImage21(tokenizer: tokenizer)
+    /// as text-to-image (`base`, from `textToImage21`); the positions are 3-D mrope over the unpadded tokens, so
+    /// padding does not move them.
+    public static func imageConditioned21(base: PromptTemplate, imageCount: Int) -> PromptTemplate {
+        precondition(base.kind == .textToImage21, "imageConditioned21 builds on the 2.1 text-to-image template")
         var images = ""
         for i in 1 ... max(imageCount, 1) { images += (i > 1 ? " " : "") + "<image\(i)>\(visionPlaceholder)" }
         var t = PromptTemplate(kind: .imageToImage21, prefix: base.prefix + images, suffix: assistantSuffix,

@@ -136,24 +136,8 @@ public final class EditPromptEncoder {
         self.tokenizer = tokenizer
         self.tower = tower
         self.processor = processor
-        guard let pad = model.config.imageTokenId ?? tokenizer.tokenID("<|image_pad|>") else {
-            throw QwenImageError.config(file: "text_encoder/config.json",
-                                        message: "no image_token_id, and the tokenizer has no <|image_pad|> token")
-        }
-        if let tokPad = tokenizer.tokenID("<|image_pad|>"), tokPad != pad {
-            throw QwenImageError.config(file: "text_encoder/config.json",
-                                        message: "image_token_id \(pad) differs from the tokenizer's <|image_pad|> id \(tokPad)")
-        }
-        imagePad = pad
-        guard tower.config.outHiddenSize == model.config.hiddenSize else {
-            throw QwenImageError.config(file: "text_encoder/config.json", message: "vision out_hidden_size "
-                + "\(tower.config.outHiddenSize) differs from the language model's hidden_size \(model.config.hiddenSize)")
-        }
-        guard tower.config.spatialMergeSize == processor.mergeSize, tower.config.patchSize == processor.patchSize,
-              tower.config.temporalPatchSize == processor.temporalPatchSize else {
-            throw QwenImageError.config(file: "processor/preprocessor_config.json",
-                                        message: "patch / merge / temporal sizes differ from the vision tower's config")
-        }
+        imagePad = try ReferenceImages.checkVisionSetup(model: model.config, tokenizer: tokenizer, tower: tower.config,
+                                                 processor: processor)
     }
 
     /// Opens the pack's text encoder (with its vision tower), tokenizer and image processor settings.

@@ -23,6 +23,8 @@ public final class ImagePromptEncoder21 {
     public let tower: Qwen3VisionTower
     public let processor: VisionPreprocessor
     public let imagePad: Int
+    /// The text-to-image template: the system prompt and its drop index, tokenized once.
+    private let textTemplate: PromptTemplate
 
     public init(model: LanguageModel, tokenizer: Qwen2Tokenizer, tower: Qwen3VisionTower, processor: VisionPreprocessor) throws {
         guard model.config.family == .qwen3vl else {
@@ -33,36 +35,12 @@ public final class ImagePromptEncoder21 {
         self.tokenizer = tokenizer
         self.tower = tower
         self.processor = processor
-        guard let pad = model.config.imageTokenId ?? tokenizer.tokenID("<|image_pad|>") else {
-            throw QwenImageError.config(file: "text_encoder/config.json",
-                                        message: "no image_token_id, and the tokenizer has no <|image_pad|> token")
-        }
-        if let tokPad = tokenizer.tokenID("<|image_pad|>"), tokPad != pad {
-            throw QwenImageError.config(file: "text_encoder/config.json",
-                                        message: "image_token_id \(pad) differs from the tokenizer's <|image_pad|> id \(tokPad)")
-        }
-        imagePad = pad
-        let v = tower.config
-        guard v.outHiddenSize == model.config.hiddenSize else {
-            throw QwenImageError.config(file: "text_encoder/config.json", message: "vision out_hidden_size "
-                + "\(v.outHiddenSize) differs from the language model's hidden_size \(model.config.hiddenSize)")
-        }
-        guard v.deepstackVisualIndexes.count <= model.config.numHiddenLayers else {
-            throw QwenImageError.config(file: "text_encoder/config.json", message: "\(v.deepstackVisualIndexes.count) DeepStack "
-                + "mergers for \(model.config.numHiddenLayers) language-model layers")
-        }
-        try Self.check(processor, tower: v)
-    }
-
-    /// The image processor must cut the patches the tower was built for.
-    public static func check(_ processor: VisionPreprocessor, tower v: VisionConfig) throws {
-        guard v.spatialMergeSize == processor.mergeSize, v.patchSize == processor.patchSize,
-              v.temporalPatchSize == processor.temporalPatchSize else {
-            throw QwenImageError.config(file: "processor/preprocessor_config.json",
-                                        message: "patch / merge / temporal sizes (\(processor.patchSize), \(processor.mergeSize), "
-                                        + "\(processor.temporalPatchSize)) differ from the vision tower's (\(v.patchSize), "
-                                        + "\(v.spatialMergeSize), \(v.temporalPatchSize)): convert the checkpoint's processor/ "
-                                        + "with the text encoder")
+        textTemplate = .textToImage21(tokenizer: tokenizer)
+        imagePad = try ReferenceImages.checkVisionSetup(model: model.config, tokenizer: tokenizer, tower: tower.config,
+                                                 processor: processor)
+        guard tower.config.deepstackVisualIndexes.count <= model.config.numHiddenLayers else {
+            throw QwenImageError.config(file: "text_encoder/config.json", message: "\(tower.config.deepstackVisualIndexes.count) "
+                + "DeepStack mergers for \(model.config.numHiddenLayers) language-model layers")
         }
     }
 
@@ -75,7 +53,7 @@ public final class ImagePromptEncoder21 {
 
     /// The template for `imageCount` images.
     public func template(imageCount: Int) -> PromptTemplate {
-        .imageConditioned21(tokenizer: tokenizer, imageCount: imageCount)
+        .imageConditioned21(base: textTemplate, imageCount: imageCount)
     }
 
     /// One prompt ready for the language model: tokens (image pads expanded), embeddings with the image rows

@@ -8,6 +8,9 @@ public enum VisionGeometry {
     @inline(__always)
     public static func pythonRound(_ x: Double) -> Int { Int(x.rounded(.toNearestOrEven)) }
 
+    /// `QwenImage21Pipeline`'s `output_resolution` values accepted (the pre-resize to that area).
+    public static let outputResolutions = 32 ... 16384
+
     /// diffusers `calculate_dimensions(target_area, ratio)` (pipeline_qwenimage_edit*.py): the width and
     /// height, multiples of 32, of an image with about `targetArea` pixels and aspect `ratio` = w / h.
     public static func calculateDimensions(targetArea: Int, ratio: Double) -> (width: Int, height: Int) {

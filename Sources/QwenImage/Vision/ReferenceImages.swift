@@ -56,6 +56,38 @@ public enum ReferenceImages {
                                    file: pack.path + "/text_encoder/config.json").family == .qwen3vl
     }
 
+    /// Checks that a language model, its tokenizer, vision tower and image processor fit together (either
+    /// generation) and returns the `<|image_pad|>` id.
+    public static func checkVisionSetup(model: TextConfig, tokenizer: Qwen2Tokenizer, tower v: VisionConfig,
+                                 processor: VisionPreprocessor) throws -> Int {
+        guard let pad = model.imageTokenId ?? tokenizer.tokenID("<|image_pad|>") else {
+            throw QwenImageError.config(file: "text_encoder/config.json",
+                                        message: "no image_token_id, and the tokenizer has no <|image_pad|> token")
+        }
+        if let tokPad = tokenizer.tokenID("<|image_pad|>"), tokPad != pad {
+            throw QwenImageError.config(file: "text_encoder/config.json",
+                                        message: "image_token_id \(pad) differs from the tokenizer's <|image_pad|> id \(tokPad)")
+        }
+        guard v.outHiddenSize == model.hiddenSize else {
+            throw QwenImageError.config(file: "text_encoder/config.json", message: "vision out_hidden_size "
+                + "\(v.outHiddenSize) differs from the language model's hidden_size \(model.hiddenSize)")
+        }
+        try checkProcessor(processor, tower: v)
+        return pad
+    }
+
+    /// The image processor must cut the patches the tower was built for.
+    public static func checkProcessor(_ processor: VisionPreprocessor, tower v: VisionConfig) throws {
+        guard v.spatialMergeSize == processor.mergeSize, v.patchSize == processor.patchSize,
+              v.temporalPatchSize == processor.temporalPatchSize else {
+            throw QwenImageError.config(file: "processor/preprocessor_config.json",
+                                        message: "patch / merge / temporal sizes (\(processor.patchSize), \(processor.mergeSize), "
+                                        + "\(processor.temporalPatchSize)) differ from the vision tower's (\(v.patchSize), "
+                                        + "\(v.spatialMergeSize), \(v.temporalPatchSize)): convert the checkpoint's processor/ "
+                                        + "with the text encoder")
+        }
+    }
+
     /// The image processor settings of a pack: `processor/preprocessor_config.json` when the pack carries
     /// it, else the upstream defaults (identical to Qwen-Image's file).
     public static func processor(pack: Pack) throws -> VisionPreprocessor {

@@ -214,6 +214,26 @@ struct BlockScratch {
     }
 }
 
+extension BlockScratch {
+    /// x += a block's MLP, in row chunks of `s.chunk`: `chunk(r0, rows, &s)` reads rows r0 ..< r0 + rows of
+    /// `s.normed` and leaves its output [rows, Dv] in `s.down`.
+    static func addMLP(to x: inout [Float], patches n: Int, hidden dv: Int, scratch s: inout BlockScratch,
+                       _ chunk: (Int, Int, inout BlockScratch) -> Void) {
+        var r0 = 0
+        while r0 < n {
+            let rows = min(s.chunk, n - r0)
+            chunk(r0, rows, &s)
+            x.withUnsafeMutableBufferPointer { xb in
+                s.down.withUnsafeBufferPointer { db in
+                    let dst = xb.baseAddress! + r0 * dv
+                    for i in 0..<(rows * dv) { dst[i] += db[i] }
+                }
+            }
+            r0 += rows
+        }
+    }
+}
+
 /// One vision block's weights (`visual.blocks.N`), from a source scoped to the block.
 struct VisionBlockWeights {
     let norm1: [Float]         // norm1.weight [Dv]
@@ -250,9 +270,7 @@ struct VisionBlockWeights {
 
         // MLP: x += down(silu(gate(norm2(x))) * up(norm2(x))), in row chunks
         qk_rmsnorm(x, norm2, Int64(n), Int64(dv), c.rmsNormEps, &s.normed)
-        var r0 = 0
-        while r0 < n {
-            let rows = min(s.chunk, n - r0)
+        BlockScratch.addMLP(to: &x, patches: n, hidden: dv, scratch: &s) { r0, rows, s in
             s.normed.withUnsafeBufferPointer { xn in
                 let xin = xn.baseAddress! + r0 * dv
                 s.gate.withUnsafeMutableBufferPointer { g in gate.matmul(xin, rows: rows, bias: gateBias, into: g.baseAddress!) }
@@ -264,13 +282,6 @@ struct VisionBlockWeights {
             s.gate.withUnsafeBufferPointer { g in
                 s.down.withUnsafeMutableBufferPointer { d in down.matmul(g.baseAddress!, rows: rows, bias: downBias, into: d.baseAddress!) }
             }
-            x.withUnsafeMutableBufferPointer { xb in
-                s.down.withUnsafeBufferPointer { db in
-                    let dst = xb.baseAddress! + r0 * dv
-                    for i in 0..<(rows * dv) { dst[i] += db[i] }
-                }
-            }
-            r0 += rows
         }
     }
 }
@@ -316,17 +327,19 @@ struct VisionAttention {
         let runs = Self.runs(segments)
         if runs.allSatisfy({ $0.count >= wholeSegmentRows }) {
             attendPerSegment(runs, scratch: &s, config: c)
-        } else { segments.withUnsafeBufferPointer { seg in
-            var p = qk_attn_params(lq: Int64(n), lk: Int64(n), hq: Int64(heads), hkv: Int64(heads), d: Int64(hd),
-                                   q_stride: Int64(3 * dv), k_stride: Int64(3 * dv), v_stride: Int64(3 * dv),
-                                   o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0, q_offset: 0,
-                                   kv_len: Int64(n), q_seg: seg.baseAddress, k_seg: seg.baseAddress)
-            s.qkv.withUnsafeBufferPointer { q in
-                s.attn.withUnsafeMutableBufferPointer { o in
-                    qk_attention(&p, q.baseAddress!, q.baseAddress! + dv, q.baseAddress! + 2 * dv, o.baseAddress!)
+        } else {
+            segments.withUnsafeBufferPointer { seg in
+                var p = qk_attn_params(lq: Int64(n), lk: Int64(n), hq: Int64(heads), hkv: Int64(heads), d: Int64(hd),
+                                       q_stride: Int64(3 * dv), k_stride: Int64(3 * dv), v_stride: Int64(3 * dv),
+                                       o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0, q_offset: 0,
+                                       kv_len: Int64(n), q_seg: seg.baseAddress, k_seg: seg.baseAddress)
+                s.qkv.withUnsafeBufferPointer { q in
+                    s.attn.withUnsafeMutableBufferPointer { o in
+                        qk_attention(&p, q.baseAddress!, q.baseAddress! + dv, q.baseAddress! + 2 * dv, o.baseAddress!)
+                    }
                 }
             }
-        } }
+        }
         s.attn.withUnsafeBufferPointer { a in
             s.proj.withUnsafeMutableBufferPointer { y in proj.matmul(a.baseAddress!, rows: n, bias: projBias, into: y.baseAddress!) }
         }
@@ -358,32 +371,28 @@ struct VisionAttention {
     /// image) the kernel ran at half the rate it reaches on dense rows. The same keys per query, so the
     /// same result up to the order of the key tiles' sums.
     private func attendPerSegment(_ runs: [(start: Int, count: Int)], scratch s: inout BlockScratch, config c: VisionConfig) {
-        let dv = c.hiddenSize, heads = c.numHeads, hd = c.headDim
+        let dv = c.hiddenSize, hd = c.headDim
         let longest = runs.map(\.count).max() ?? 0
-        var q = [Float](repeating: 0, count: longest * hd), k = q, v = q
+        // One head's q | k | v, each [rows, head_dim].
+        let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: 3 * longest * hd)
+        defer { buf.deallocate() }
+        let q = buf.baseAddress!, k = q + longest * hd, v = k + longest * hd
         s.qkv.withUnsafeBufferPointer { src in
             s.attn.withUnsafeMutableBufferPointer { o in
                 for run in runs {
-                    for h in 0..<heads {
+                    for h in 0..<c.numHeads {
                         let first = src.baseAddress! + run.start * 3 * dv + h * hd
-                        q.withUnsafeMutableBufferPointer { qb in
-                            k.withUnsafeMutableBufferPointer { kb in
-                                v.withUnsafeMutableBufferPointer { vb in
-                                    for r in 0..<run.count {
-                                        let row = first + r * 3 * dv
-                                        (qb.baseAddress! + r * hd).update(from: row, count: hd)
-                                        (kb.baseAddress! + r * hd).update(from: row + dv, count: hd)
-                                        (vb.baseAddress! + r * hd).update(from: row + 2 * dv, count: hd)
-                                    }
-                                    var p = qk_attn_params(lq: Int64(run.count), lk: Int64(run.count), hq: 1, hkv: 1, d: Int64(hd),
-                                                           q_stride: Int64(hd), k_stride: Int64(hd), v_stride: Int64(hd),
-                                                           o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0,
-                                                           q_offset: 0, kv_len: Int64(run.count), q_seg: nil, k_seg: nil)
-                                    qk_attention(&p, qb.baseAddress!, kb.baseAddress!, vb.baseAddress!,
-                                                 o.baseAddress! + run.start * dv + h * hd)
-                                }
-                            }
+                        for r in 0..<run.count {
+                            let row = first + r * 3 * dv
+                            (q + r * hd).update(from: row, count: hd)
+                            (k + r * hd).update(from: row + dv, count: hd)
+                            (v + r * hd).update(from: row + 2 * dv, count: hd)
                         }
+                        var p = qk_attn_params(lq: Int64(run.count), lk: Int64(run.count), hq: 1, hkv: 1, d: Int64(hd),
+                                               q_stride: Int64(hd), k_stride: Int64(hd), v_stride: Int64(hd),
+                                               o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0,
+                                               q_offset: 0, kv_len: Int64(run.count), q_seg: nil, k_seg: nil)
+                        qk_attention(&p, q, k, v, o.baseAddress! + run.start * dv + h * hd)
                     }
                 }
             }

@@ -172,18 +172,13 @@ struct PatchLayout {
         }
         table.withUnsafeBufferPointer { t in
             x.withUnsafeMutableBufferPointer { xb in
-                var acc = [Float](repeating: 0, count: dim)
                 for p in 0..<patchCount {
                     let h = taps(row[p], gridH[p]), w = taps(col[p], gridW[p])
-                    let idx = [h.i0 * side + w.i0, h.i0 * side + w.i1, h.i1 * side + w.i0, h.i1 * side + w.i1]
-                    let wt = [h.w0 * w.w0, h.w0 * w.w1, h.w1 * w.w0, h.w1 * w.w1]
-                    for j in 0..<dim { acc[j] = t[idx[0] * dim + j] * wt[0] }
-                    for k in 1..<4 {
-                        let r = t.baseAddress! + idx[k] * dim
-                        for j in 0..<dim { acc[j] += r[j] * wt[k] }
-                    }
+                    let r0 = t.baseAddress! + (h.i0 * side + w.i0) * dim, r1 = t.baseAddress! + (h.i0 * side + w.i1) * dim
+                    let r2 = t.baseAddress! + (h.i1 * side + w.i0) * dim, r3 = t.baseAddress! + (h.i1 * side + w.i1) * dim
+                    let w0 = h.w0 * w.w0, w1 = h.w0 * w.w1, w2 = h.w1 * w.w0, w3 = h.w1 * w.w1
                     let dst = xb.baseAddress! + p * dim
-                    for j in 0..<dim { dst[j] += acc[j] }
+                    for j in 0..<dim { dst[j] += ((r0[j] * w0 + r1[j] * w1) + r2[j] * w2) + r3[j] * w3 }
                 }
             }
         }
@@ -298,9 +293,7 @@ struct Qwen3VisionBlockWeights {
         attention.add(to: &x, patches: n, cos: cos, sin: sin, segments: segments, scratch: &s, config: c)
 
         qk_layernorm(x, norm2, norm2Bias, Int64(n), Int64(dv), 1e-6, &s.normed)
-        var r0 = 0
-        while r0 < n {
-            let rows = min(s.chunk, n - r0)
+        BlockScratch.addMLP(to: &x, patches: n, hidden: dv, scratch: &s) { r0, rows, s in
             s.normed.withUnsafeBufferPointer { xn in
                 s.gate.withUnsafeMutableBufferPointer { g in
                     fc1.matmul(xn.baseAddress! + r0 * dv, rows: rows, bias: fc1Bias, into: g.baseAddress!)
@@ -310,13 +303,6 @@ struct Qwen3VisionBlockWeights {
             s.gate.withUnsafeBufferPointer { g in
                 s.down.withUnsafeMutableBufferPointer { d in fc2.matmul(g.baseAddress!, rows: rows, bias: fc2Bias, into: d.baseAddress!) }
             }
-            x.withUnsafeMutableBufferPointer { xb in
-                s.down.withUnsafeBufferPointer { db in
-                    let dst = xb.baseAddress! + r0 * dv
-                    for i in 0..<(rows * dv) { dst[i] += db[i] }
-                }
-            }
-            r0 += rows
         }
     }
 }
