@@ -1,12 +1,16 @@
 /*
- * conv.c: public qk_conv3x3. SIMD tiers: implicit GEMM. A task owns a tile of consecutive output pixels,
- * gathers their 3x3 patches into its thread's scratch as rows of a [tile, 9 * cin] matrix (k order
- * (ky, kx, cin), zeros where the patch leaves the padded image) and multiplies by the weight with
- * qk_matmul (nested in the pool, so it runs serially on this thread). No full im2col buffer.
+ * conv.c: public qk_conv3x3. SIMD tiers: implicit GEMM. Integer schemes with cin a multiple of 32
+ * (every VAE convolution but the first): a task owns a band of output rows, quantizes the band's input
+ * rows once and gathers int8 patch rows for qk_matmul_xq_with_tier (conv_q_task). Other schemes: a
+ * task owns a tile of consecutive output pixels, gathers their f32 3x3 patches into its thread's
+ * scratch as rows of a [tile, 9 * cin] matrix (k order (ky, kx, cin), zeros where the patch leaves the
+ * padded image) and multiplies by the weight with qk_matmul. Both nest in the pool (the matmul runs
+ * serially on the task's thread); no full im2col buffer. Both equal qk_matmul on the explicit im2col.
  * The ref tier runs the naive direct convolution (conv_ref.c), split over output rows.
  * accumulate != 0: y += conv(x) + bias (bias may be NULL).
  */
 #include "qk_internal.h"
+#include "qk_matmul_internal.h"
 #include "qk_ops_internal.h"
 #include <string.h>
 
@@ -16,6 +20,10 @@ typedef struct {
     const float *x, *bias;
     float *y;
     int64_t oh, ow, tile, ntiles;
+    /* quantize-once path: output rows per task, the tier and its activation offset, padded k */
+    int64_t band, kp;
+    const qk_mm_tier *tier;
+    int32_t off;
 } conv_ctx;
 
 /* Output pixels per tile: the patch rows fill about 384 KiB (L2-resident next to the weight stream),
@@ -74,6 +82,73 @@ static void conv_gemm_task(void *ctx, int64_t task, int thread_id) {
     for (int64_t i = 0; i < np * p->cout; i++) y[i] += tmp[i];
 }
 
+/* Integer schemes with cin a multiple of 32: each 32-value activation block of a patch row is one
+   input pixel's, so its int8 values, scale and c are the same in every patch that holds the pixel.
+   A task owns a band of output rows: it quantizes the band's input rows once (tier->quantx on a whole
+   row: blocks never straddle pixels), gathers int8 patch rows from them (qk_xq_row_bytes layout) and
+   multiplies with qk_matmul_xq_with_tier. Same results as quantizing the f32 patch rows (the old path
+   did that for every patch, 9 times per pixel), so bit-identical to qk_matmul on im2col. */
+static void conv_q_task(void *ctx, int64_t task, int thread_id) {
+    const conv_ctx *c = (const conv_ctx *)ctx;
+    const qk_conv_params *p = c->p;
+    const int64_t cin = p->cin, s = p->stride, nb = cin / QK_ABLK, kp = c->kp, kb = kp / QK_ABLK;
+    const int64_t oy0 = task * c->band, oy1 = oy0 + c->band < c->oh ? oy0 + c->band : c->oh;
+    int64_t qy0 = oy0 * s - p->pad_t, qy1 = (oy1 - 1) * s - p->pad_t + 3;
+    if (qy0 < 0) qy0 = 0;
+    if (qy1 > p->h) qy1 = p->h;
+    const int64_t nrows = qy1 > qy0 ? qy1 - qy0 : 0;
+    const size_t rowq = (size_t)(p->w * cin) + (size_t)(p->w * nb) * 8;   /* q, then xd, then c */
+    const size_t xs = qk_xq_row_bytes(kp);
+    const size_t qbytes = ((size_t)nrows * rowq + 63) / 64 * 64, patch_bytes = (size_t)c->tile * xs;
+    const size_t out_bytes = p->accumulate ? (size_t)(c->tile * p->cout) * sizeof(float) : 0;
+    uint8_t *scratch = (uint8_t *)qk_thread_scratch(thread_id, qbytes + patch_bytes + out_bytes);
+    uint8_t *qrows = scratch, *patch = scratch + qbytes;
+    float *tmp = (float *)(patch + patch_bytes);
+    qk_quantx_fn qf = c->tier->quantx ? c->tier->quantx : qk_quantize_x_ref;
+    for (int64_t r = 0; r < nrows; r++)
+        qf(c->x + (qy0 + r) * p->w * cin, p->w * cin, p->w * cin, c->off, qrows + (size_t)r * rowq);
+    const int64_t pend = oy1 * c->ow;
+    for (int64_t p0 = oy0 * c->ow; p0 < pend; p0 += c->tile) {
+        int64_t np = pend - p0 < c->tile ? pend - p0 : c->tile;
+        for (int64_t t = 0; t < np; t++) {
+            int64_t oy = (p0 + t) / c->ow, ox = (p0 + t) % c->ow;
+            uint8_t *q = patch + (size_t)t * xs;
+            float *xd = (float *)(q + kp);
+            int32_t *cc = (int32_t *)(xd + kb);
+            for (int64_t ky = 0; ky < 3; ky++) {
+                int64_t iy = oy * s - p->pad_t + ky;
+                const uint8_t *src = iy >= 0 && iy < p->h ? qrows + (size_t)(iy - qy0) * rowq : NULL;
+                const float *sxd = src ? (const float *)(src + p->w * cin) : NULL;
+                const int32_t *sc = src ? (const int32_t *)(sxd + p->w * nb) : NULL;
+                for (int64_t kx = 0; kx < 3; kx++) {
+                    int64_t ix = ox * s - p->pad_l + kx, tap = ky * 3 + kx;
+                    if (!src || ix < 0 || ix >= p->w) {
+                        memset(q + tap * cin, 0, (size_t)cin);
+                        memset(xd + tap * nb, 0, (size_t)nb * sizeof(float));
+                        memset(cc + tap * nb, 0, (size_t)nb * sizeof(int32_t));
+                    } else {
+                        memcpy(q + tap * cin, src + ix * cin, (size_t)cin);
+                        memcpy(xd + tap * nb, sxd + ix * nb, (size_t)nb * sizeof(float));
+                        memcpy(cc + tap * nb, sc + ix * nb, (size_t)nb * sizeof(int32_t));
+                    }
+                }
+            }
+            if (kb > 9 * nb) {   /* k padded to the weight's group: zero blocks, as quantx writes them */
+                memset(q + 9 * cin, 0, (size_t)(kp - 9 * cin));
+                memset(xd + 9 * nb, 0, (size_t)(kb - 9 * nb) * sizeof(float));
+                memset(cc + 9 * nb, 0, (size_t)(kb - 9 * nb) * sizeof(int32_t));
+            }
+        }
+        float *y = c->y + p0 * p->cout;
+        if (!p->accumulate) {
+            qk_matmul_xq_with_tier(c->tier, c->w, patch, np, c->bias, y);
+            continue;
+        }
+        qk_matmul_xq_with_tier(c->tier, c->w, patch, np, c->bias, tmp);
+        for (int64_t i = 0; i < np * p->cout; i++) y[i] += tmp[i];
+    }
+}
+
 static void conv_ref_task(void *ctx, int64_t task, int thread_id) {
     const conv_ctx *c = (const conv_ctx *)ctx;
     int64_t oy0 = task * c->tile, oy1 = oy0 + c->tile < c->oh ? oy0 + c->tile : c->oh;
@@ -90,6 +165,25 @@ void qk_conv3x3(const qk_conv_params *p, const qk_weight *w, const float *x, con
     if (qk_tier_current() == QK_TIER_REF) {
         c.tile = 1;
         qk_parallel_for(c.oh, conv_ref_task, &c);
+        return;
+    }
+    const qk_mm_tier *tier = qk_mm_tier_current();
+    int64_t kp = qk_weight_kp(w->scheme, w->group, w->k);
+    if (qk_scheme_is_int(w->scheme) && p->cin % QK_ABLK == 0 && w->k == 9 * p->cin && kp >= w->k) {
+        c.tier = tier;
+        c.off = qk_mm_act_off(tier, w->scheme);
+        c.kp = kp;
+        /* Pixels per matmul call: patch rows of about 384 KiB, a multiple of 16 in [16, 512]. */
+        int64_t t = 393216 / (int64_t)qk_xq_row_bytes(kp) / 16 * 16;
+        c.tile = t < 16 ? 16 : t > 512 ? 512 : t;
+        /* Output rows per task: the band's quantized input rows within about 512 KiB (each band
+           requantizes its 2 halo rows), and at least 4 tasks per thread when the image has the rows. */
+        int64_t rowq = p->w * p->cin + p->w * (p->cin / QK_ABLK) * 8;
+        int64_t band = ((1 << 19) / rowq - 2) / p->stride;
+        int64_t per = (c.oh + 4 * qk_get_threads() - 1) / (4 * qk_get_threads());
+        if (band > per) band = per;
+        c.band = band < 1 ? 1 : band;
+        qk_parallel_for((c.oh + c.band - 1) / c.band, conv_q_task, &c);
         return;
     }
     c.tile = conv_tile(p->cin, c.oh * c.ow);

@@ -42,55 +42,103 @@ static void mm_task(void *ctx, int64_t task, int tid) {
     kf(&j->a, m0, m1, rb0, rb1);
 }
 
-void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
-                        const float *bias, float *y) {
-    if (m <= 0) return;
+/* Fills j for y [m, n] = x · wᵀ + bias (no activations yet); 0 on invalid arguments. */
+static int mm_setup(mm_job *j, const qk_mm_tier *tier, const qk_weight *w, int64_t m, const float *bias, float *y) {
     int64_t kp = w ? qk_weight_kp(w->scheme, w->group, w->k) : 0;
-    if (!w || !w->data || !x || !y || w->n <= 0 || !kp) {
+    if (!w || !w->data || !y || w->n <= 0 || !kp) {
         fprintf(stderr, "qk_matmul: invalid arguments (scheme %d, group %d, n %lld, k %lld)\n",
                 w ? (int)w->scheme : -1, w ? w->group : -1, w ? (long long)w->n : -1LL, w ? (long long)w->k : -1LL);
         abort();
     }
-    mm_job j;
-    j.tier = tier;
-    j.m = m; j.x = x; j.k = w->k;
-    j.a.scheme = w->scheme;
-    j.a.n = w->n; j.a.k = w->k; j.a.kp = kp;
-    j.a.ng = qk_weight_ngroups(w->scheme, w->group, w->k);
-    j.a.gblk = w->group ? w->group / QK_ABLK : 0;
-    j.a.gshift = w->group == 32 ? 0 : w->group == 64 ? 1 : w->group == 128 ? 2 : 63;
-    j.a.rb_bytes = qk_weight_block_bytes(w->scheme, w->group, w->k);
-    j.a.scales_bytes = qk_weight_scales_bytes(w->scheme, w->group, w->k);
-    j.a.codes_off = (size_t)qk_weight_nsuper(w->scheme, w->group, w->k) * QK_NR * 4;
-    j.a.w = w->data;
-    j.a.x = x;
-    j.a.xq = NULL;
-    j.a.xq_stride = 0;
-    j.a.bias = bias;
-    j.a.y = y;
-    if (qk_scheme_is_int(w->scheme)) {
-        /* the offset the tier's kernel removes through c: Q4 nibbles are q + 8, Q5S / Q6S values q + 16
-           / q + 32 (unsigned in every tier); Q8, Q8S and Q4C values are signed (the VNNI kernels flip them
-           to q + 128) */
-        j.off = qk_scheme_nibble_offset(w->scheme) ? qk_scheme_nibble_offset(w->scheme) : tier->q8_off;
-        j.a.xq_stride = qk_xq_row_bytes(kp);
-        j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
-        qk_parallel_for((m + 15) / 16, quant_task, &j);
-    }
-    int64_t nb = (w->n + QK_NR - 1) / QK_NR;
+    j->tier = tier;
+    j->m = m; j->x = NULL; j->k = w->k;
+    j->a.scheme = w->scheme;
+    j->a.n = w->n; j->a.k = w->k; j->a.kp = kp;
+    j->a.ng = qk_weight_ngroups(w->scheme, w->group, w->k);
+    j->a.gblk = w->group ? w->group / QK_ABLK : 0;
+    j->a.gshift = w->group == 32 ? 0 : w->group == 64 ? 1 : w->group == 128 ? 2 : 63;
+    j->a.rb_bytes = qk_weight_block_bytes(w->scheme, w->group, w->k);
+    j->a.scales_bytes = qk_weight_scales_bytes(w->scheme, w->group, w->k);
+    j->a.codes_off = (size_t)qk_weight_nsuper(w->scheme, w->group, w->k) * QK_NR * 4;
+    j->a.w = w->data;
+    j->a.x = NULL;
+    j->a.xq = NULL;
+    j->a.xq_stride = 0;
+    j->a.bias = bias;
+    j->a.y = y;
+    j->off = qk_scheme_is_int(w->scheme) ? qk_mm_act_off(tier, w->scheme) : 0;
+    return 1;
+}
+
+/* Splits y into (row chunk x column panel) tasks and runs them. */
+static void mm_run(mm_job *j) {
+    int64_t m = j->m, nb = (j->a.n + QK_NR - 1) / QK_NR;
     /* Column panel = the row blocks (QK_NR = 16 weight rows each) one task streams. For m < 4 the
        kernels take one activation row against up to 4 blocks at a time (the AVX-512 1-row tiles), so a
        4-block panel is one kernel call per row; otherwise the widest tiles cover 2 blocks (AVX-512
        12x2, AVX2 1x2), and 2-block panels give twice as many tasks to balance over the threads. */
-    j.nbpanel = m < 4 ? 4 : 2;
-    j.npanel = (nb + j.nbpanel - 1) / j.nbpanel;
+    j->nbpanel = m < 4 ? 4 : 2;
+    j->npanel = (nb + j->nbpanel - 1) / j->nbpanel;
     /* Row chunk: 96 is a multiple of every register-tile height (AVX-512 12 and 4, AVX2 6 and 2), so
        only the last chunk ends in a partial tile. A task streams its weight panel once per chunk, so a
        chunk of 96 rows reuses each loaded weight 96 times, while long inputs still split into
        (panels x chunks) tasks for the threads to share. */
-    j.mchunk = m <= 96 ? m : 96;
-    j.nm = (m + j.mchunk - 1) / j.mchunk;
-    qk_parallel_for(j.npanel * j.nm, mm_task, &j);
+    j->mchunk = m <= 96 ? m : 96;
+    j->nm = (m + j->mchunk - 1) / j->mchunk;
+    qk_parallel_for(j->npanel * j->nm, mm_task, j);
+}
+
+int32_t qk_mm_act_off(const qk_mm_tier *tier, qk_scheme s) {
+    /* the offset the tier's kernel removes through c: Q4 nibbles are q + 8, Q5S / Q6S values q + 16 /
+       q + 32 (unsigned in every tier); Q8, Q8S and Q4C values are signed (the VNNI kernels flip them to
+       q + 128) */
+    return qk_scheme_nibble_offset(s) ? qk_scheme_nibble_offset(s) : tier->q8_off;
+}
+
+void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+                        const float *bias, float *y) {
+    if (m <= 0) return;
+    mm_job j;
+    if (!x) { fprintf(stderr, "qk_matmul: invalid arguments (no activations)\n"); abort(); }
+    mm_setup(&j, tier, w, m, bias, y);
+    j.x = x;
+    j.a.x = x;
+    if (qk_scheme_is_int(w->scheme)) {
+        j.a.xq_stride = qk_xq_row_bytes(j.a.kp);
+        j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
+        qk_parallel_for((m + 15) / 16, quant_task, &j);
+    }
+    mm_run(&j);
+}
+
+void qk_matmul_xq_with_tier(const qk_mm_tier *tier, const qk_weight *w, const uint8_t *xq, int64_t m,
+                            const float *bias, float *y) {
+    if (m <= 0) return;
+    mm_job j;
+    if (!xq || !w || !qk_scheme_is_int(w->scheme)) {
+        fprintf(stderr, "qk_matmul_xq: invalid arguments (quantized activations need an integer scheme)\n");
+        abort();
+    }
+    mm_setup(&j, tier, w, m, bias, y);
+    j.a.xq = xq;
+    j.a.xq_stride = qk_xq_row_bytes(j.a.kp);
+    mm_run(&j);
+}
+
+const qk_mm_tier *qk_mm_tier_current(void) {
+    switch (qk_tier_current()) {
+#if defined(__x86_64__)
+    case QK_TIER_AVX512: return &qk_mm_tier_avx512;
+    case QK_TIER_AVXVNNI: return &qk_mm_tier_avxvnni;
+    case QK_TIER_AVX2: return &qk_mm_tier_avx2;
+#endif
+#if defined(__aarch64__)
+    case QK_TIER_I8MM: return &qk_mm_tier_i8mm;
+    case QK_TIER_DOTPROD: return &qk_mm_tier_dotprod;
+    case QK_TIER_NEON: return &qk_mm_tier_neon;
+#endif
+    default: return &qk_mm_tier_ref;
+    }
 }
 
 void qk_matmul_ref(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
@@ -121,17 +169,5 @@ void qk_matmul_i8mm(const qk_weight *w, const float *x, int64_t m, const float *
 #endif
 
 void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
-    switch (qk_tier_current()) {
-#if defined(__x86_64__)
-    case QK_TIER_AVX512: qk_matmul_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y); return;
-    case QK_TIER_AVXVNNI: qk_matmul_with_tier(&qk_mm_tier_avxvnni, w, x, m, bias, y); return;
-    case QK_TIER_AVX2: qk_matmul_with_tier(&qk_mm_tier_avx2, w, x, m, bias, y); return;
-#endif
-#if defined(__aarch64__)
-    case QK_TIER_I8MM: qk_matmul_with_tier(&qk_mm_tier_i8mm, w, x, m, bias, y); return;
-    case QK_TIER_DOTPROD: qk_matmul_with_tier(&qk_mm_tier_dotprod, w, x, m, bias, y); return;
-    case QK_TIER_NEON: qk_matmul_with_tier(&qk_mm_tier_neon, w, x, m, bias, y); return;
-#endif
-    default: qk_matmul_with_tier(&qk_mm_tier_ref, w, x, m, bias, y); return;
-    }
+    qk_matmul_with_tier(qk_mm_tier_current(), w, x, m, bias, y);
 }

@@ -3,7 +3,8 @@ import Testing
 
 // qk_conv3x3 (implicit GEMM over qk_matmul) and its naive twin against a Double loop, for stride 1 and 2,
 // every padding pattern, bias, accumulate, several weight schemes; 1 vs 2 threads bit-exact; and the
-// implicit GEMM against an explicit im2col + qk_matmul (same products, so bit-identical).
+// implicit GEMM against an explicit im2col + qk_matmul (same products, so bit-identical), also on the
+// quantize-once path of integer schemes (cin a multiple of 32: bands of rows quantized once).
 
 private struct ConvCase {
     var h: Int, w: Int, cin: Int, cout: Int, stride: Int32
@@ -108,6 +109,40 @@ private func conv(_ c: ConvCase, _ wt: MMWeight, _ x: [Float], _ bias: [Float]?,
             if s.scheme == QK_BF16 || s.scheme == QK_F16 {
                 let rows = (0..<c.cout).map { wt.row($0) }
                 #expect(relL2(got, naive(c, x, rows, bias)) <= OpsTolerance.convRelL2F32, "\(s) vs naive")
+            }
+        }
+    }
+
+    /// Integer schemes with cin a multiple of 32 quantize each input row once per band and gather int8
+    /// patch rows: still the bits of qk_matmul on the explicit im2col rows, for every scheme and group
+    /// (k padded to the group: 9 · 32 = 288 under groups of 64 and 128), stride 1 and 2, asymmetric
+    /// padding, accumulate, and images of several bands; 1 and 2 threads alike.
+    @Test func quantizeOnceEqualsExplicitIm2col() {
+        var rng = OpsRng(42)
+        let cases = [
+            ConvCase(h: 23, w: 9, cin: 32, cout: 20, stride: 1, pad: (1, 1, 1, 1)),
+            ConvCase(h: 17, w: 12, cin: 64, cout: 33, stride: 2, pad: (0, 1, 0, 1)),   // VAE downsampler
+            ConvCase(h: 9, w: 7, cin: 96, cout: 16, stride: 1, pad: (2, 0, 0, 2)),
+            ConvCase(h: 2, w: 3, cin: 32, cout: 5, stride: 1, pad: (1, 1, 1, 1)),
+        ]
+        let schemes = [MMScheme(scheme: QK_Q8, group: 0), MMScheme(scheme: QK_Q8, group: 32), MMScheme(scheme: QK_Q8, group: 128),
+                       MMScheme(scheme: QK_Q4, group: 32), MMScheme(scheme: QK_Q4, group: 64), MMScheme(scheme: QK_Q8S, group: 32),
+                       MMScheme(scheme: QK_Q4C, group: 32), MMScheme(scheme: QK_Q5S, group: 32), MMScheme(scheme: QK_Q6S, group: 32)]
+        for (n, c) in cases.enumerated() {
+            let x = rng.floats(c.h * c.w * c.cin), wv = rng.floats(c.cout * 9 * c.cin), bias = rng.floats(c.cout)
+            let cols = (0..<c.oh).flatMap { oy in (0..<c.ow).flatMap { ox in patch(c, x, oy, ox) } }
+            let prior = rng.floats(c.oh * c.ow * c.cout)
+            for s in schemes {
+                let wt = MMWeight(s, n: c.cout, k: 9 * c.cin, values: wv)
+                var y = [Float](repeating: 0, count: c.oh * c.ow * c.cout)
+                withUnsafePointer(to: wt.raw) { w in qk_matmul(w, cols, Int64(c.oh * c.ow), bias, &y) }
+                let (g1, g2) = oneAndTwoThreads { conv(c, wt, x, bias) }
+                #expect(bitsEqual(g1, y), "case \(n) \(s): 1 thread")
+                #expect(bitsEqual(g2, y), "case \(n) \(s): 2 threads")
+                var y0 = [Float](repeating: 0, count: c.oh * c.ow * c.cout)
+                withUnsafePointer(to: wt.raw) { w in qk_matmul(w, cols, Int64(c.oh * c.ow), nil, &y0) }
+                let acc = conv(c, wt, x, nil, accumulateOnto: prior)
+                #expect(bitsEqual(acc, zip(prior, y0).map { $0 + $1 }), "case \(n) \(s): accumulate")
             }
         }
     }

@@ -194,6 +194,15 @@ extern const qk_mm_tier qk_mm_tier_i8mm;
 
 void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
                          const float *bias, float *y);
+/* The tier qk_matmul uses now (qk_tier_current). */
+const qk_mm_tier *qk_mm_tier_current(void);
+/* The activation offset a tier's kernel for scheme s removes through c (qk_quantize_x's off). */
+int32_t qk_mm_act_off(const qk_mm_tier *tier, qk_scheme s);
+/* qk_matmul on activations the caller quantized already (int schemes): rows of qk_xq_row_bytes(kp)
+   bytes as tier->quantx (or qk_quantize_x_ref) writes them with off = qk_mm_act_off(tier, scheme).
+   Same results as qk_matmul_with_tier on the float rows they came from. */
+void qk_matmul_xq_with_tier(const qk_mm_tier *tier, const qk_weight *w, const uint8_t *xq, int64_t m,
+                            const float *bias, float *y);
 
 /* Per-OS-thread scratch for the matmul (separate from qk_thread_scratch so a conv task that holds its
    own scratch can call qk_matmul). slot 0..3. */
