@@ -596,6 +596,34 @@ static void test_conv(void) {
     }
     qk_set_isa("ref");
     free(x); free(wv); free(bias); free(cols);
+    /* integer schemes with cin a multiple of 32 (quantize once per band, int8 patch rows): the same bits
+       (ConvTests.quantizeOnceEqualsExplicitIm2col) */
+    const conv_case qc[] = { { 23, 9, 32, 20, 1, 1, 1, 1, 1 }, { 17, 12, 64, 33, 2, 0, 1, 0, 1 }, { 9, 7, 96, 16, 1, 2, 0, 0, 2 } };
+    const scheme_t qs[] = { { QK_Q8, 0, "q8/g0" }, { QK_Q8, 128, "q8/g128" }, { QK_Q4, 64, "q4/g64" }, { QK_Q8S, 32, "q8s" },
+                            { QK_Q4C, 32, "q4c" }, { QK_Q5S, 32, "q5s" }, { QK_Q6S, 32, "q6s" } };
+    for (int n = 0; n < 3; n++) {
+        const conv_case *cq = &qc[n];
+        int64_t qoh = conv_oh(cq), qow = conv_ow(cq), qk9 = 9 * cq->cin, qnp = qoh * qow, qny = qnp * cq->cout;
+        float *qx = rfloats(&r2, (int64_t)cq->h * cq->w * cq->cin, 1), *qwv = rfloats(&r2, cq->cout * qk9, 1);
+        float *qb = rfloats(&r2, cq->cout, 1), *qcols = malloc((size_t)(qnp * qk9) * sizeof(float));
+        for (int64_t oy = 0; oy < qoh; oy++) for (int64_t ox = 0; ox < qow; ox++) conv_patch(cq, qx, oy, ox, qcols + (oy * qow + ox) * qk9);
+        for (int t = 0; t < NT; t++) {
+            if (qk_set_isa(k_tiers[t].name) != 0) continue;
+            for (int si = 0; si < (int)(sizeof qs / sizeof qs[0]); si++) {
+                packed_t w = pack(qs[si], cq->cout, qk9, qwv);
+                float *y = malloc((size_t)qny * sizeof(float)), *g1 = malloc((size_t)qny * sizeof(float)), *g2 = malloc((size_t)qny * sizeof(float));
+                qk_matmul(&w.w, qcols, qnp, qb, y);
+                qk_conv_params p = conv_params(cq, 0);
+                qk_set_threads(1); qk_conv3x3(&p, &w.w, qx, qb, g1);
+                qk_set_threads(2); qk_conv3x3(&p, &w.w, qx, qb, g2);
+                check(bits_equal(g1, y, qny) && bits_equal(g2, y, qny), "conv %s %s case %d: quantize-once path differs from explicit im2col",
+                      k_tiers[t].name, qs[si].name, n);
+                free(y); free(g1); free(g2); free(w.buf);
+            }
+        }
+        qk_set_isa("ref");
+        free(qx); free(qwv); free(qb); free(qcols);
+    }
     printf("conv3x3 (implicit GEMM over the ARM matmul tiers): %d passed, %d failed\n", g_pass - pass0, g_fail - before);
 }
 
