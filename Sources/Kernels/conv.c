@@ -190,3 +190,116 @@ void qk_conv3x3(const qk_conv_params *p, const qk_weight *w, const float *x, con
     c.ntiles = (c.oh * c.ow + c.tile - 1) / c.tile;
     qk_parallel_for(c.ntiles, conv_gemm_task, &c);
 }
+
+/* ---- qk_conv2x2: the upsamplers' parity convolutions ------------------------------------------- */
+typedef struct {
+    const qk_conv2x2_params *p;
+    const qk_weight *w;
+    const float *x, *bias;
+    float *y;
+    int64_t band, tile, kp;
+    int quant;                  /* integer scheme, cin a multiple of 32: quantize input rows once */
+    const qk_mm_tier *tier;
+    int32_t off;
+} conv2_ctx;
+
+static void conv2_task(void *ctx, int64_t task, int thread_id) {
+    const conv2_ctx *c = (const conv2_ctx *)ctx;
+    const qk_conv2x2_params *p = c->p;
+    const int64_t cin = p->cin, cout = p->cout, r0 = task * c->band;
+    const int64_t r1 = r0 + c->band < p->rows ? r0 + c->band : p->rows;
+    /* input rows u in [u0, u1) and columns v in [v0, v1) the band reads, inside the valid window */
+    int64_t u0 = r0 + p->dy0, u1 = r1 + p->dy0 + 1, v0 = p->dx0, v1 = p->cols + p->dx0 + 1;
+    if (u0 < 0) u0 = 0;
+    if (u1 > p->vh) u1 = p->vh;
+    if (v0 < 0) v0 = 0;
+    if (v1 > p->vw) v1 = p->vw;
+    const int64_t nu = u1 > u0 ? u1 - u0 : 0, nv = v1 > v0 ? v1 - v0 : 0;
+    const int64_t nb = cin / QK_ABLK, kp = c->kp, kb = kp / QK_ABLK;
+    const size_t rowq = c->quant ? (size_t)(nv * cin) + (size_t)(nv * nb) * 8 : 0;
+    const size_t qbytes = ((size_t)nu * rowq + 63) / 64 * 64;
+    const size_t xs = c->quant ? qk_xq_row_bytes(kp) : (size_t)(4 * cin) * sizeof(float);
+    const size_t patch_bytes = ((size_t)c->tile * xs + 63) / 64 * 64;
+    uint8_t *scratch = (uint8_t *)qk_thread_scratch(thread_id, qbytes + patch_bytes + (size_t)(c->tile * cout) * sizeof(float));
+    uint8_t *qrows = scratch, *patch = scratch + qbytes;
+    float *res = (float *)(patch + patch_bytes);
+    if (c->quant) {
+        qk_quantx_fn qf = c->tier->quantx ? c->tier->quantx : qk_quantize_x_ref;
+        for (int64_t u = 0; u < nu; u++)
+            qf(c->x + (u0 + u) * p->x_row_stride + v0 * cin, nv * cin, nv * cin, c->off, qrows + (size_t)u * rowq);
+    }
+    const int64_t pend = r1 * p->cols;
+    for (int64_t q0 = r0 * p->cols; q0 < pend; q0 += c->tile) {
+        int64_t np = pend - q0 < c->tile ? pend - q0 : c->tile;
+        for (int64_t t = 0; t < np; t++) {
+            int64_t r = (q0 + t) / p->cols, col = (q0 + t) % p->cols;
+            uint8_t *row = patch + (size_t)t * xs;
+            for (int64_t a = 0; a < 2; a++) {
+                int64_t u = r + p->dy0 + a;
+                for (int64_t b = 0; b < 2; b++) {
+                    int64_t v = col + p->dx0 + b, tap = a * 2 + b;
+                    int inside = u >= 0 && u < p->vh && v >= 0 && v < p->vw;
+                    if (!c->quant) {
+                        float *dst = (float *)row + tap * cin;
+                        if (inside) memcpy(dst, c->x + u * p->x_row_stride + v * cin, (size_t)cin * sizeof(float));
+                        else memset(dst, 0, (size_t)cin * sizeof(float));
+                        continue;
+                    }
+                    float *xd = (float *)(row + kp);
+                    int32_t *cc = (int32_t *)(xd + kb);
+                    if (inside) {
+                        const uint8_t *src = qrows + (size_t)(u - u0) * rowq;
+                        const float *sxd = (const float *)(src + nv * cin);
+                        const int32_t *sc = (const int32_t *)(sxd + nv * nb);
+                        memcpy(row + tap * cin, src + (v - v0) * cin, (size_t)cin);
+                        memcpy(xd + tap * nb, sxd + (v - v0) * nb, (size_t)nb * sizeof(float));
+                        memcpy(cc + tap * nb, sc + (v - v0) * nb, (size_t)nb * sizeof(int32_t));
+                    } else {
+                        memset(row + tap * cin, 0, (size_t)cin);
+                        memset(xd + tap * nb, 0, (size_t)nb * sizeof(float));
+                        memset(cc + tap * nb, 0, (size_t)nb * sizeof(int32_t));
+                    }
+                }
+            }
+            if (c->quant && kb > 4 * nb) {   /* k padded to the weight's group */
+                float *xd = (float *)(row + kp);
+                int32_t *cc = (int32_t *)(xd + kb);
+                memset(row + 4 * cin, 0, (size_t)(kp - 4 * cin));
+                memset(xd + 4 * nb, 0, (size_t)(kb - 4 * nb) * sizeof(float));
+                memset(cc + 4 * nb, 0, (size_t)(kb - 4 * nb) * sizeof(int32_t));
+            }
+        }
+        if (c->quant) qk_matmul_xq_with_tier(c->tier, c->w, patch, np, c->bias, res);
+        else qk_matmul(c->w, (const float *)patch, np, c->bias, res);
+        for (int64_t t = 0; t < np; t++) {
+            int64_t r = (q0 + t) / p->cols, col = (q0 + t) % p->cols;
+            memcpy(c->y + r * p->y_row_stride + col * p->y_col_stride, res + t * cout, (size_t)cout * sizeof(float));
+        }
+    }
+}
+
+void qk_conv2x2(const qk_conv2x2_params *p, const qk_weight *w, const float *x, const float *bias, float *y) {
+    if (p->rows <= 0 || p->cols <= 0 || p->cin <= 0 || p->cout <= 0) return;
+    conv2_ctx c = { .p = p, .w = w, .x = x, .bias = bias, .y = y };
+    c.tier = qk_mm_tier_current();
+    c.kp = qk_weight_kp(w->scheme, w->group, w->k);
+    c.quant = qk_scheme_is_int(w->scheme) && p->cin % QK_ABLK == 0 && w->k == 4 * p->cin && c.kp >= w->k;
+    c.off = c.quant ? qk_mm_act_off(c.tier, w->scheme) : 0;
+    /* Pixels per matmul call: patch rows of about 384 KiB, a multiple of 16 in [16, 512]. */
+    int64_t xs = c.quant ? (int64_t)qk_xq_row_bytes(c.kp) : 16 * p->cin;
+    int64_t t = 393216 / xs / 16 * 16;
+    c.tile = t < 16 ? 16 : t > 512 ? 512 : t;
+    /* Output rows per task: the band's quantized input rows (one halo row) within about 512 KiB, and
+       at least 4 tasks per thread when there are the rows. */
+    int64_t band = p->rows;
+    if (c.quant) {
+        int64_t rowq = (p->cols + 1) * p->cin + (p->cols + 1) * (p->cin / QK_ABLK) * 8;
+        band = (1 << 19) / rowq - 1;
+    } else {
+        band = (c.tile + p->cols - 1) / p->cols;
+    }
+    int64_t per = (p->rows + 4 * qk_get_threads() - 1) / (4 * qk_get_threads());
+    if (band > per) band = per;
+    c.band = band < 1 ? 1 : band;
+    qk_parallel_for((p->rows + c.band - 1) / c.band, conv2_task, &c);
+}

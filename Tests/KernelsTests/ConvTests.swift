@@ -146,4 +146,54 @@ private func conv(_ c: ConvCase, _ wt: MMWeight, _ x: [Float], _ bias: [Float]?,
             }
         }
     }
+
+    /// qk_conv2x2 (the upsamplers' parity convolutions): the bits of qk_matmul on the explicitly gathered
+    /// 2×2 patch rows (zero outside the valid window), written at the strided output pixels and nowhere
+    /// else; f32 and integer schemes (cin a multiple of 32 takes the quantize-once path), offsets that
+    /// start outside the window on either side, 1 and 2 threads.
+    @Test func conv2x2EqualsGatheredMatmul() {
+        var rng = OpsRng(43)
+        struct Case { var rows: Int, cols: Int, cin: Int, cout: Int, dy0: Int, dx0: Int, vh: Int, vw: Int }
+        let cases = [Case(rows: 13, cols: 9, cin: 32, cout: 24, dy0: -1, dx0: -1, vh: 13, vw: 9),
+                     Case(rows: 7, cols: 11, cin: 64, cout: 17, dy0: 0, dx0: 0, vh: 7, vw: 11),
+                     Case(rows: 5, cols: 6, cin: 20, cout: 9, dy0: 1, dx0: -1, vh: 6, vw: 6),
+                     Case(rows: 19, cols: 3, cin: 96, cout: 16, dy0: 2, dx0: 0, vh: 22, vw: 4)]
+        let schemes = [MMScheme(scheme: QK_F32, group: 0), MMScheme(scheme: QK_Q8, group: 0), MMScheme(scheme: QK_Q8S, group: 32),
+                       MMScheme(scheme: QK_Q4C, group: 32), MMScheme(scheme: QK_Q4, group: 64)]
+        for (n, c) in cases.enumerated() {
+            // input buffer: rows 0 ..< max read row, columns 0 ..< max read column (+ 3 extra columns of stride)
+            let bufRows = max(c.rows + c.dy0 + 1, 1), bufCols = max(c.cols + c.dx0 + 1, 1) + 3
+            let x = rng.floats(bufRows * bufCols * c.cin), wv = rng.floats(c.cout * 4 * c.cin), bias = rng.floats(c.cout)
+            var cols = [Float](repeating: 0, count: c.rows * c.cols * 4 * c.cin)
+            for r in 0..<c.rows { for q in 0..<c.cols { for a in 0..<2 { for b in 0..<2 {
+                let u = r + c.dy0 + a, v = q + c.dx0 + b
+                guard u >= 0 && u < c.vh && v >= 0 && v < c.vw else { continue }
+                for i in 0..<c.cin { cols[((r * c.cols + q) * 4 + a * 2 + b) * c.cin + i] = x[(u * bufCols + v) * c.cin + i] }
+            } } } }
+            for s in schemes {
+                let wt = MMWeight(s, n: c.cout, k: 4 * c.cin, values: wv)
+                var want = [Float](repeating: 0, count: c.rows * c.cols * c.cout)
+                withUnsafePointer(to: wt.raw) { w in qk_matmul(w, cols, Int64(c.rows * c.cols), bias, &want) }
+                // output: every other pixel of a [2 rows, 2 cols] grid; the others must stay NaN
+                let (g1, g2) = oneAndTwoThreads { () -> [Float] in
+                    var y = [Float](repeating: .nan, count: 4 * c.rows * c.cols * c.cout)
+                    var p = qk_conv2x2_params(rows: Int64(c.rows), cols: Int64(c.cols), cin: Int64(c.cin), cout: Int64(c.cout),
+                                              x_row_stride: Int64(bufCols * c.cin), dy0: Int64(c.dy0), dx0: Int64(c.dx0),
+                                              vh: Int64(c.vh), vw: Int64(c.vw), y_row_stride: Int64(4 * c.cols * c.cout),
+                                              y_col_stride: Int64(2 * c.cout))
+                    withUnsafePointer(to: wt.raw) { w in qk_conv2x2(&p, w, x, bias, &y) }
+                    return y
+                }
+                for g in [g1, g2] {
+                    var picked: [Float] = [], rest = true
+                    for r in 0..<(2 * c.rows) { for q in 0..<(2 * c.cols) {
+                        let px = Array(g[((r * 2 * c.cols) + q) * c.cout ..< ((r * 2 * c.cols) + q + 1) * c.cout])
+                        if r % 2 == 0 && q % 2 == 0 { picked += px } else if !px.allSatisfy({ $0.isNaN }) { rest = false }
+                    } }
+                    #expect(bitsEqual(picked, want), "case \(n) \(s)")
+                    #expect(rest, "case \(n) \(s): wrote outside the strided pixels")
+                }
+            }
+        }
+    }
 }

@@ -172,6 +172,21 @@ typedef struct {
 } qk_conv_params;
 void qk_conv3x3(const qk_conv_params *p, const qk_weight *w, const float *x, const float *bias, float *y);
 
+/* 2x2 convolution with a strided output (one parity of a 3x3 convolution over a nearest x2 upsampling,
+   whose taps the caller summed into a [cout, (a, b, cin)] weight, k = 4 * cin):
+   y[r * y_row_stride + c * y_col_stride + o] = bias[o] + sum_{a, b, i} w[o, (a, b, i)] * X(r + dy0 + a, c + dx0 + b)[i]
+   for output pixels r < rows, c < cols, where X(u, v) = x[u * x_row_stride + v * cin ...] inside the valid
+   window 0 <= u < vh, 0 <= v < vw and zero outside. Same numerics as qk_matmul on the gathered [rows * cols,
+   4 * cin] patch rows (integer schemes with cin a multiple of 32 quantize each input row once per band);
+   runs on the pool. bias may be NULL. */
+typedef struct {
+    int64_t rows, cols, cin, cout;
+    int64_t x_row_stride;
+    int64_t dy0, dx0, vh, vw;
+    int64_t y_row_stride, y_col_stride;
+} qk_conv2x2_params;
+void qk_conv2x2(const qk_conv2x2_params *p, const qk_weight *w, const float *x, const float *bias, float *y);
+
 /* Nearest-neighbour x2 upsampling of channels-last x[h, w, c] -> y[2h, 2w, c]. */
 void qk_upsample2x(const float *x, int64_t h, int64_t w, int64_t c, float *y);
 

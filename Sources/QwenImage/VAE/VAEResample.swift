@@ -97,8 +97,11 @@ final class DownsampleStage: VAEStage {
 final class UpsampleStage: VAEStage {
     let conv: Conv2
     let time: TimeConv?
-    /// The four parity kernels [cout, (a, b, cin)] (a, b = low-resolution row / column offset index), f32.
+    /// The four parity kernels [cout, (a, b, cin)] (a, b = low-resolution row / column offset index):
+    /// f32, or q8 in groups of 32 when the convolution's scheme is an integer one (`parityScheme`).
     private let parity: [Weight]
+    /// Bytes of the four parity kernels (the --max-ram planner counts them beside the pack's weights).
+    var parityBytes: Int { parity.reduce(0) { $0 + qk_weight_bytes($1.raw.scheme, $1.raw.group, $1.raw.n, $1.raw.k) } }
     private let cache = FrameCache()
     private var frameIndex = 0
     let dim: Int
@@ -126,10 +129,21 @@ final class UpsampleStage: VAEStage {
                         } }
                     } }
                 }
-                ws.append(try makeWeight(conv.w.name + "[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin))
+                let (scheme, group) = Self.parityScheme(conv.w)
+                ws.append(try makeWeight(conv.w.name + "[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin,
+                                         scheme: scheme, group: group))
             }
         }
         parity = ws
+    }
+
+    /// The scheme of the parity kernels for a convolution weight: on an integer pack, q8 with an f32 scale
+    /// per 32 values whatever the pack's group (the summed taps are requantized: a second rounding of the
+    /// quantized weights, whose cost the VAE accuracy runs measure; the finest 8-bit scales keep it small,
+    /// and the int8 products run at about 2.5× the f32 rate); else f32 (f32 / bf16 / f16 packs stay
+    /// exact: the sums of their taps are f32).
+    static func parityScheme(_ w: Weight) -> (qk_scheme, Int32) {
+        qk_scheme_is_int(w.raw.scheme) != 0 ? (QK_Q8, 32) : (QK_F32, 0)
     }
 
     /// taps[parity][offset index]: the 3×3 taps that read low-resolution offset `offset(parity, index)`.
@@ -148,13 +162,14 @@ final class UpsampleStage: VAEStage {
     func macs(input: Region, out: Region, inSize: Size) -> Double { Double(out.pixels) * 4 * Double(cin * cout) }
     func reset() { cache.reset(); frameIndex = 0 }
 
-    /// Low-resolution rows per band: about 2 M floats of patches.
-    private func bandRows(_ out: Region) -> Int { max(1, (1 << 21) / max(1, (out.x.count / 2 + 1) * 4 * cin)) }
-
+    /// The parity convolutions' kernel scratch (qk_conv2x2, per thread: quantized input rows up to
+    /// 512 KiB, patch rows about 384 KiB, their results), counted by the --max-ram planner.
     func bandFloats(out: Region, inSize: Size) -> Int {
-        let rows = min(bandRows(out), out.y.count / 2 + 1)
-        let px = rows * (out.x.count / 2 + 1)
-        return px * (4 * cin + cout)
+        let rows = out.y.count / 2 + 1, cols = out.x.count / 2 + 1
+        let rowBytes = 16 * cin   // an f32 patch row (an int8 one is smaller)
+        let tile = min(max(393_216 / rowBytes / 16 * 16, 16), 512, rows * cols)
+        let quantized = min(1 << 19, (rows + 1) * (cols + 1) * (cin + cin / 4))
+        return Int(qk_get_threads()) * (quantized + tile * (rowBytes + 4 * cout) + 256) / 4
     }
 
     func forward(_ x: FrameBuffer, input: Region, out: Region, inSize: Size, ctx: StageContext) -> [FrameBuffer] {
@@ -188,15 +203,12 @@ final class UpsampleStage: VAEStage {
         return outs
     }
 
-    /// y[out] = conv3x3(nearest×2(x)) over the output region, one parity and one band of rows at a time:
-    /// gather 2×2 low-resolution patches [pixels, 4·cin], multiply by the parity kernel, scatter.
+    /// y[out] = conv3x3(nearest×2(x)) over the output region, one parity at a time: a 2×2 convolution
+    /// of the low-resolution input with the parity kernel (qk_conv2x2: 2×2 patches, zero outside the
+    /// image, written to every other output pixel).
     private func upConv(_ x: UnsafePointer<Float>, input: Region, out: Region, inSize: Size, ctx: StageContext,
                         _ y: UnsafeMutablePointer<Float>) {
-        let need = bandFloats(out: out, inSize: inSize)
-        if ctx.band == nil || ctx.band!.capacity < need { ctx.band = FrameBuffer(capacity: need) }
         let inW = input.x.count, outW = out.x.count
-        let step = bandRows(out)
-        let c = cin, co = cout
         for py in 0..<2 {
             // Low rows i with 2i + py inside the output rows.
             let i0 = (out.y.lo - py + 1) / 2, i1 = (out.y.hi - 1 - py) / 2 + 1
@@ -204,41 +216,17 @@ final class UpsampleStage: VAEStage {
             for px in 0..<2 {
                 let j0 = (out.x.lo - px + 1) / 2, j1 = (out.x.hi - 1 - px) / 2 + 1
                 guard j1 > j0 else { continue }
-                let nj = j1 - j0
-                let w = parity[py * 2 + px]
-                var b0 = i0
-                while b0 < i1 {
-                    let b1 = min(b0 + step, i1)
-                    let npix = (b1 - b0) * nj
-                    let patch = ctx.band!.ptr, res = ctx.band!.ptr + npix * 4 * c
-                    // Gather: patch[(i, j), (a, b, c)] = x[i + off(py, a), j + off(px, b), c] (zero outside the image).
-                    var q = patch
-                    for i in b0..<b1 {
-                        for j in j0..<j1 {
-                            for a in 0..<2 {
-                                let li = i + Self.offset(py, a)
-                                for b in 0..<2 {
-                                    let lj = j + Self.offset(px, b)
-                                    if li < 0 || li >= inSize.h || lj < 0 || lj >= inSize.w {
-                                        q.update(repeating: 0, count: c)
-                                    } else {
-                                        q.update(from: x + ((li - input.y.lo) * inW + (lj - input.x.lo)) * c, count: c)
-                                    }
-                                    q += c
-                                }
-                            }
-                        }
-                    }
-                    conv1x1(w, patch, pixels: npix, bias: conv.bias, res)
-                    // Scatter to (2i + py, 2j + px).
-                    for i in b0..<b1 {
-                        let row = y + ((2 * i + py - out.y.lo) * outW) * co
-                        let src = res + (i - b0) * nj * co
-                        for j in j0..<j1 {
-                            (row + (2 * j + px - out.x.lo) * co).update(from: src + (j - j0) * co, count: co)
-                        }
-                    }
-                    b0 = b1
+                // Tap (a, b) of output (i, j) reads low pixel (i + offset(py, a), j + offset(px, b)); the
+                // buffer holds the input region, and pixels outside the image read zero.
+                var p = qk_conv2x2_params(
+                    rows: Int64(i1 - i0), cols: Int64(j1 - j0), cin: Int64(cin), cout: Int64(cout),
+                    x_row_stride: Int64(inW * cin),
+                    dy0: Int64(i0 + Self.offset(py, 0) - input.y.lo), dx0: Int64(j0 + Self.offset(px, 0) - input.x.lo),
+                    vh: Int64(inSize.h - input.y.lo), vw: Int64(inSize.w - input.x.lo),
+                    y_row_stride: Int64(2 * outW * cout), y_col_stride: Int64(2 * cout))
+                let y0 = y + ((2 * i0 + py - out.y.lo) * outW + (2 * j0 + px - out.x.lo)) * cout
+                conv.bias.withUnsafeBufferPointer { b in
+                    withUnsafePointer(to: parity[py * 2 + px].raw) { w in qk_conv2x2(&p, w, x, b.baseAddress, y0) }
                 }
             }
         }

@@ -26,8 +26,6 @@ final class StageContext: @unchecked Sendable {
     let pool: BufferPool
     /// True when streaming a clip (T > 1): causal caches and time convolutions are live.
     let temporal: Bool
-    /// Scratch for the upsamplers (patches and results of one band of rows).
-    var band: FrameBuffer?
     init(pool: BufferPool, temporal: Bool) {
         self.pool = pool
         self.temporal = temporal
