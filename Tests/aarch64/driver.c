@@ -624,6 +624,34 @@ static void test_conv(void) {
         qk_set_isa("ref");
         free(qx); free(qwv); free(qb); free(qcols);
     }
+    /* qk_conv2x2 (the upsamplers' parity convolutions) equals qk_matmul on the gathered 2x2 patches
+       (ConvTests.conv2x2EqualsGatheredMatmul, first case: window offsets -1, quantize-once path) */
+    {
+        const int64_t rows = 13, cols = 9, cin = 32, cout = 24, k4 = 4 * cin, np2 = rows * cols;
+        float *x2 = rfloats(&r2, rows * cols * cin, 1), *w2 = rfloats(&r2, cout * k4, 1), *b2 = rfloats(&r2, cout, 1);
+        float *cols2 = calloc((size_t)(np2 * k4), sizeof(float));
+        for (int64_t rr = 0; rr < rows; rr++) for (int64_t cc = 0; cc < cols; cc++) for (int a = 0; a < 2; a++) for (int b = 0; b < 2; b++) {
+            int64_t u = rr - 1 + a, v = cc - 1 + b;
+            if (u < 0 || u >= rows || v < 0 || v >= cols) continue;
+            memcpy(cols2 + ((rr * cols + cc) * 4 + a * 2 + b) * cin, x2 + (u * cols + v) * cin, (size_t)cin * sizeof(float));
+        }
+        const scheme_t s2[] = { { QK_F32, 0, "f32" }, { QK_Q8, 32, "q8/g32" }, { QK_Q8S, 32, "q8s" } };
+        for (int t = 0; t < NT; t++) {
+            if (qk_set_isa(k_tiers[t].name) != 0) continue;
+            for (int si = 0; si < 3; si++) {
+                packed_t w = pack(s2[si], cout, k4, w2);
+                float *want = malloc((size_t)(np2 * cout) * sizeof(float)), *got = malloc((size_t)(np2 * cout) * sizeof(float));
+                qk_matmul(&w.w, cols2, np2, b2, want);
+                qk_conv2x2_params p2 = { .rows = rows, .cols = cols, .cin = cin, .cout = cout, .x_row_stride = cols * cin,
+                                         .dy0 = -1, .dx0 = -1, .vh = rows, .vw = cols, .y_row_stride = cols * cout, .y_col_stride = cout };
+                qk_set_threads(2); qk_conv2x2(&p2, &w.w, x2, b2, got);
+                check(bits_equal(got, want, np2 * cout), "conv2x2 %s %s: differs from the gathered matmul", k_tiers[t].name, s2[si].name);
+                free(want); free(got); free(w.buf);
+            }
+        }
+        qk_set_isa("ref");
+        free(x2); free(w2); free(b2); free(cols2);
+    }
     printf("conv3x3 (implicit GEMM over the ARM matmul tiers): %d passed, %d failed\n", g_pass - pass0, g_fail - before);
 }
 
