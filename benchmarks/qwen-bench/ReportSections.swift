@@ -106,6 +106,7 @@ struct ReportWriter {
             if let c = f["command"] as? String { s += "Command: `\(c)`" }
             if let d = f["date"] as? String { s += " (run \(d))" }
             s += "\n\n"
+            if let n = f["note"] as? String { s += n + "\n\n" }
         }
         return s
     }
@@ -589,7 +590,8 @@ struct ReportWriter {
     func vaeSection() -> String {
         var s = ""
         var any = false
-        for name in data.files.keys.sorted() where (name == "vae" || name.hasPrefix("vae_")) && !data.records(name).isEmpty {
+        for name in data.files.keys.sorted() where (name == "vae" || name.hasPrefix("vae_")) && name != "vae_quality"
+            && !data.records(name).isEmpty {
             any = true
             s += header(name, "VAE speed (full-size synthetic, `qwen-run vae-encode` / `vae-decode`)" + (name == "vae" ? "" : " — `\(name)`"))
             var rows: [[String]] = []
@@ -610,6 +612,41 @@ struct ReportWriter {
         if !any { return "## VAE speed (full-size synthetic)\n\n\(notMeasured); no `results/vae.json` yet.\n\n" }
         s += "Runs whose command has no `--max-ram` use qwen-run's default memory plan (the whole image when it fits); `--max-ram 512M` makes the runner tile (exactly). An earlier, CPU-time-based table by the VAE's author is in [`results/vae.md`](results/vae.md).\n\n"
         s += "Targets (issue 6): 1024² and 2048² decodes within 512 MiB peak RSS (tiled). The speed target is relative to diffusers, which was not measured in the same run: no ratio is given.\n\n"
+        s += vaeQualitySection()
         return s
+    }
+
+    /// `results/vae_quality.json` (benchmarks/scripts/vae_quality.py): quantized packs against the f32 pack,
+    /// and the issue-13 VAE targets (decode 1024² ≤ 10 s, encode 1024² ≤ 6 s at ≥ 45 dB) from the faster of the
+    /// `vae` run and the interleaved A/B (`vae_ab_issue13`).
+    private func vaeQualitySection() -> String {
+        let recs = data.records("vae_quality")
+        guard !recs.isEmpty else { return "" }
+        var s = "### Quality of the quantized VAE packs against the f32 pack\n\n"
+        if let c = data.files["vae_quality"]?["command"] as? String { s += "Command: `\(c)`" }
+        if let d = data.files["vae_quality"]?["date"] as? String { s += " (run \(d))" }
+        s += "\n\nDecode: the same N(0, 1) latents through both packs, PSNR of the images (in [0, 1]). Encode: a synthetic photo through both packs, each latent decoded by the f32 pack, PSNR of those images (what the encoder's error costs in pixels), beside the latents' relative L2. Random weights: these compare packs, not real image quality. The time against each target is the faster median of the `vae` run and of this commit's build in the interleaved A/B above.\n\n"
+        var rows: [[String]] = []
+        // medians of this pack in the `vae` run and in the interleaved A/B's current build, the faster one
+        let speed = data.records("vae") + data.records("vae_ab_issue13")
+        func median(_ c: String, _ job: String) -> Double? {
+            speed.filter { r in
+                let rc = r["case"] as? String ?? ""
+                return (rc == c || rc == "\(c) (this commit)") && (r["job"] as? String ?? "").hasPrefix(job) && r["status"] as? String == "ok"
+            }.compactMap { $0["wall_s_median"] as? Double }.min()
+        }
+        for r in recs {
+            let c = r["case"] as? String ?? "?", n = r["size"] as? Int ?? 0
+            let dec = median(c, "decode \(n / 8)x\(n / 8)"), enc = median(c, "encode \(n)x\(n)")
+            let dp = r["decode_psnr_db"] as? Double ?? 0, ep = r["encode_psnr_db"] as? Double ?? 0
+            func target(_ t: Double?, _ limit: Double, _ db: Double) -> String {
+                guard let t else { return "not in the `vae` run" }
+                return F.secs(t) + (t <= limit && db >= 45 ? " ≤ " : " > ") + F.secs(limit) + (t <= limit && db >= 45 ? ": met" : ": missed")
+            }
+            rows.append([c, "\(n)²", F.num(dp, 2) + " dB", F.sci(r["decode_rel_l2"]), target(dec, 10, dp),
+                         F.num(ep, 2) + " dB", F.sci(r["encode_latents_rel_l2"]), target(enc, 6, ep)])
+        }
+        s += F.table(["pack", "image", "decode PSNR", "decode rel L2", "decode vs target (issue 13)", "encode PSNR", "latents rel L2", "encode vs target"], rows)
+        return s + "\n"
     }
 }

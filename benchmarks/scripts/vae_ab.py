@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of two qwen-run builds on the VAE (same packs, same inputs, same session).
+
+    python3 benchmarks/scripts/vae_ab.py --before /path/to/old/release --after .build/release \
+        --pack /work/bench-data/packs/vae-q8s --repeat 5 [--max-ram 512M] [--name vae_ab] [--note TEXT]
+
+On a shared 2-vCPU host the speed drifts by 10-20% within an hour, so runs of two builds taken one after the
+other compare the hour, not the code. Here each repeat runs decode 1024² and encode 1024² with the old build,
+then with the new one (alternating), and the medians (min-max) and peak RSS (ru_maxrss of the child) of each
+are recorded in the `vae` records format (benchmarks/results/<name>.json), with whether the outputs are
+byte-identical.
+"""
+import argparse
+import datetime
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from safetensors.numpy import save_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def timed(cmd):
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
+    _, _, ru = os.wait4(p.pid, 0)
+    dt = time.monotonic() - t0
+    out = p.stdout.read().decode()
+    err = p.stderr.read().decode()
+    if p.returncode not in (0, None) and not out:
+        sys.exit(f"vae_ab: {' '.join(cmd)} failed:\n{err}")
+    return dt, ru.ru_maxrss * 1024, json.loads(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", required=True, help="folder of the old build's qwen-run")
+    ap.add_argument("--after", default=os.path.join(ROOT, ".build", "release"))
+    ap.add_argument("--pack", required=True)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--max-ram", default="512M")
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--name", default="vae_ab")
+    ap.add_argument("--labels", default="before,after")
+    ap.add_argument("--note", default="")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="vae-ab-")
+    rng = np.random.default_rng(0)
+    n = a.size
+    lat = os.path.join(work, "latents.safetensors")
+    save_file({"latents": rng.standard_normal((1, 16, 1, n // 8, n // 8)).astype(np.float32)}, lat)
+    png = os.path.join(work, "image.png")
+    builds = list(zip(a.labels.split(","), [a.before, a.after]))
+    subprocess.run([os.path.join(a.after, "qwen-run"), "vae-decode", "--pack", a.pack, "--latents", lat, "--out", png,
+                    "--force", "--max-ram", a.max_ram], check=True, capture_output=True)
+    jobs = {"decode": (f"decode {n // 8}x{n // 8} -> {n}x{n}", lambda b, o: ["vae-decode", "--latents", lat, "--out", o + ".png"]),
+            "encode": (f"encode {n}x{n}", lambda b, o: ["vae-encode", "--image", png, "--out", o + ".safetensors"])}
+    runs = {(lab, j): [] for lab, _ in builds for j in jobs}
+    for i in range(a.repeat):
+        for j, (_, args) in jobs.items():
+            for lab, bdir in builds:
+                out = os.path.join(work, f"{j}-{lab}")
+                cmd = [os.path.join(bdir, "qwen-run"), *args(bdir, out), "--pack", a.pack, "--force", "--json",
+                       "--threads", "2", "--max-ram", a.max_ram]
+                dt, rss, summ = timed(cmd)
+                runs[(lab, j)].append((dt, rss, summ))
+                print(f"{lab} {j} run {i + 1}: {dt:.2f} s, peak RSS {rss / 2**20:.1f} MiB", flush=True)
+    same = {}
+    for j, _ in jobs.items():
+        ext = ".png" if j == "decode" else ".safetensors"
+        blobs = [open(os.path.join(work, f"{j}-{lab}{ext}"), "rb").read() for lab, _ in builds]
+        same[j] = blobs[0] == blobs[1]
+    records = []
+    for lab, bdir in builds:
+        for j, (job, _) in jobs.items():
+            rs = runs[(lab, j)]
+            ts = [r[0] for r in rs]
+            records.append({"case": f"{os.path.basename(a.pack.rstrip('/')).removeprefix('vae-')} ({lab})", "job": job,
+                            "status": "ok", "wall_s_median": statistics.median(ts), "wall_s_min": min(ts),
+                            "wall_s_max": max(ts), "repeats": len(ts), "peak_rss_bytes": max(r[1] for r in rs),
+                            "pixels": n * n, "summary": {"gflop": rs[-1][2].get("gflop")},
+                            "outputs_identical_to_other_build": same[j]})
+    res = {"bench": "vae_ab", "name": a.name,
+           "command": "python3 benchmarks/scripts/vae_ab.py " + " ".join(sys.argv[1:]),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "note": a.note + (" Outputs byte-identical between the builds: " + ", ".join(f"{j} {'yes' if s else 'no'}" for j, s in same.items()) + "."),
+           "records": records}
+    path = os.path.join(ROOT, "benchmarks", "results", f"{a.name}.json")
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
