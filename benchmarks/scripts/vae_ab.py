@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--max-ram", default="512M")
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--z-dim", type=int, default=16, help="latent channels (64 for the 2.1 VAE)")
+    ap.add_argument("--compression", type=int, default=8, help="spatial compression (16 for the 2.1 VAE)")
     ap.add_argument("--name", default="vae_ab")
     ap.add_argument("--labels", default="before,after")
     ap.add_argument("--note", default="")
@@ -55,12 +57,13 @@ def main():
     rng = np.random.default_rng(0)
     n = a.size
     lat = os.path.join(work, "latents.safetensors")
-    save_file({"latents": rng.standard_normal((1, 16, 1, n // 8, n // 8)).astype(np.float32)}, lat)
+    f = a.compression
+    save_file({"latents": rng.standard_normal((1, a.z_dim, 1, n // f, n // f)).astype(np.float32)}, lat)
     png = os.path.join(work, "image.png")
     builds = list(zip(a.labels.split(","), [a.before, a.after]))
     subprocess.run([os.path.join(a.after, "qwen-run"), "vae-decode", "--pack", a.pack, "--latents", lat, "--out", png,
                     "--force", "--max-ram", a.max_ram], check=True, capture_output=True)
-    jobs = {"decode": (f"decode {n // 8}x{n // 8} -> {n}x{n}", lambda b, o: ["vae-decode", "--latents", lat, "--out", o + ".png"]),
+    jobs = {"decode": (f"decode {n // f}x{n // f} -> {n}x{n}", lambda b, o: ["vae-decode", "--latents", lat, "--out", o + ".png"]),
             "encode": (f"encode {n}x{n}", lambda b, o: ["vae-encode", "--image", png, "--out", o + ".safetensors"])}
     runs = {(lab, j): [] for lab, _ in builds for j in jobs}
     for i in range(a.repeat):

@@ -61,6 +61,8 @@ def main():
     ap.add_argument("--packs", required=True, help="folder with vae-f32 and vae-<case> packs")
     ap.add_argument("--cases", default="q8s")
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--z-dim", type=int, default=16, help="latent channels (64 for the 2.1 VAE)")
+    ap.add_argument("--compression", type=int, default=8, help="spatial compression (16 for the 2.1 VAE)")
     ap.add_argument("--max-ram", default="512M", help="for the quantized packs' runs")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, ".build", "release"))
     ap.add_argument("--name", default="vae_quality")
@@ -69,7 +71,8 @@ def main():
     work = tempfile.mkdtemp(prefix="vae-quality-")
     rng = np.random.default_rng(0)
     lat = os.path.join(work, "latents.safetensors")
-    save_file({"latents": rng.standard_normal((1, 16, 1, a.size // 8, a.size // 8)).astype(np.float32)}, lat)
+    f = a.compression
+    save_file({"latents": rng.standard_normal((1, a.z_dim, 1, a.size // f, a.size // f)).astype(np.float32)}, lat)
     png = os.path.join(work, "photo.png")
     Image.fromarray(photo(a.size, rng)).save(png)
 
@@ -92,7 +95,7 @@ def main():
         dec, ds = decode(f"vae-{case}", lat, os.path.join(work, f"dec-{case}.safetensors"), extra)
         enc, es = encode(f"vae-{case}", os.path.join(work, f"enc-{case}.safetensors"), extra)
         img, _ = decode("vae-f32", enc, os.path.join(work, f"encdec-{case}.safetensors"))
-        rec = {"case": case, "size": a.size,
+        rec = {"case": case, "size": a.size, "pack_dir": a.packs,
                "decode_psnr_db": psnr01(dec, ref_dec), "decode_rel_l2": rel(dec, ref_dec),
                "encode_psnr_db": psnr01(img, ref_img),
                "encode_latents_rel_l2": rel(load_file(enc)["latents"], load_file(ref_lat)["latents"]),
