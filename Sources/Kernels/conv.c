@@ -82,6 +82,37 @@ static void conv_gemm_task(void *ctx, int64_t task, int thread_id) {
     for (int64_t i = 0; i < np * p->cout; i++) y[i] += tmp[i];
 }
 
+/* Quantized rows: tier->quantx on n pixels of cin values writes q [n * cin], xd [n * cin / 32], c [n * cin / 32].
+   put_tap copies pixel v of such a row (src; NULL: zeros, as quantx writes them for zero values) into tap
+   `tap` of a patch row in the qk_xq_row_bytes(kp) layout; zero_tail clears the blocks past ntaps taps (k
+   padded to the weight's group). */
+static inline void put_tap(uint8_t *row, int64_t kp, int64_t tap, int64_t cin, const uint8_t *src, int64_t n, int64_t v) {
+    const int64_t nb = cin / QK_ABLK;
+    float *xd = (float *)(row + kp);
+    int32_t *cc = (int32_t *)(xd + kp / QK_ABLK);
+    if (!src) {
+        memset(row + tap * cin, 0, (size_t)cin);
+        memset(xd + tap * nb, 0, (size_t)nb * sizeof(float));
+        memset(cc + tap * nb, 0, (size_t)nb * sizeof(int32_t));
+        return;
+    }
+    const float *sxd = (const float *)(src + n * cin);
+    const int32_t *sc = (const int32_t *)(sxd + n * nb);
+    memcpy(row + tap * cin, src + v * cin, (size_t)cin);
+    memcpy(xd + tap * nb, sxd + v * nb, (size_t)nb * sizeof(float));
+    memcpy(cc + tap * nb, sc + v * nb, (size_t)nb * sizeof(int32_t));
+}
+
+static inline void zero_tail(uint8_t *row, int64_t kp, int64_t ntaps, int64_t cin) {
+    const int64_t used = ntaps * cin / QK_ABLK, kb = kp / QK_ABLK;
+    if (kb <= used) return;
+    float *xd = (float *)(row + kp);
+    int32_t *cc = (int32_t *)(xd + kb);
+    memset(row + ntaps * cin, 0, (size_t)(kp - ntaps * cin));
+    memset(xd + used, 0, (size_t)(kb - used) * sizeof(float));
+    memset(cc + used, 0, (size_t)(kb - used) * sizeof(int32_t));
+}
+
 /* Integer schemes with cin a multiple of 32: each 32-value activation block of a patch row is one
    input pixel's, so its int8 values, scale and c are the same in every patch that holds the pixel.
    A task owns a band of output rows: it quantizes the band's input rows once (tier->quantx on a whole
@@ -91,7 +122,7 @@ static void conv_gemm_task(void *ctx, int64_t task, int thread_id) {
 static void conv_q_task(void *ctx, int64_t task, int thread_id) {
     const conv_ctx *c = (const conv_ctx *)ctx;
     const qk_conv_params *p = c->p;
-    const int64_t cin = p->cin, s = p->stride, nb = cin / QK_ABLK, kp = c->kp, kb = kp / QK_ABLK;
+    const int64_t cin = p->cin, s = p->stride, nb = cin / QK_ABLK, kp = c->kp;
     const int64_t oy0 = task * c->band, oy1 = oy0 + c->band < c->oh ? oy0 + c->band : c->oh;
     int64_t qy0 = oy0 * s - p->pad_t, qy1 = (oy1 - 1) * s - p->pad_t + 3;
     if (qy0 < 0) qy0 = 0;
@@ -113,31 +144,15 @@ static void conv_q_task(void *ctx, int64_t task, int thread_id) {
         for (int64_t t = 0; t < np; t++) {
             int64_t oy = (p0 + t) / c->ow, ox = (p0 + t) % c->ow;
             uint8_t *q = patch + (size_t)t * xs;
-            float *xd = (float *)(q + kp);
-            int32_t *cc = (int32_t *)(xd + kb);
             for (int64_t ky = 0; ky < 3; ky++) {
                 int64_t iy = oy * s - p->pad_t + ky;
                 const uint8_t *src = iy >= 0 && iy < p->h ? qrows + (size_t)(iy - qy0) * rowq : NULL;
-                const float *sxd = src ? (const float *)(src + p->w * cin) : NULL;
-                const int32_t *sc = src ? (const int32_t *)(sxd + p->w * nb) : NULL;
                 for (int64_t kx = 0; kx < 3; kx++) {
-                    int64_t ix = ox * s - p->pad_l + kx, tap = ky * 3 + kx;
-                    if (!src || ix < 0 || ix >= p->w) {
-                        memset(q + tap * cin, 0, (size_t)cin);
-                        memset(xd + tap * nb, 0, (size_t)nb * sizeof(float));
-                        memset(cc + tap * nb, 0, (size_t)nb * sizeof(int32_t));
-                    } else {
-                        memcpy(q + tap * cin, src + ix * cin, (size_t)cin);
-                        memcpy(xd + tap * nb, sxd + ix * nb, (size_t)nb * sizeof(float));
-                        memcpy(cc + tap * nb, sc + ix * nb, (size_t)nb * sizeof(int32_t));
-                    }
+                    int64_t ix = ox * s - p->pad_l + kx;
+                    put_tap(q, kp, ky * 3 + kx, cin, ix >= 0 && ix < p->w ? src : NULL, p->w, ix);
                 }
             }
-            if (kb > 9 * nb) {   /* k padded to the weight's group: zero blocks, as quantx writes them */
-                memset(q + 9 * cin, 0, (size_t)(kp - 9 * cin));
-                memset(xd + 9 * nb, 0, (size_t)(kb - 9 * nb) * sizeof(float));
-                memset(cc + 9 * nb, 0, (size_t)(kb - 9 * nb) * sizeof(int32_t));
-            }
+            zero_tail(q, kp, 9, cin);
         }
         float *y = c->y + p0 * p->cout;
         if (!p->accumulate) {
@@ -215,7 +230,7 @@ static void conv2_task(void *ctx, int64_t task, int thread_id) {
     if (v0 < 0) v0 = 0;
     if (v1 > p->vw) v1 = p->vw;
     const int64_t nu = u1 > u0 ? u1 - u0 : 0, nv = v1 > v0 ? v1 - v0 : 0;
-    const int64_t nb = cin / QK_ABLK, kp = c->kp, kb = kp / QK_ABLK;
+    const int64_t nb = cin / QK_ABLK, kp = c->kp;
     const size_t rowq = c->quant ? (size_t)(nv * cin) + (size_t)(nv * nb) * 8 : 0;
     const size_t qbytes = ((size_t)nu * rowq + 63) / 64 * 64;
     const size_t xs = c->quant ? qk_xq_row_bytes(kp) : (size_t)(4 * cin) * sizeof(float);
@@ -239,35 +254,16 @@ static void conv2_task(void *ctx, int64_t task, int thread_id) {
                 for (int64_t b = 0; b < 2; b++) {
                     int64_t v = col + p->dx0 + b, tap = a * 2 + b;
                     int inside = u >= 0 && u < p->vh && v >= 0 && v < p->vw;
-                    if (!c->quant) {
-                        float *dst = (float *)row + tap * cin;
-                        if (inside) memcpy(dst, c->x + u * p->x_row_stride + v * cin, (size_t)cin * sizeof(float));
-                        else memset(dst, 0, (size_t)cin * sizeof(float));
-                        continue;
-                    }
-                    float *xd = (float *)(row + kp);
-                    int32_t *cc = (int32_t *)(xd + kb);
-                    if (inside) {
-                        const uint8_t *src = qrows + (size_t)(u - u0) * rowq;
-                        const float *sxd = (const float *)(src + nv * cin);
-                        const int32_t *sc = (const int32_t *)(sxd + nv * nb);
-                        memcpy(row + tap * cin, src + (v - v0) * cin, (size_t)cin);
-                        memcpy(xd + tap * nb, sxd + (v - v0) * nb, (size_t)nb * sizeof(float));
-                        memcpy(cc + tap * nb, sc + (v - v0) * nb, (size_t)nb * sizeof(int32_t));
+                    if (c->quant) {
+                        put_tap(row, kp, tap, cin, inside ? qrows + (size_t)(u - u0) * rowq : NULL, nv, v - v0);
+                    } else if (inside) {
+                        memcpy((float *)row + tap * cin, c->x + u * p->x_row_stride + v * cin, (size_t)cin * sizeof(float));
                     } else {
-                        memset(row + tap * cin, 0, (size_t)cin);
-                        memset(xd + tap * nb, 0, (size_t)nb * sizeof(float));
-                        memset(cc + tap * nb, 0, (size_t)nb * sizeof(int32_t));
+                        memset((float *)row + tap * cin, 0, (size_t)cin * sizeof(float));
                     }
                 }
             }
-            if (c->quant && kb > 4 * nb) {   /* k padded to the weight's group */
-                float *xd = (float *)(row + kp);
-                int32_t *cc = (int32_t *)(xd + kb);
-                memset(row + 4 * cin, 0, (size_t)(kp - 4 * cin));
-                memset(xd + 4 * nb, 0, (size_t)(kb - 4 * nb) * sizeof(float));
-                memset(cc + 4 * nb, 0, (size_t)(kb - 4 * nb) * sizeof(int32_t));
-            }
+            if (c->quant) zero_tail(row, kp, 4, cin);
         }
         if (c->quant) qk_matmul_xq_with_tier(c->tier, c->w, patch, np, c->bias, res);
         else qk_matmul(c->w, (const float *)patch, np, c->bias, res);
