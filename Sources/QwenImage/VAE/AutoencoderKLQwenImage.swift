@@ -141,9 +141,9 @@ public final class AutoencoderKLQwenImage: @unchecked Sendable {
         weightBytes = src.counter.bytes + Self.derivedWeightBytes([decoderB].compactMap { $0 }, attentions: [encoderAttention, decoderAttention].compactMap { $0 })
     }
 
-    /// Weights built at load time beside the pack's: the upsamplers' four parity kernels (16·cin·cout
-    /// values each, f32 or the pack's integer scheme; 196 MB in f32 for the 2.1 decoder, whose upsamplers
-    /// keep 1152 channels) and the mid-block attentions' f32 q / kv matrices (3·C² floats).
+    /// Weights built at load time beside the pack's: the upsamplers' four f32 parity kernels
+    /// (16·cin·cout floats each; 196 MB for the 2.1 decoder, whose upsamplers keep 1152 channels) and the
+    /// mid-block attentions' f32 q / kv matrices (3·C² floats).
     private static func derivedWeightBytes(_ segments: [VAESegment], attentions: [MidAttention]) -> Int {
         attentions.reduce(0) { $0 + 12 * $1.dim * $1.dim } + upsamplerBytes(segments)
     }
