@@ -20,20 +20,36 @@ typedef struct {
     const float *x, *bias;
     float *y;
     int64_t oh, ow, tile, ntiles;
-    /* quantize-once path: output rows per task, the tier and its activation offset, padded k */
+    /* quantize-once path: output rows per task, padded k, patch row bytes, the tier and its offset */
     int64_t band, kp;
+    size_t xs;
     const qk_mm_tier *tier;
     int32_t off;
 } conv_ctx;
 
-/* Output pixels per tile: the patch rows fill about 384 KiB (L2-resident next to the weight stream),
-   a multiple of 16 between 16 and 512. */
-static int64_t conv_tile(int64_t cin, int64_t npix) {
-    int64_t t = (393216 / 4) / (9 * cin);
-    t = t / 16 * 16;
-    if (t < 16) t = 16;
-    if (t > 512) t = 512;
-    return t < npix ? t : npix;
+/* Pixels per matmul call: patch rows of row_bytes each fill about 384 KiB (L2-resident next to the
+   weight stream), a multiple of 16 between 16 and 512. */
+static int64_t patch_tile(int64_t row_bytes) {
+    int64_t t = 393216 / row_bytes / 16 * 16;
+    return t < 16 ? 16 : t > 512 ? 512 : t;
+}
+
+/* Output rows per task: at most cap, at least 4 tasks per thread when there are the rows, at least 1. */
+static int64_t band_rows(int64_t cap, int64_t rows) {
+    int64_t per = (rows + 4 * qk_get_threads() - 1) / (4 * qk_get_threads());
+    int64_t b = cap < per ? cap : per;
+    return b < 1 ? 1 : b;
+}
+
+/* Bytes of n pixels of cin values quantized by a tier's quantx: q [n * cin], then xd and c [n * cin / 32]. */
+static size_t qrow_bytes(int64_t n, int64_t cin) { return (size_t)(n * cin) + (size_t)(n * (cin / QK_ABLK)) * 8; }
+
+/* Quantizes `rows` rows of n pixels (row r at x + r * stride floats) into out, qrow_bytes(n, cin) apart:
+   one quantx call per row (32-value blocks never straddle pixels when cin is a multiple of 32). */
+static void quantize_rows(const qk_mm_tier *tier, int32_t off, const float *x, int64_t stride, int64_t rows,
+                          int64_t n, int64_t cin, uint8_t *out) {
+    qk_quantx_fn qf = tier->quantx ? tier->quantx : qk_quantize_x_ref;
+    for (int64_t r = 0; r < rows; r++) qf(x + r * stride, n * cin, n * cin, off, out + (size_t)r * qrow_bytes(n, cin));
 }
 
 static void gather(const conv_ctx *c, int64_t p0, int64_t np, float *patch) {
@@ -122,22 +138,19 @@ static inline void zero_tail(uint8_t *row, int64_t kp, int64_t ntaps, int64_t ci
 static void conv_q_task(void *ctx, int64_t task, int thread_id) {
     const conv_ctx *c = (const conv_ctx *)ctx;
     const qk_conv_params *p = c->p;
-    const int64_t cin = p->cin, s = p->stride, nb = cin / QK_ABLK, kp = c->kp;
+    const int64_t cin = p->cin, s = p->stride, kp = c->kp;
     const int64_t oy0 = task * c->band, oy1 = oy0 + c->band < c->oh ? oy0 + c->band : c->oh;
     int64_t qy0 = oy0 * s - p->pad_t, qy1 = (oy1 - 1) * s - p->pad_t + 3;
     if (qy0 < 0) qy0 = 0;
     if (qy1 > p->h) qy1 = p->h;
     const int64_t nrows = qy1 > qy0 ? qy1 - qy0 : 0;
-    const size_t rowq = (size_t)(p->w * cin) + (size_t)(p->w * nb) * 8;   /* q, then xd, then c */
-    const size_t xs = qk_xq_row_bytes(kp);
+    const size_t rowq = qrow_bytes(p->w, cin), xs = c->xs;
     const size_t qbytes = ((size_t)nrows * rowq + 63) / 64 * 64, patch_bytes = (size_t)c->tile * xs;
     const size_t out_bytes = p->accumulate ? (size_t)(c->tile * p->cout) * sizeof(float) : 0;
     uint8_t *scratch = (uint8_t *)qk_thread_scratch(thread_id, qbytes + patch_bytes + out_bytes);
     uint8_t *qrows = scratch, *patch = scratch + qbytes;
     float *tmp = (float *)(patch + patch_bytes);
-    qk_quantx_fn qf = c->tier->quantx ? c->tier->quantx : qk_quantize_x_ref;
-    for (int64_t r = 0; r < nrows; r++)
-        qf(c->x + (qy0 + r) * p->w * cin, p->w * cin, p->w * cin, c->off, qrows + (size_t)r * rowq);
+    quantize_rows(c->tier, c->off, c->x + qy0 * p->w * cin, p->w * cin, nrows, p->w, cin, qrows);
     const int64_t pend = oy1 * c->ow;
     for (int64_t p0 = oy0 * c->ow; p0 < pend; p0 += c->tile) {
         int64_t np = pend - p0 < c->tile ? pend - p0 : c->tile;
@@ -188,20 +201,15 @@ void qk_conv3x3(const qk_conv_params *p, const qk_weight *w, const float *x, con
         c.tier = tier;
         c.off = qk_mm_act_off(tier, w->scheme);
         c.kp = kp;
-        /* Pixels per matmul call: patch rows of about 384 KiB, a multiple of 16 in [16, 512]. */
-        int64_t t = 393216 / (int64_t)qk_xq_row_bytes(kp) / 16 * 16;
-        c.tile = t < 16 ? 16 : t > 512 ? 512 : t;
-        /* Output rows per task: the band's quantized input rows within about 512 KiB (each band
-           requantizes its 2 halo rows), and at least 4 tasks per thread when the image has the rows. */
-        int64_t rowq = p->w * p->cin + p->w * (p->cin / QK_ABLK) * 8;
-        int64_t band = ((1 << 19) / rowq - 2) / p->stride;
-        int64_t per = (c.oh + 4 * qk_get_threads() - 1) / (4 * qk_get_threads());
-        if (band > per) band = per;
-        c.band = band < 1 ? 1 : band;
+        c.xs = qk_xq_row_bytes(kp);
+        c.tile = patch_tile((int64_t)c.xs);
+        /* the band's quantized input rows within about 512 KiB (each band requantizes its 2 halo rows) */
+        c.band = band_rows(((1 << 19) / (int64_t)qrow_bytes(p->w, p->cin) - 2) / p->stride, c.oh);
         qk_parallel_for((c.oh + c.band - 1) / c.band, conv_q_task, &c);
         return;
     }
-    c.tile = conv_tile(p->cin, c.oh * c.ow);
+    c.tile = patch_tile(9 * p->cin * (int64_t)sizeof(float));
+    if (c.tile > c.oh * c.ow) c.tile = c.oh * c.ow;
     c.ntiles = (c.oh * c.ow + c.tile - 1) / c.tile;
     qk_parallel_for(c.ntiles, conv_gemm_task, &c);
 }
@@ -213,6 +221,7 @@ typedef struct {
     const float *x, *bias;
     float *y;
     int64_t band, tile, kp;
+    size_t xs;                  /* patch row bytes: int8 (qk_xq_row_bytes) or f32 */
     int quant;                  /* integer scheme, cin a multiple of 32: quantize input rows once */
     const qk_mm_tier *tier;
     int32_t off;
@@ -230,19 +239,14 @@ static void conv2_task(void *ctx, int64_t task, int thread_id) {
     if (v0 < 0) v0 = 0;
     if (v1 > p->vw) v1 = p->vw;
     const int64_t nu = u1 > u0 ? u1 - u0 : 0, nv = v1 > v0 ? v1 - v0 : 0;
-    const int64_t nb = cin / QK_ABLK, kp = c->kp;
-    const size_t rowq = c->quant ? (size_t)(nv * cin) + (size_t)(nv * nb) * 8 : 0;
+    const int64_t kp = c->kp;
+    const size_t rowq = c->quant ? qrow_bytes(nv, cin) : 0, xs = c->xs;
     const size_t qbytes = ((size_t)nu * rowq + 63) / 64 * 64;
-    const size_t xs = c->quant ? qk_xq_row_bytes(kp) : (size_t)(4 * cin) * sizeof(float);
     const size_t patch_bytes = ((size_t)c->tile * xs + 63) / 64 * 64;
     uint8_t *scratch = (uint8_t *)qk_thread_scratch(thread_id, qbytes + patch_bytes + (size_t)(c->tile * cout) * sizeof(float));
     uint8_t *qrows = scratch, *patch = scratch + qbytes;
     float *res = (float *)(patch + patch_bytes);
-    if (c->quant) {
-        qk_quantx_fn qf = c->tier->quantx ? c->tier->quantx : qk_quantize_x_ref;
-        for (int64_t u = 0; u < nu; u++)
-            qf(c->x + (u0 + u) * p->x_row_stride + v0 * cin, nv * cin, nv * cin, c->off, qrows + (size_t)u * rowq);
-    }
+    if (c->quant) quantize_rows(c->tier, c->off, c->x + u0 * p->x_row_stride + v0 * cin, p->x_row_stride, nu, nv, cin, qrows);
     const int64_t pend = r1 * p->cols;
     for (int64_t q0 = r0 * p->cols; q0 < pend; q0 += c->tile) {
         int64_t np = pend - q0 < c->tile ? pend - q0 : c->tile;
@@ -281,21 +285,9 @@ void qk_conv2x2(const qk_conv2x2_params *p, const qk_weight *w, const float *x, 
     c.kp = qk_weight_kp(w->scheme, w->group, w->k);
     c.quant = qk_scheme_is_int(w->scheme) && p->cin % QK_ABLK == 0 && w->k == 4 * p->cin && c.kp >= w->k;
     c.off = c.quant ? qk_mm_act_off(c.tier, w->scheme) : 0;
-    /* Pixels per matmul call: patch rows of about 384 KiB, a multiple of 16 in [16, 512]. */
-    int64_t xs = c.quant ? (int64_t)qk_xq_row_bytes(c.kp) : 16 * p->cin;
-    int64_t t = 393216 / xs / 16 * 16;
-    c.tile = t < 16 ? 16 : t > 512 ? 512 : t;
-    /* Output rows per task: the band's quantized input rows (one halo row) within about 512 KiB, and
-       at least 4 tasks per thread when there are the rows. */
-    int64_t band = p->rows;
-    if (c.quant) {
-        int64_t rowq = (p->cols + 1) * p->cin + (p->cols + 1) * (p->cin / QK_ABLK) * 8;
-        band = (1 << 19) / rowq - 1;
-    } else {
-        band = (c.tile + p->cols - 1) / p->cols;
-    }
-    int64_t per = (p->rows + 4 * qk_get_threads() - 1) / (4 * qk_get_threads());
-    if (band > per) band = per;
-    c.band = band < 1 ? 1 : band;
+    c.xs = c.quant ? qk_xq_row_bytes(c.kp) : (size_t)(4 * p->cin) * sizeof(float);
+    c.tile = patch_tile((int64_t)c.xs);
+    /* the band's quantized input rows (one halo row) within about 512 KiB; f32: one tile of pixels */
+    c.band = band_rows(c.quant ? (1 << 19) / (int64_t)qrow_bytes(p->cols + 1, p->cin) - 1 : (c.tile + p->cols - 1) / p->cols, p->rows);
     qk_parallel_for((p->rows + c.band - 1) / c.band, conv2_task, &c);
 }

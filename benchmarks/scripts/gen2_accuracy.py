@@ -17,7 +17,6 @@ benchmarks/results/gen2_accuracy.json.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -25,26 +24,15 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_common import ROOT, rel, psnr_pm1 as psnr
+from bench_common import run as common_run
+
 FIX = os.path.join(ROOT, "Tests", "Fixtures", "gen2")
 T2I_PROMPT = "A cat sitting on a red sofa, oil painting"   # make_gen2.py PROMPTS[0]
 
 
 def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
-    if r.returncode != 0:
-        sys.exit(f"gen2_accuracy: {' '.join(cmd)} exited {r.returncode}:\n{r.stderr}")
-    return r.stdout
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def psnr(a, b):   # images in [-1, 1]
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)
+    return common_run(cmd, "gen2_accuracy")
 
 
 def main():

@@ -11,10 +11,8 @@ are recorded in the `vae` records format (benchmarks/results/<name>.json), with 
 byte-identical.
 """
 import argparse
-import datetime
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,18 +22,18 @@ import time
 import numpy as np
 from safetensors.numpy import save_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_common import ROOT, run, write_results
 
 
 def timed(cmd):
+    """Wall seconds, peak RSS bytes (ru_maxrss of the child) and the --json summary of one run."""
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
-    _, _, ru = os.wait4(p.pid, 0)
+    _, status, ru = os.wait4(p.pid, 0)
     dt = time.monotonic() - t0
-    out = p.stdout.read().decode()
-    err = p.stderr.read().decode()
-    if p.returncode not in (0, None) and not out:
-        sys.exit(f"vae_ab: {' '.join(cmd)} failed:\n{err}")
+    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"vae_ab: {' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}:\n{err}")
     return dt, ru.ru_maxrss * 1024, json.loads(out)
 
 
@@ -61,8 +59,11 @@ def main():
     save_file({"latents": rng.standard_normal((1, a.z_dim, 1, n // f, n // f)).astype(np.float32)}, lat)
     png = os.path.join(work, "image.png")
     builds = list(zip(a.labels.split(","), [a.before, a.after]))
-    subprocess.run([os.path.join(a.after, "qwen-run"), "vae-decode", "--pack", a.pack, "--latents", lat, "--out", png,
-                    "--force", "--max-ram", a.max_ram], check=True, capture_output=True)
+    for _, bdir in builds:
+        if not os.access(os.path.join(bdir, "qwen-run"), os.X_OK):
+            sys.exit(f"vae_ab: no qwen-run in {bdir}: build it there first (swift build -c release --product qwen-run)")
+    run([os.path.join(a.after, "qwen-run"), "vae-decode", "--pack", a.pack, "--latents", lat, "--out", png,
+         "--force", "--max-ram", a.max_ram], "vae_ab")
     jobs = {"decode": (f"decode {n // f}x{n // f} -> {n}x{n}", lambda b, o: ["vae-decode", "--latents", lat, "--out", o + ".png"]),
             "encode": (f"encode {n}x{n}", lambda b, o: ["vae-encode", "--image", png, "--out", o + ".safetensors"])}
     runs = {(lab, j): [] for lab, _ in builds for j in jobs}
@@ -90,16 +91,9 @@ def main():
                             "wall_s_max": max(ts), "repeats": len(ts), "peak_rss_bytes": max(r[1] for r in rs),
                             "pixels": n * n, "summary": {"gflop": rs[-1][2].get("gflop")},
                             "outputs_identical_to_other_build": same[j]})
-    res = {"bench": "vae_ab", "name": a.name,
-           "command": "python3 benchmarks/scripts/vae_ab.py " + " ".join(sys.argv[1:]),
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "note": a.note + (" Outputs byte-identical between the builds: " + ", ".join(f"{j} {'yes' if s else 'no'}" for j, s in same.items()) + "."),
-           "records": records}
-    path = os.path.join(ROOT, "benchmarks", "results", f"{a.name}.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
-    print(f"wrote {path}")
-
+    write_results(a.name, records, bench="vae_ab",
+                  note=a.note + " Outputs byte-identical between the builds: "
+                  + ", ".join(f"{j} {'yes' if s else 'no'}" for j, s in same.items()) + ".")
 
 if __name__ == "__main__":
     main()

@@ -14,36 +14,15 @@ Weights are random (qwen-bench synth), so these figures compare packs, not real 
 benchmarks/results/<name>.json.
 """
 import argparse
-import datetime
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
-    if r.returncode != 0:
-        sys.exit(f"vae_quality: {' '.join(cmd)} exited {r.returncode}:\n{r.stderr}")
-    return json.loads(r.stdout)
-
-
-def psnr01(a, b):
-    """PSNR of two [-1, 1] images seen in [0, 1]."""
-    mse = float(np.mean(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) / 2) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+from bench_common import ROOT, psnr_pm1, rel, run, write_results
 
 
 def photo(n, rng):
@@ -77,13 +56,13 @@ def main():
     Image.fromarray(photo(a.size, rng)).save(png)
 
     def decode(pack, latents, out, extra=()):
-        s = run([qrun, "vae-decode", "--pack", os.path.join(a.packs, pack), "--latents", latents, "--out", out,
-                 "--force", "--json", *extra])
+        s = json.loads(run([qrun, "vae-decode", "--pack", os.path.join(a.packs, pack), "--latents", latents, "--out", out,
+                            "--force", "--json", *extra], "vae_quality"))
         return load_file(out)["sample"], s
 
     def encode(pack, out, extra=()):
-        s = run([qrun, "vae-encode", "--pack", os.path.join(a.packs, pack), "--image", png, "--out", out,
-                 "--force", "--json", *extra])
+        s = json.loads(run([qrun, "vae-encode", "--pack", os.path.join(a.packs, pack), "--image", png, "--out", out,
+                            "--force", "--json", *extra], "vae_quality"))
         return out, s
 
     ref_dec, _ = decode("vae-f32", lat, os.path.join(work, "dec-f32.safetensors"))
@@ -96,19 +75,13 @@ def main():
         enc, es = encode(f"vae-{case}", os.path.join(work, f"enc-{case}.safetensors"), extra)
         img, _ = decode("vae-f32", enc, os.path.join(work, f"encdec-{case}.safetensors"))
         rec = {"case": case, "size": a.size, "pack_dir": a.packs,
-               "decode_psnr_db": psnr01(dec, ref_dec), "decode_rel_l2": rel(dec, ref_dec),
-               "encode_psnr_db": psnr01(img, ref_img),
+               "decode_psnr_db": psnr_pm1(dec, ref_dec), "decode_rel_l2": rel(dec, ref_dec),
+               "encode_psnr_db": psnr_pm1(img, ref_img),
                "encode_latents_rel_l2": rel(load_file(enc)["latents"], load_file(ref_lat)["latents"]),
                "decode_seconds": ds.get("seconds"), "encode_seconds": es.get("seconds")}
         print(json.dumps(rec))
         records.append(rec)
-    out = {"name": a.name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "command": "python3 benchmarks/scripts/vae_quality.py " + " ".join(sys.argv[1:]), "records": records}
-    path = os.path.join(ROOT, "benchmarks", "results", f"{a.name}.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {path}")
-
+    write_results(a.name, records)
 
 if __name__ == "__main__":
     main()

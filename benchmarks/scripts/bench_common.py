@@ -1,0 +1,43 @@
+"""Helpers shared by the benchmark scripts in this folder (imported by name: Python puts a script's own
+folder first on sys.path)."""
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(cmd, who):
+    """Runs a CLI command without progress bars; its stdout, or exits naming `who` and the command."""
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
+    if r.returncode != 0:
+        sys.exit(f"{who}: {' '.join(cmd)} exited {r.returncode}:\n{r.stderr}")
+    return r.stdout
+
+
+def rel(a, b):
+    """Relative L2 |a - b| / |b|."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def psnr_pm1(a, b):
+    """PSNR of two images in [-1, 1], seen in [0, 1]."""
+    mse = float(np.mean(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) / 2) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def write_results(name, records, **fields):
+    """benchmarks/results/<name>.json: the command line that ran, the date (UTC), `fields` and the records."""
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    out = {"name": name, "command": " ".join(["python3", script] + sys.argv[1:]),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **fields,
+           "records": records}
+    path = os.path.join(ROOT, "benchmarks", "results", f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {path}")
