@@ -2,8 +2,11 @@
    parallel over rows), then splits y into (row chunk x 2-block column panel) tasks. Consecutive tasks
    share a weight panel, so the threads stream each panel from memory once per row chunk. */
 #include "qk_matmul_internal.h"
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+static _Atomic int g_bf16_dot;
 
 size_t qk_xq_row_bytes(int64_t kp) {
     return ((size_t)kp + (size_t)(kp / QK_ABLK) * 8 + 63) / 64 * 64;
@@ -16,6 +19,7 @@ typedef struct {
     const float *x;
     int64_t k;
     int32_t off;
+    qk_mm_kernel kern;       /* overrides the tier's kernel for the scheme (bf16-dot), else NULL */
 } mm_job;
 
 /* One task quantizes 16 activation rows: 16·k values make handing out the task cheap next to the work,
@@ -29,6 +33,18 @@ static void quant_task(void *ctx, int64_t task, int tid) {
         qf(j->x + r * j->k, j->k, j->a.kp, j->off, (uint8_t *)j->a.xq + (size_t)r * j->a.xq_stride);
 }
 
+/* bf16-dot activations: 16 rows per task, each rounded to bf16 and zero padded to an even length. */
+static void bf16x_task(void *ctx, int64_t task, int tid) {
+    (void)tid;
+    mm_job *j = ctx;
+    int64_t r0 = task * 16, r1 = r0 + 16 < j->m ? r0 + 16 : j->m;
+    for (int64_t r = r0; r < r1; r++) {
+        uint16_t *row = (uint16_t *)((uint8_t *)j->a.xq + (size_t)r * j->a.xq_stride);
+        qk_f32_to_bf16(j->x + r * j->k, j->k, row);
+        if (j->k & 1) row[j->k] = 0;
+    }
+}
+
 static void mm_task(void *ctx, int64_t task, int tid) {
     (void)tid;
     mm_job *j = ctx;
@@ -38,7 +54,8 @@ static void mm_task(void *ctx, int64_t task, int tid) {
     int64_t nb = (j->a.n + QK_NR - 1) / QK_NR;
     if (rb1 > nb) rb1 = nb;
     /* a tier without a kernel for the scheme falls back to the reference kernel (which ignores c) */
-    qk_mm_kernel kf = j->tier->kern[j->a.scheme] ? j->tier->kern[j->a.scheme] : qk_mm_tier_ref.kern[j->a.scheme];
+    qk_mm_kernel kf = j->kern ? j->kern
+                    : j->tier->kern[j->a.scheme] ? j->tier->kern[j->a.scheme] : qk_mm_tier_ref.kern[j->a.scheme];
     kf(&j->a, m0, m1, rb0, rb1);
 }
 
@@ -51,6 +68,7 @@ static int mm_setup(mm_job *j, const qk_mm_tier *tier, const qk_weight *w, int64
         abort();
     }
     j->tier = tier;
+    j->kern = NULL;
     j->m = m; j->x = NULL; j->k = w->k;
     j->a.scheme = w->scheme;
     j->a.n = w->n; j->a.k = w->k; j->a.kp = kp;
@@ -95,8 +113,9 @@ int32_t qk_mm_act_off(const qk_mm_tier *tier, qk_scheme s) {
     return qk_scheme_nibble_offset(s) ? qk_scheme_nibble_offset(s) : tier->q8_off;
 }
 
-void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
-                        const float *bias, float *y) {
+/* The float path, or with `dot` the bf16-dot kernel on activations rounded to bf16 here. */
+static void mm_from_f32(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+                            const float *bias, float *y, qk_mm_kernel dot) {
     if (m <= 0) return;
     mm_job j;
     if (!x) { fprintf(stderr, "qk_matmul: invalid arguments (no activations)\n"); abort(); }
@@ -107,9 +126,39 @@ void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float
         j.a.xq_stride = qk_xq_row_bytes(j.a.kp);
         j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
         qk_parallel_for((m + 15) / 16, quant_task, &j);
+    } else if (dot) {
+        j.kern = dot;
+        j.a.xq_stride = ((size_t)(w->k + 1) / 2 * 4 + 63) / 64 * 64;
+        j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
+        qk_parallel_for((m + 15) / 16, bf16x_task, &j);
     }
     mm_run(&j);
 }
+
+void qk_matmul_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+                        const float *bias, float *y) {
+    int dot = w && w->scheme == QK_BF16 && atomic_load(&g_bf16_dot);
+    mm_from_f32(tier, w, x, m, bias, y, dot ? qk_mm_bf16dot_kernel(tier) : NULL);
+}
+
+/* The bf16-dot product of a tier regardless of qk_set_bf16_dot (tests); aborts where it has none. */
+static void bf16dot_with_tier(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
+                              const float *bias, float *y) {
+    qk_mm_kernel dot = qk_mm_bf16dot_kernel(tier);
+    if (!w || w->scheme != QK_BF16 || !dot) {
+        fprintf(stderr, "qk_matmul_bf16dot: needs QK_BF16 weights and a tier with the bf16 dot product\n");
+        abort();
+    }
+    mm_from_f32(tier, w, x, m, bias, y, dot);
+}
+void qk_matmul_bf16dot_ref(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    bf16dot_with_tier(&qk_mm_tier_ref, w, x, m, bias, y);
+}
+#if defined(__x86_64__)
+void qk_matmul_bf16dot_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y) {
+    bf16dot_with_tier(&qk_mm_tier_avx512, w, x, m, bias, y);
+}
+#endif
 
 void qk_matmul_xq_with_tier(const qk_mm_tier *tier, const qk_weight *w, const uint8_t *xq, int64_t m,
                             const float *bias, float *y) {
@@ -123,6 +172,23 @@ void qk_matmul_xq_with_tier(const qk_mm_tier *tier, const qk_weight *w, const ui
     j.a.xq = xq;
     j.a.xq_stride = qk_xq_row_bytes(j.a.kp);
     mm_run(&j);
+}
+
+qk_mm_kernel qk_mm_bf16dot_kernel(const qk_mm_tier *tier) {
+    if (tier == &qk_mm_tier_ref) return qk_mm_bf16dot_ref;
+#if defined(__x86_64__)
+    if (tier == &qk_mm_tier_avx512 && qk_cpu_has_avx512bf16()) return qk_mm_bf16dot_avx512bf16;
+#endif
+    return NULL;
+}
+
+int qk_set_bf16_dot(int on) {
+    atomic_store(&g_bf16_dot, on != 0);
+    return qk_bf16_dot_active();
+}
+
+int qk_bf16_dot_active(void) {
+    return atomic_load(&g_bf16_dot) && qk_mm_bf16dot_kernel(qk_mm_tier_current()) != NULL;
 }
 
 const qk_mm_tier *qk_mm_tier_current(void) {

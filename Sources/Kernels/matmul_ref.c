@@ -84,6 +84,33 @@ static void kern_int_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb
     }
 }
 
+/* bf16-dot (qk_matmul_internal.h): a->xq holds the activation rows rounded to bf16, zero padded to an
+   even length. vdpbf16ps semantics: bf16 subnormal inputs count as zero (DAZ), every rounded sum that is
+   subnormal becomes a zero of its sign (FTZ). */
+static inline float daz_bf16(uint16_t h) { return (h & 0x7f80u) ? qk_bf16_bits_to_f32(h) : ((h & 0x8000u) ? -0.0f : 0.0f); }
+static inline float ftz(float v) { return fabsf(v) < 0x1p-126f ? copysignf(0.0f, v) : v; }
+
+static void kern_bf16dot_ref(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    int64_t np = (a->k + 1) / 2;
+    for (int64_t rb = rb0; rb < rb1; rb++) {
+        const uint16_t *blk = (const uint16_t *)(a->w + (size_t)rb * a->rb_bytes);
+        for (int lane = 0; lane < QK_NR; lane++) {
+            int64_t col = rb * QK_NR + lane;
+            if (col >= a->n) break;
+            for (int64_t t = m0; t < m1; t++) {
+                const uint16_t *xr = (const uint16_t *)(a->xq + (size_t)t * a->xq_stride);
+                float acc = 0;
+                for (int64_t p = 0; p < np; p++) {
+                    acc = ftz(fmaf(daz_bf16(xr[2 * p + 1]), daz_bf16(blk[(2 * p + 1) * QK_NR + lane]), acc));
+                    acc = ftz(fmaf(daz_bf16(xr[2 * p]), daz_bf16(blk[2 * p * QK_NR + lane]), acc));
+                }
+                a->y[t * a->n + col] = a->bias ? acc + a->bias[col] : acc;
+            }
+        }
+    }
+}
+const qk_mm_kernel qk_mm_bf16dot_ref = kern_bf16dot_ref;
+
 const qk_mm_tier qk_mm_tier_ref = {
     .kern = { kern_float_ref, kern_float_ref, kern_float_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref, kern_int_ref },
     .quantx = qk_quantize_x_ref,

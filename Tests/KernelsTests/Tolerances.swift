@@ -17,6 +17,10 @@ enum MatmulTolerance {
     /// channels scaled by 300 and 1000; w ~ U(-1, 1)). Measured values are printed by the test; these
     /// bounds are ~3x above what the scheme gives, to catch regressions, not to grade the format.
     static let relL2: [String: Double] = ["q8": 0.02, "q4": 0.25]
+    /// bf16-dot (activations rounded to bf16) vs a float64 product with the same bf16 weights, per output:
+    /// |err| <= bf16Activation * sum|x w| + chain: each x moves by at most 2^-8 |x| (nearest even to 8
+    /// significant bits: half an ulp of 2^-7 relative).
+    static let bf16Activation = 1.0 / 256
 }
 
 /// Tolerances of the Ops / Attention / Conv kernel tests (metric and reason beside each).

@@ -44,6 +44,32 @@ struct TextEncoderCLITests {
         #expect(TF.relL2(try g.floats("prompt_embeds"), try refs.floats("\(c.prefix).prompt_embeds")) <= Tolerances.bf16OutputRelL2)
     }
 
+    @Test("--bf16-dot on a bf16 pack: within upstream bf16's error of the reference, and says so in the summary")
+    func bf16Dot() throws {
+        let packPath = try TF.pack("bf16")
+        let refs = try TF.refs()
+        let c = try TF.singlePrompts()[1]
+        let exact = tempFile("exact.safetensors"), fast = tempFile("fast.safetensors")
+        let r0 = try run(["encode", "--pack", packPath, "--prompt", c.prompt, "--out", exact, "--json"])
+        let r1 = try run(["encode", "--pack", packPath, "--prompt", c.prompt, "--out", fast, "--json", "--bf16-dot"])
+        #expect(r0.status == 0 && r1.status == 0, "\(r0.stderr)\(r1.stderr)")
+        let ref = try refs.floats("\(c.prefix).prompt_embeds")
+        let e = try SafetensorsFile(path: exact).floats("prompt_embeds"), f = try SafetensorsFile(path: fast).floats("prompt_embeds")
+        let s0 = try JSONSerialization.jsonObject(with: Data(r0.stdout.utf8)) as? [String: Any]
+        let s1 = try JSONSerialization.jsonObject(with: Data(r1.stdout.utf8)) as? [String: Any]
+        #expect(s0?["bf16_dot"] == nil)
+        #expect(TF.relL2(e, ref) <= Tolerances.textF32RelL2)
+        if s1?["bf16_dot"] as? Bool == true {
+            let err = TF.relL2(f, ref)
+            print("qwen-run encode --bf16-dot (tiny model, bf16 pack): rel L2 \(err) against the f32 reference")
+            #expect(err <= Tolerances.bf16DotRelL2)
+            #expect(TF.relL2(f, e) >= Tolerances.bf16DotMinRelL2, "the bf16 dot path gave the exact result: did it run?")
+        } else {   // no AVX512-BF16 here: the exact path, with a note
+            #expect(r1.stderr.contains("--bf16-dot"), "\(r1.stderr)")
+            #expect(TF.relL2(f, ref) <= Tolerances.textF32RelL2)
+        }
+    }
+
     @Test("prompts file (JSON Lines) reproduces the batched reference")
     func promptsFile() throws {
         let packPath = try TF.pack("bf16")

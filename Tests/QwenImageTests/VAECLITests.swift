@@ -67,6 +67,26 @@ struct VAECLITests {
         #expect(try run(["vae-decode", "--pack", pack, "--latents", zn, "--out", p16, "--denormalize", "--png16"]).status == 0)
     }
 
+    /// `--bf16-dot` on a bf16 pack: the VAE's bf16 convolutions with bf16 activations stay within upstream
+    /// bf16's error of the reference (the summary says the path ran; without AVX512-BF16 the exact path).
+    @Test func bf16DotEncodeAndDecode() throws {
+        let pack = try VAEFixture.pack(.bf16).path
+        let refs = try VAEFixture.refs("vae")
+        let zn = try writeLatents("zn-dot.safetensors", try refs.floats("vae.dec0.latents_normalized"), shape: [1, 16, 1, 6, 10])
+        let sample = path("sample-dot.safetensors"), lat = path("enc-dot.safetensors")
+        let d = try run(["vae-decode", "--pack", pack, "--latents", zn, "--out", sample, "--denormalize", "--json", "--bf16-dot"])
+        let e = try run(["vae-encode", "--pack", pack, "--image", vaeFixtures.appendingPathComponent("refs/images/vae_enc0.png").path,
+                         "--out", lat, "--normalize", "--json", "--bf16-dot"])
+        #expect(d.status == 0 && e.status == 0, "\(d.stderr)\(e.stderr)")
+        let active = (try JSONSerialization.jsonObject(with: Data(d.stdout.utf8)) as? [String: Any])?["bf16_dot"] as? Bool == true
+        let bound = active ? Tolerances.bf16DotRelL2 : Tolerances.vaeF32
+        let decErr = relL2(try SafetensorsFile(path: sample).floats("sample"), try refs.floats("vae.dec0.sample"))
+        let encErr = relL2(try SafetensorsFile(path: lat).floats("latents"), try refs.floats("vae.enc0.latents_normalized"))
+        print("qwen-run vae --bf16-dot (tiny, bf16 pack, active \(active)): decode rel L2 \(decErr), encode \(encErr)")
+        #expect(decErr < bound && encErr < bound)
+        if active { #expect(decErr >= Tolerances.bf16DotMinRelL2 && encErr >= Tolerances.bf16DotMinRelL2, "exact result: did the bf16 dot path run?") }
+    }
+
     /// A clip from the CLI: the oracle's uint8 frames written as PNGs, given as a folder (name order, numbers
     /// compared as numbers) and as repeated --image, encode to the upstream clip posterior; wrong frame counts
     /// and mixed sizes are refused with no output.

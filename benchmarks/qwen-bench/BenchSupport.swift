@@ -118,6 +118,14 @@ enum Child {
 
 // MARK: - Tools and paths
 
+/// A case name with run flags: "bf16+dot" is the pack "bf16" run with `--bf16-dot` (qwen-run's fast bf16
+/// arithmetic), so one results file can hold both sides of the comparison.
+enum RunVariant {
+    static func split(_ name: String) -> (pack: String, flags: [String]) {
+        name.hasSuffix("+dot") ? (String(name.dropLast(4)), ["--bf16-dot"]) : (name, [])
+    }
+}
+
 enum Paths {
     /// The repository root (from this source file's location).
     static var repo: URL {

@@ -11,11 +11,13 @@ struct TextBench: ParsableCommand {
         discussion: """
         The prompt has exactly N tokens (checked with `qwen-run tokenize`); the text-to-image template
         adds its own tokens around it (the encoder processes N + 39 tokens; the summary's `tokens`).
-        Packs are read from --packs/<case> (see `qwen-bench convert --keep`).
+        Packs are read from --packs/<case> (see `qwen-bench convert --keep`); a case ending in +dot runs
+        that pack with --bf16-dot (bf16 packs: bf16 activations and the CPU's bf16 dot product).
 
         Examples:
           qwen-bench text --packs /work/bench-data/packs
           qwen-bench text --packs /work/bench-data/packs --cases q4-g32 --tokens 256 --repeat 1
+          qwen-bench text --packs /work/bench-data/packs --cases bf16,bf16+dot --tokens 256
         """)
 
     @Option(name: .long, help: "Folder holding one pack per case (from `qwen-bench convert`).")
@@ -52,14 +54,15 @@ struct TextBench: ParsableCommand {
         var records: [[String: Any]] = []
         var prompts: [Int: String] = [:]
         for c in cases.split(separator: ",").map(String.init) {
-            let pack = URL(fileURLWithPath: packs).appendingPathComponent(c).path
+            let (packName, runFlags) = RunVariant.split(c)
+            let pack = URL(fileURLWithPath: packs).appendingPathComponent(packName).path
             guard FileManager.default.fileExists(atPath: pack) else {
                 records.append(["case": c, "status": "not measured (pack \(pack) missing)"]); continue
             }
             func argv(_ n: Int) throws -> [String] {
                 if prompts[n] == nil { prompts[n] = try PromptMaker.prompt(tokens: n, pack: pack, qwenRun: qwenRun) }
                 return [qwenRun, "encode", "--pack", pack, "--prompt", prompts[n]!, "--out", work + "/out.safetensors", "--force",
-                        "--threads", String(threads), "--json"]
+                        "--threads", String(threads), "--json"] + runFlags
             }
             // Another pack may have pushed this one out of the page cache: the first run reads it from disk.
             var cold: Double?

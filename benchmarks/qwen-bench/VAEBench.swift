@@ -24,7 +24,7 @@ struct VAEBench: ParsableCommand {
     @Option(name: .long, help: "Folder for the VAE packs (vae-<case>).")
     var packs: String
 
-    @Option(name: .long, help: "Comma-separated pack cases.")
+    @Option(name: .long, help: "Comma-separated pack cases (a case ending in +dot runs that pack with --bf16-dot).")
     var cases = "f32,bf16,q8-pc"
 
     @Option(name: .long, help: "Runs per case (the median is reported).")
@@ -68,7 +68,8 @@ struct VAEBench: ParsableCommand {
         try FileManager.default.createDirectory(atPath: packs, withIntermediateDirectories: true)
         var records: [[String: Any]] = []
         for c in cases.split(separator: ",").map(String.init) {
-            let sc = try SchemeCase.parse(c)
+            let (caseName, runFlags) = RunVariant.split(c)
+            let sc = try SchemeCase.parse(caseName)
             let pack = URL(fileURLWithPath: packs).appendingPathComponent("vae-" + sc.name).path
             if !FileManager.default.fileExists(atPath: pack) {
                 let r = try Child.run([qwenQuant, "convert", src, "-o", pack, "--components", "vae", "--threads", String(threads)] + sc.convertFlags)
@@ -78,7 +79,7 @@ struct VAEBench: ParsableCommand {
             }
             for (label, args, pixels) in jobs {
                 var rec = try SpeedCase.measure([qwenRun] + args.prefix(1) + ["--pack", pack] + args.dropFirst() +
-                                                ["--threads", String(threads), "--json"] + extraFlags,
+                                                ["--threads", String(threads), "--json"] + extraFlags + runFlags,
                                                 repeat: quick ? 1 : self.repeat, label: "vae \(c) \(label)")
                 rec["case"] = c
                 rec["job"] = label

@@ -4,6 +4,8 @@
     python3 benchmarks/scripts/vae_quality.py --packs /work/bench-data/packs --cases q8s [--size 1024] \
         [--max-ram 512M] [--bin-dir .build/release] [--name vae_quality]
 
+A case ending in +dot (e.g. bf16+dot) runs the pack vae-<case without +dot> with --bf16-dot.
+
 The issue-13 targets for the VAE are speeds "at >= 45 dB PSNR against the f32 pack". Measured here:
   decode  `qwen-run vae-decode` of N(0, 1) latents (seed 0) with vae-<case> and with vae-f32: PSNR of the
           decoded images (safetensors output, [-1, 1] mapped to [0, 1]) and their relative L2.
@@ -71,8 +73,11 @@ def main():
     records = []
     for case in a.cases.split(","):
         extra = ("--max-ram", a.max_ram) if a.max_ram else ()
-        dec, ds = decode(f"vae-{case}", lat, os.path.join(work, f"dec-{case}.safetensors"), extra)
-        enc, es = encode(f"vae-{case}", os.path.join(work, f"enc-{case}.safetensors"), extra)
+        pack = case
+        if case.endswith("+dot"):   # the pack run with --bf16-dot (bf16 activations, the CPU's bf16 dot product)
+            pack, extra = case[:-4], extra + ("--bf16-dot",)
+        dec, ds = decode(f"vae-{pack}", lat, os.path.join(work, f"dec-{case}.safetensors"), extra)
+        enc, es = encode(f"vae-{pack}", os.path.join(work, f"enc-{case}.safetensors"), extra)
         img, _ = decode("vae-f32", enc, os.path.join(work, f"encdec-{case}.safetensors"))
         rec = {"case": case, "size": a.size, "pack_dir": a.packs,
                "decode_psnr_db": psnr_pm1(dec, ref_dec), "decode_rel_l2": rel(dec, ref_dec),

@@ -86,6 +86,15 @@ void qk_weight_dequant_row(const qk_weight *w, int64_t row, float *out);
 /* y[m, w->n] = x[m, w->k] . W^T (+ bias[n] if bias != NULL). x and y are dense row-major. */
 void qk_matmul(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
 
+/* bf16 packs, fast arithmetic: with on = 1, products with QK_BF16 weights round the activations to bf16
+   and use the CPU's bf16 dot product (AVX512-BF16 vdpbf16ps: twice the f32 FMA rate), whose relative
+   error is about that of the bf16 activations (2^-9 per value), as PyTorch's bf16 inference; 0 (the
+   default) keeps the exact f32 path. Process-wide. Returns qk_bf16_dot_active(). */
+int qk_set_bf16_dot(int on);
+/* 1 when the fast bf16 arithmetic is on and the current tier has it (avx512 with AVX512-BF16, or the
+   reference tier, which runs its scalar twin); 0 otherwise (QK_BF16 products take the exact path). */
+int qk_bf16_dot_active(void);
+
 /* ---- element-wise and row operations ----------------------------------------------------------- */
 /* y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight (in place allowed). transformers Qwen2RMSNorm,
    computed in f32: weight * (x * rsqrt(mean + eps)). */

@@ -85,13 +85,19 @@
  *                   acc = fma((float)i * xd[t][bk], d[n][group of bk], acc);
  *                 (compact schemes: d = (float)c * D, rounded to f32 before the fma)
  *                 y = acc + bias.
+ * bf16-dot (QK_BF16 weights while qk_set_bf16_dot(1) is in force and the tier has the kernel; the CPU's
+ *   bf16 dot product, vdpbf16ps): xb = x rounded to bf16 (nearest even, as qk_f32_to_bf16), k padded to
+ *   an even length with zeros; acc = 0; for each pair p: acc = ftz(fma(xb[2p+1], w[2p+1], acc));
+ *   acc = ftz(fma(xb[2p], w[2p], acc)), where a bf16 subnormal input counts as zero and ftz turns a
+ *   subnormal sum into a zero of its sign; y = acc + bias. (Each bf16 product is exact in f32, so the
+ *   fma is a rounded sum, as the instruction computes it: checked on 32 M random lanes of Zen 4.)
  * Each output depends only on its own x row and W row: row r of an M-row call equals an M = 1 call.
  *
  * ==== Error bounds (per weight element; see Tests/KernelsTests/MatmulTolerances.swift) ============
  * F32: exact. BF16: |dw| <= 2^-9 |w| (round to nearest even). F16: |dw| <= 2^-11 |w| for
  * 6.1e-5 <= |w| <= 65504, absolute 2^-25 below (subnormals); |w| > 65504 is refused by the packer.
  * Q8: |dw| <= d / 2 for unclipped values, d <= amax_group / 127.  Q4: |dw| <= d / 2, d <= amax / 7.
- * Activations (integer schemes): |dx| <= xd / 2 = amax_block / 254.
+ * Activations (integer schemes): |dx| <= xd / 2 = amax_block / 254; (bf16-dot): |dx| <= 2^-8 |x|.
  */
 #ifndef QK_MATMUL_INTERNAL_H
 #define QK_MATMUL_INTERNAL_H
@@ -203,6 +209,21 @@ int32_t qk_mm_act_off(const qk_mm_tier *tier, qk_scheme s);
    Same results as qk_matmul_with_tier on the float rows they came from. */
 void qk_matmul_xq_with_tier(const qk_mm_tier *tier, const qk_weight *w, const uint8_t *xq, int64_t m,
                             const float *bias, float *y);
+
+/* The bf16-dot kernel of a tier (qk_matmul_internal.h, "bf16-dot"): the reference twin for the ref tier,
+   the AVX-512 BF16 kernel for the avx512 tier on a CPU with AVX512-BF16, else NULL (the exact f32 path
+   runs). qk_matmul_with_tier uses it for QK_BF16 weights while qk_set_bf16_dot(1) is in force. */
+qk_mm_kernel qk_mm_bf16dot_kernel(const qk_mm_tier *tier);
+extern const qk_mm_kernel qk_mm_bf16dot_ref;
+#if defined(__x86_64__)
+extern const qk_mm_kernel qk_mm_bf16dot_avx512bf16;
+#endif
+/* qk_matmul's bf16-dot path of one tier whatever qk_set_bf16_dot says (QK_BF16 weights only; the avx512
+   entry needs AVX512-BF16: qk_cpu_has_avx512bf16). Tests use these, not the process-wide switch. */
+void qk_matmul_bf16dot_ref(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+#if defined(__x86_64__)
+void qk_matmul_bf16dot_avx512(const qk_weight *w, const float *x, int64_t m, const float *bias, float *y);
+#endif
 
 /* Per-OS-thread scratch for the matmul (separate from qk_thread_scratch so a conv task that holds its
    own scratch can call qk_matmul). slot 0..3. */
