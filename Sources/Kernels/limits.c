@@ -64,6 +64,25 @@ __attribute__((target("avx512f,avx512vnni"))) static double vnni_gemm_512(int64_
     (void)sink;
     return 12.0 * 128.0 * 8.0 * (double)(iters / 8);
 }
+/* vdpbf16ps in a GEMM-like pattern (as vnni_gemm_512): 32 multiply-adds (64 flops) per zmm instruction. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static double bf16dot_gemm_512(int64_t iters) {
+    static const uint16_t wbuf[8 * 32] __attribute__((aligned(64))) = { 0x3f80, 0x3f00, 0x3e80 };
+    __m512 a[12];
+    __m512i xr[12];
+    for (int i = 0; i < 12; i++) { a[i] = _mm512_setzero_ps(); xr[i] = _mm512_set1_epi32(0x3f803f80 + i); }
+    for (int64_t it = 0; it < iters / 8; it++) {
+        for (int st = 0; st < 8; st++) {
+            __m512bh w = (__m512bh)_mm512_load_si512(wbuf + st * 32);
+            for (int i = 0; i < 12; i++) a[i] = _mm512_dpbf16_ps(a[i], w, (__m512bh)xr[i]);
+        }
+        __asm__ volatile("" : "+v"(xr[0]), "+v"(xr[1]), "+v"(xr[2]) :: "memory");
+    }
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return 12.0 * 64.0 * 8.0 * (double)(iters / 8);
+}
 /* AVX2 without VNNI: vpmaddubsw + vpmaddwd + vpaddd = 32 multiply-adds per 3 instructions. */
 __attribute__((target("avx2"))) static double int8_peak_256(int64_t iters) {
     __m256i a[8];
@@ -211,6 +230,14 @@ double qk_limits_int8_gemm(int64_t iters) {
 #elif defined(__aarch64__)
     if (qk_tier_supported(QK_TIER_DOTPROD)) return sdot_gemm(iters);
     if (qk_tier_supported(QK_TIER_NEON)) return int8_peak_neon(iters);
+#endif
+    (void)iters;
+    return 0;
+}
+
+double qk_limits_bf16dot(int64_t iters) {
+#if defined(__x86_64__)
+    if (qk_tier_supported(QK_TIER_AVX512) && qk_cpu_has_avx512bf16()) return bf16dot_gemm_512(iters);
 #endif
     (void)iters;
     return 0;

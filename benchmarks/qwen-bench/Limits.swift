@@ -108,6 +108,7 @@ struct LimitsResult: Codable {
         var fmaGFLOPs: Rate        // f32 FMA, 2 flops each
         var int8GOPs: Rate         // int8 multiply-adds x 2, GEMM-like operand pattern (the limit we use)
         var int8SameOperandGOPs: Rate   // the textbook loop repeating one operand pair (upper bound)
+        var bf16DotGFLOPs: Rate?   // vdpbf16ps, GEMM-like operands (nil: not measured, or no AVX512-BF16)
     }
     var isa: String
     var cpu: String
@@ -129,7 +130,8 @@ struct LimitsResult: Codable {
         var out: [PerThreads] = []
         for t in threads {
             qk_set_threads(Int32(t))
-            var read = Samples(), fma = Samples(), i8 = Samples(), i8s = Samples()
+            var read = Samples(), fma = Samples(), i8 = Samples(), i8s = Samples(), bd = Samples()
+            let hasBF16Dot = qk_limits_bf16dot(8) > 0
             let chunk = bufferBytes / (t * 16) / 4096 * 4096
             let iters: Int64 = 4_000_000
             for _ in 0..<repeats {
@@ -139,9 +141,10 @@ struct LimitsResult: Codable {
                 fma.add(opsRun(threads: t) { qk_limits_fma(iters) }, threads: t)
                 i8.add(opsRun(threads: t) { qk_limits_int8_gemm(iters) }, threads: t)
                 i8s.add(opsRun(threads: t) { qk_limits_int8(iters) }, threads: t)
+                if hasBF16Dot { bd.add(opsRun(threads: t) { qk_limits_bf16dot(iters) }, threads: t) }
             }
             out.append(.init(threads: t, readGBs: read.rate, fmaGFLOPs: fma.rate, int8GOPs: i8.rate,
-                             int8SameOperandGOPs: i8s.rate))
+                             int8SameOperandGOPs: i8s.rate, bf16DotGFLOPs: hasBF16Dot ? bd.rate : nil))
         }
         return LimitsResult(isa: String(cString: qk_isa_name()), cpu: cpuName(), onlineCPUs: Int(qk_get_threads()),
                             bufferBytes: bufferBytes, date: ISO8601DateFormatter().string(from: Date()), results: out)
@@ -149,10 +152,10 @@ struct LimitsResult: Codable {
 
     func table() -> String {
         var s = "machine limits (\(cpu), \(isa)); median / best of runs, wall time | by CPU time per thread\n"
-        s += "threads | read GB/s                   | f32 FMA GFLOP/s             | int8 GOP/s (GEMM-like)      | int8 GOP/s (same operands)\n"
+        s += "threads | read GB/s                   | f32 FMA GFLOP/s             | int8 GOP/s (GEMM-like)      | int8 GOP/s (same operands)  | bf16 dot GFLOP/s (GEMM-like)\n"
         func f(_ r: Rate) -> String { String(format: "%6.1f/%6.1f | %6.1f/%6.1f", r.median, r.best, r.cpuMedian, r.cpuBest) }
         for r in results {
-            s += String(format: "%7d", r.threads) + " | \(f(r.readGBs)) | \(f(r.fmaGFLOPs)) | \(f(r.int8GOPs)) | \(f(r.int8SameOperandGOPs))\n"
+            s += String(format: "%7d", r.threads) + " | \(f(r.readGBs)) | \(f(r.fmaGFLOPs)) | \(f(r.int8GOPs)) | \(f(r.int8SameOperandGOPs)) | \(r.bf16DotGFLOPs.map(f) ?? "–")\n"
         }
         if let d = diskRead { s += d.line + "\n" }
         return s

@@ -256,9 +256,9 @@ struct ReportWriter {
             guard let d = r[k] as? [String: Any] else { return "–" }
             return "\(F.num(d["cpuMedian"], 1)) (wall \(F.num(d["median"], 1)))"
         }
-        let rows = rs.map { r in ["\(r["threads"] ?? "?")", v(r, "readGBs"), v(r, "fmaGFLOPs"), v(r, "int8GOPs")] }
+        let rows = rs.map { r in ["\(r["threads"] ?? "?")", v(r, "readGBs"), v(r, "fmaGFLOPs"), v(r, "int8GOPs"), v(r, "bf16DotGFLOPs")] }
         s += "CPU-time rates (work ÷ (process CPU seconds ÷ threads)), with the wall-clock median in parentheses. The kernels' own table is in [`results/kernels.md`](results/kernels.md) (`qwen-bench kernels`, recorded earlier on the same machine while other sessions shared it: its percentages are CPU-time rates for that reason).\n\n"
-        s += F.table(["threads", "read GB/s", "f32 FMA GFLOP/s", "int8 dot GOP/s"], rows) + "\n"
+        s += F.table(["threads", "read GB/s", "f32 FMA GFLOP/s", "int8 dot GOP/s", "bf16 dot GFLOP/s"], rows) + "\n"
         if let d = f["diskRead"] as? [String: Any] {
             s += "Storage: sequential read of a \(F.gib(d["bytes"])) file in `\(d["dir"] ?? "?")` with the page cache evicted before each read (`posix_fadvise` DONTNEED, 4 MiB `pread`s): median \(F.num(d["median"], 0)) MB/s, best \(F.num(d["best"], 0)) MB/s.\n\n"
         }
@@ -476,7 +476,40 @@ struct ReportWriter {
         if !colds.isEmpty {
             s += "\nThe table's runs follow an untimed warm-up run per pack, so the pack is in the page cache. That first run, which reads the pack from disk (24 GiB of RAM cannot cache every pack of the benchmark), took: " + colds.joined(separator: ", ") + ".\n"
         }
+        s += bf16DotLine(files)
         s += "\nTargets (issue 4): peak RSS ≤ 1 GiB for q4/q8 at 256 tokens; ≤ 1.5× the pure matrix-product time. Ratios to llama.cpp and PyTorch measured in one run on the same weights are in the last section, \"Peers side by side\" (`benchmarks/peers/run.sh`); none is given here, because this table's run measured no peer.\n\n"
+        return s
+    }
+
+    /// Issue 13's bf16 row: `bf16+dot` (--bf16-dot) against `bf16` at 256 tokens from the same results file
+    /// (one run), with the matrix products' share of the measured bf16-dot limit.
+    private func bf16DotLine(_ files: [String]) -> String {
+        for f in files {
+            let recs = data.records(f).filter { $0["status"] as? String == "ok" && $0["prompt_tokens"] as? Int == 256 }
+            guard let exact = recs.first(where: { $0["case"] as? String == "bf16" })?["wall_s_median"] as? Double,
+                  let dot = recs.first(where: { $0["case"] as? String == "bf16+dot" }) , let t = dot["wall_s_median"] as? Double
+            else { continue }
+            var s = "\nbf16 with `--bf16-dot` (bf16 activations, vdpbf16ps), 256 tokens, same run (`\(f)`): \(F.secs(t)) against \(F.secs(exact)) exact, \(F.num(exact / t, 2))×"
+            s += " (issue 13: ≤ 12 s and ≥ 1.8×: " + (t <= 12 && exact / t >= 1.8 ? "met" : "missed") + ")"
+            let limit = ((data.files["limits"]?["results"] as? [[String: Any]])?.first { $0["threads"] as? Int == dot["threads"] as? Int }?["bf16DotGFLOPs"] as? [String: Any])?["median"] as? Double
+            if let g = dot["gemm_gflop"] as? Double, let mm = (dot["summary"] as? [String: Any])?["matmul_seconds"] as? Double, let limit, limit > 0 {
+                s += "; its matrix products run at \(F.num(g / mm, 0)) GFLOP/s, \(F.num(100 * g / mm / limit, 0))% of the measured bf16 dot limit (\(F.num(limit, 0)) GFLOP/s)"
+            }
+            return s + ".\n" + bf16DotAccuracy()
+        }
+        return ""
+    }
+
+    /// `results/bf16dot_accuracy.json` (benchmarks/scripts/bf16dot_accuracy.py): what --bf16-dot costs.
+    private func bf16DotAccuracy() -> String {
+        let recs = data.records("bf16dot_accuracy")
+        guard !recs.isEmpty else { return "" }
+        var s = "\nIts error is measured, not bounded (`\(data.files["bf16dot_accuracy"]?["command"] as? String ?? "?")`):\n\n"
+        s += F.table(["model", "case", "against", "rel L2", "worst / mean token cosine", "upstream bf16 pipeline"], recs.map { r in
+            [r["model"] as? String ?? "?", r["case"] as? String ?? "?", r["against"] as? String ?? "?", F.sci(r["rel_l2"]),
+             r["worst_cos"] != nil ? F.num(r["worst_cos"], 6) + " / " + F.num(r["mean_cos"], 6) : "–",
+             r["upstream_bf16_rel_l2"] != nil ? F.sci(r["upstream_bf16_rel_l2"]) : "–"]
+        })
         return s
     }
 
@@ -616,13 +649,15 @@ struct ReportWriter {
         return s
     }
 
-    /// `results/vae_quality*.json` (benchmarks/scripts/vae_quality.py): quantized packs against the f32 pack, and
+    /// `results/vae_quality*.json` (benchmarks/scripts/vae_quality.py): quantized packs (and bf16 with
+    /// --bf16-dot, case "bf16+dot", timed in `vae_bf16dot`) against the f32 pack, and
     /// the issue-13 VAE targets (first generation: decode 1024² ≤ 10 s, encode 1024² ≤ 6 s at ≥ 45 dB) from the
     /// faster of the speed run and the interleaved A/B of this commit (`vae` / `vae_ab_issue13`; the 2.1 VAE's
     /// times, from `vae_gen2` / `vae_ab_issue13_gen2`, are shown without a target).
     private func vaeQualitySection() -> String {
         let sets: [(file: String, vae: String, speed: [String], targets: Bool)] = [
             ("vae_quality", "first generation", ["vae", "vae_ab_issue13"], true),
+            ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot"], true),
             ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false)]
         guard sets.contains(where: { !data.records($0.file).isEmpty }) else { return "" }
         var s = "### Quality of the quantized VAE packs against the f32 pack\n\n"

@@ -241,6 +241,8 @@ double qk_limits_fma(int64_t iters);
 double qk_limits_int8(int64_t iters);
 /* int8 dot with distinct operands per instruction, as in a GEMM tile (the limit used for % of peak). */
 double qk_limits_int8_gemm(int64_t iters);
+/* bf16 dot products (vdpbf16ps, GEMM-like operands), in flops; 0 where the CPU has none. */
+double qk_limits_bf16dot(int64_t iters);
 /* Read `bytes` (64-byte aligned, multiple of 128) with vector loads; returns a checksum. */
 double qk_limits_read(const void *buf, size_t bytes);
 #endif
