@@ -25,7 +25,8 @@ extension Tolerances {
     /// a wrong conversion (truncation instead of rounding stays below, garbage does not).
     static let bf16OutputRelL2 = 4e-3
     /// `--bf16-dot` (bf16 packs, activations rounded to bf16 in every bf16 product) vs the f32 reference,
-    /// rel L2. Measured on the tiny model: text 3.4e-3, VAE decode 2.1e-3, encode 1.7e-3; the upstream
+    /// rel L2. Measured on the tiny model: text 3.4e-3, VAE decode 4.5e-3 (the upsampler kernels built at load
+    /// are rounded to bf16 too), encode 1.7e-3; the upstream
     /// pipeline in bf16 lands at 1.03e-2 (text) and 0.97e-2 (decode) from the same reference (the oracle's
     /// precision notes). Bound: no worse than upstream bf16.
     static let bf16DotRelL2 = 1e-2

@@ -39,6 +39,9 @@ struct VAEBench: ParsableCommand {
     @Flag(name: .long, help: "One run per pack, decode 1024² only.")
     var quick = false
 
+    @Flag(name: .customLong("only-1024"), help: "Decode and encode 1024² only (no 2048² decode).")
+    var only1024 = false
+
     @Option(name: .long, help: "Results file name under benchmarks/results.")
     var name = "vae"
 
@@ -63,7 +66,7 @@ struct VAEBench: ParsableCommand {
         var jobs: [(String, [String], Double)] = [("decode \(l1)x\(l1) -> 1024x1024", ["vae-decode", "--latents", "\(work)/latents1024.safetensors", "--out", "\(work)/out.png", "--force"], 1024 * 1024)]
         if !quick {
             jobs.append(("encode 1024x1024", ["vae-encode", "--image", "\(work)/photo1024.png", "--out", "\(work)/lat.safetensors", "--force"], 1024 * 1024))
-            jobs.append(("decode \(l2)x\(l2) -> 2048x2048", ["vae-decode", "--latents", "\(work)/latents2048.safetensors", "--out", "\(work)/out.png", "--force"], 2048 * 2048))
+            if !only1024 { jobs.append(("decode \(l2)x\(l2) -> 2048x2048", ["vae-decode", "--latents", "\(work)/latents2048.safetensors", "--out", "\(work)/out.png", "--force"], 2048 * 2048)) }
         }
         try FileManager.default.createDirectory(atPath: packs, withIntermediateDirectories: true)
         var records: [[String: Any]] = []

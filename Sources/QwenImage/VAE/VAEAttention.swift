@@ -27,9 +27,11 @@ final class MidAttention: @unchecked Sendable {
         let qkv = try toQKV.matrix("weight", .conv1x1(cout: 3 * dim, cin: dim, spatialDims: 2))   // [3C, C, 1, 1]
         let b = try toQKV.vector("bias", count: 3 * dim)
         // Queries from rows [0, C), keys and values from rows [C, 3C) (upstream chunks the 3C outputs in
-        // that order). Split into two f32 matrices: exact for f32 / bf16 / f16 packs.
-        wq = try makeWeight(qkv.name + "[q]", try dequantRows(qkv, from: 0, count: dim), rows: dim, cols: dim)
-        wkv = try makeWeight(qkv.name + "[kv]", try dequantRows(qkv, from: dim, count: 2 * dim), rows: 2 * dim, cols: dim)
+        // that order). Split into two f32 matrices: exact for f32 / bf16 / f16 packs (a bf16 pack's stay bf16
+        // under --bf16-dot, as its other weights, for the bf16 dot product).
+        let scheme = qk_bf16_dot_active() != 0 && qkv.raw.scheme == QK_BF16 ? QK_BF16 : QK_F32
+        wq = try makeWeight(qkv.name + "[q]", try dequantRows(qkv, from: 0, count: dim), rows: dim, cols: dim, scheme: scheme)
+        wkv = try makeWeight(qkv.name + "[kv]", try dequantRows(qkv, from: dim, count: 2 * dim), rows: 2 * dim, cols: dim, scheme: scheme)
         bq = Array(b[0..<dim])
         bkv = Array(b[dim..<(3 * dim)])
         proj = try Conv1(src.prefix("proj"), cin: dim, cout: dim, spatialDims: 2)

@@ -98,7 +98,7 @@ final class UpsampleStage: VAEStage {
     let conv: Conv2
     let time: TimeConv?
     /// The four parity kernels [cout, (a, b, cin)] (a, b = low-resolution row / column offset index), f32:
-    /// the sums of the pack's taps, exact. (Requantizing them to q8 in groups of 32 made q8s decodes 7.5%
+    /// the sums of the pack's taps, exact (bf16 under --bf16-dot). (Requantizing them to q8 in groups of 32 made q8s decodes 7.5%
     /// faster but cost 1.2 dB PSNR at full size and 2.1 dB on the tiny model, 46.8 -> 44.7: not kept.)
     private let parity: [Weight]
     /// Bytes of the four parity kernels (the --max-ram planner counts them beside the pack's weights).
@@ -117,6 +117,8 @@ final class UpsampleStage: VAEStage {
         conv = try Conv2(src.prefix(ResampleKeys.conv), cin: dim, cout: cout)
         time = temporalConv && loadTime ? try TimeConv(src.prefix(ResampleKeys.timeConv), cin: dim, cout: 2 * dim) : nil
         let w = try dequantRows(conv.w, from: 0, count: conv.cout)   // [cout, (ky, kx, cin)]
+        // --bf16-dot (qk_bf16_dot_active): rounded to bf16, so they take the bf16 dot product as well
+        let scheme = qk_bf16_dot_active() != 0 ? QK_BF16 : QK_F32
         var ws: [Weight] = []
         for py in 0..<2 {
             for px in 0..<2 {
@@ -130,7 +132,7 @@ final class UpsampleStage: VAEStage {
                         } }
                     } }
                 }
-                ws.append(try makeWeight(conv.w.name + "[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin))
+                ws.append(try makeWeight(conv.w.name + "[parity \(py)\(px)]", v, rows: cout, cols: 4 * cin, scheme: scheme))
             }
         }
         parity = ws
