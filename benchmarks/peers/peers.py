@@ -265,7 +265,9 @@ class Bench:
     # -- conversions
     def our_pack(self, model, case, components="text_encoder"):
         """Case names: SCHEME[-pc|-gN] (q8-pc, q4-g32, q4c), preset:NAME (qwen-quant's --preset), either
-        with +imp: converted with an importance file calibrated on this model's bf16 pack."""
+        with +imp: converted with an importance file calibrated on this model's bf16 pack. A +dot case is
+        its pack run with --bf16-dot (our_flags)."""
+        case = case[:-4] if case.endswith("+dot") else case
         pack = os.path.join(self.work, f"pack-{os.path.basename(model)}-{case.replace(':', '_')}")
         if not os.path.exists(os.path.join(pack, "pack.json")):
             base, imp = (case[:-4], True) if case.endswith("+imp") else (case, False)
@@ -282,6 +284,12 @@ class Bench:
                                    "--threads", str(self.a.threads)] + flags, f"convert {case}")
             note(f"converted {case} in {s:.0f} s (peak RSS {rss / 2**20:.0f} MiB)")
         return pack
+
+    @staticmethod
+    def our_flags(case):
+        """qwen-run flags of one of our cases: `+dot` runs the pack with --bf16-dot (bf16 activations and
+        the CPU's bf16 dot product, as llama.cpp BF16 and PyTorch bf16 compute)."""
+        return ["--bf16-dot"] if case.endswith("+dot") else []
 
     def importance(self, model):
         """`qwen-quant calibrate` on this model's bf16 pack (the first --calibration-prompts bundled prompts), once."""
@@ -318,7 +326,7 @@ class Bench:
         if peer == "ours":
             st = os.path.join(self.work, "out.safetensors")
             run([self.qrun, "encode", "--pack", target, "--prompt", prompt, "--out", st, "--force",
-                 "--threads", str(self.a.threads), "--json"], f"ours {case}")
+                 "--threads", str(self.a.threads), "--json"] + self.our_flags(case), f"ours {case}")
             return read_safetensors(st, "prompt_embeds")[0]
         if peer == "llama.cpp":
             _, _, so, _, _ = run([PY, os.path.join(HERE, "llama_child.py"), "embed", "--model", target, "--ids", ids_path,
@@ -332,7 +340,7 @@ class Bench:
     def text_speed_argv(self, peer, case, target, n, ids_path, prompt, threads):
         if peer == "ours":
             return [self.qrun, "encode", "--pack", target, "--prompt", prompt, "--out",
-                    os.path.join(self.work, "speed.safetensors"), "--force", "--threads", str(threads), "--json"], "seconds"
+                    os.path.join(self.work, "speed.safetensors"), "--force", "--threads", str(threads), "--json"] + self.our_flags(case), "seconds"
         if peer == "llama.cpp":
             return [PY, os.path.join(HERE, "llama_child.py"), "embed", "--model", target, "--ids", ids_path,
                     "--threads", str(threads), "--out", os.path.join(self.work, "speed.npy")], "run_s"
