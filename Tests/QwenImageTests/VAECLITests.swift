@@ -85,6 +85,11 @@ struct VAECLITests {
         print("qwen-run vae --bf16-dot (tiny, bf16 pack, active \(active)): decode rel L2 \(decErr), encode \(encErr)")
         #expect(decErr < bound && encErr < bound)
         if active { #expect(decErr >= Tolerances.bf16DotMinRelL2 && encErr >= Tolerances.bf16DotMinRelL2, "exact result: did the bf16 dot path run?") }
+        // Tiled = untiled holds on this path too (every product is row-independent; the attention sees the whole frame).
+        let tiled = path("sample-dot-tiled.safetensors")
+        let t = try run(["vae-decode", "--pack", pack, "--latents", zn, "--out", tiled, "--denormalize", "--tile", "32", "--bf16-dot"])
+        #expect(t.status == 0, "\(t.stderr)")
+        #expect(relL2(try SafetensorsFile(path: tiled).floats("sample"), try SafetensorsFile(path: sample).floats("sample")) < Tolerances.vaeTiledVsUntiled)
     }
 
     /// A clip from the CLI: the oracle's uint8 frames written as PNGs, given as a folder (name order, numbers

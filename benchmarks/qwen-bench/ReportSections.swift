@@ -657,7 +657,7 @@ struct ReportWriter {
     private func vaeQualitySection() -> String {
         let sets: [(file: String, vae: String, speed: [String], targets: Bool)] = [
             ("vae_quality", "first generation", ["vae", "vae_ab_issue13"], true),
-            ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_dot_parity"], true),
+            ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_bf16dot_1024"], true),
             ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false)]
         guard sets.contains(where: { !data.records($0.file).isEmpty }) else { return "" }
         var s = "### Quality of the quantized VAE packs against the f32 pack\n\n"

@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--name", default="vae_ab")
     ap.add_argument("--labels", default="before,after")
     ap.add_argument("--note", default="")
+    ap.add_argument("--flags", default="", help="extra qwen-run flags for both builds, e.g. --bf16-dot")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vae-ab-")
     rng = np.random.default_rng(0)
@@ -72,7 +73,7 @@ def main():
             for lab, bdir in builds:
                 out = os.path.join(work, f"{j}-{lab}")
                 cmd = [os.path.join(bdir, "qwen-run"), *args(bdir, out), "--pack", a.pack, "--force", "--json",
-                       "--threads", "2", "--max-ram", a.max_ram]
+                       "--threads", "2", "--max-ram", a.max_ram, *a.flags.split()]
                 dt, rss, summ = timed(cmd)
                 runs[(lab, j)].append((dt, rss, summ))
                 print(f"{lab} {j} run {i + 1}: {dt:.2f} s, peak RSS {rss / 2**20:.1f} MiB", flush=True)
@@ -86,7 +87,8 @@ def main():
         for j, (job, _) in jobs.items():
             rs = runs[(lab, j)]
             ts = [r[0] for r in rs]
-            records.append({"case": f"{os.path.basename(a.pack.rstrip('/')).removeprefix('vae-')} ({lab})", "job": job,
+            pack = os.path.basename(a.pack.rstrip('/')).removeprefix('vae-') + ("+dot" if "--bf16-dot" in a.flags.split() else "")
+            records.append({"case": f"{pack} ({lab})", "job": job,
                             "status": "ok", "wall_s_median": statistics.median(ts), "wall_s_min": min(ts),
                             "wall_s_max": max(ts), "repeats": len(ts), "peak_rss_bytes": max(r[1] for r in rs),
                             "pixels": n * n, "summary": {"gflop": rs[-1][2].get("gflop")},

@@ -37,11 +37,21 @@ final class MidAttention: @unchecked Sendable {
         proj = try Conv1(src.prefix("proj"), cin: dim, cout: dim, spatialDims: 2)
     }
 
-    /// Floats of working memory for a frame of `pixels` positions.
-    static func workFloats(pixels: Int, dim: Int) -> Int { pixels * 2 * dim + 4 * min(pixels, chunkRows) * dim }
+    /// Floats of working memory for a frame of `pixels` positions (under --bf16-dot: also K and Vᵀ in bf16,
+    /// a chunk's scores and the transposition rows).
+    static func workFloats(pixels: Int, dim: Int) -> Int {
+        guard qk_bf16_dot_active() != 0 else { return pixels * 2 * dim + 4 * min(pixels, chunkRows) * dim }
+        let m = min(pixels, dotChunkRows)
+        return pixels * 2 * dim + pixels * dim + m * pixels + 4 * m * dim + 16 * max(pixels, dim) + 64 * dim
+    }
+
+    /// Query rows per chunk under --bf16-dot: the chunk's scores [rows, pixels] are materialised (16 MiB at
+    /// 128² latents).
+    static let dotChunkRows = 256
 
     /// x: [pixels, C], updated in place.
     func apply(_ x: UnsafeMutablePointer<Float>, pixels L: Int) {
+        if qk_bf16_dot_active() != 0 { return applyBF16Dot(x, pixels: L) }
         let c = dim
         let chunk = min(L, Self.chunkRows)
         let kv = UnsafeMutablePointer<Float>.allocate(capacity: L * 2 * c)
@@ -75,6 +85,67 @@ final class MidAttention: @unchecked Sendable {
                 params.q_seg = nil
                 params.k_seg = nil
                 qk_attention(&params, q, kv, kv + c, o)
+                conv1x1(proj.w, o, pixels: m, bias: proj.bias, p)
+                addInPlace(x + r0 * c, p, count: m * c)
+                r0 += m
+            }
+        }
+    }
+
+    /// --bf16-dot: the attention as two bf16 dot products, scores = (q / sqrt C)·Kᵀ and out = softmax(scores)·V,
+    /// with K [pixels, C] and Vᵀ [C, pixels] packed as bf16 weights once per frame (the queries, the
+    /// probabilities, K and V rounded to bf16, as PyTorch's bf16 attention; sums in f32).
+    private func applyBF16Dot(_ x: UnsafeMutablePointer<Float>, pixels L: Int) {
+        let c = dim
+        let chunk = min(L, Self.dotChunkRows)
+        let kv = UnsafeMutablePointer<Float>.allocate(capacity: L * 2 * c)
+        let n = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        let q = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        let o = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * L)
+        let rows = UnsafeMutablePointer<Float>.allocate(capacity: 16 * max(L, c))
+        let kBytes = qk_weight_bytes(QK_BF16, 0, Int64(L), Int64(c)), vBytes = qk_weight_bytes(QK_BF16, 0, Int64(c), Int64(L))
+        let kbuf = UnsafeMutableRawPointer.allocate(byteCount: kBytes, alignment: 64)
+        let vbuf = UnsafeMutableRawPointer.allocate(byteCount: vBytes, alignment: 64)
+        defer {
+            kv.deallocate(); n.deallocate(); q.deallocate(); o.deallocate(); p.deallocate()
+            scores.deallocate(); rows.deallocate(); kbuf.deallocate(); vbuf.deallocate()
+        }
+        gamma.withUnsafeBufferPointer { g in
+            var r0 = 0
+            while r0 < L {
+                let m = min(chunk, L - r0)
+                qk_l2norm(x + r0 * c, g.baseAddress, nil, Int64(m), Int64(c), n)
+                conv1x1(wkv, n, pixels: m, bias: bkv, kv + r0 * 2 * c)
+                r0 += m
+            }
+            // K: 16 rows at a time out of [keys | values]; Vᵀ: 16 channels at a time, gathered over the pixels.
+            for k0 in stride(from: 0, to: L, by: 16) {
+                let nr = min(16, L - k0)
+                for r in 0..<nr { (rows + r * c).update(from: kv + (k0 + r) * 2 * c, count: c) }
+                qk_weight_pack_rows(QK_BF16, 0, Int64(L), Int64(c), Int64(k0), Int64(nr), rows, kbuf)
+            }
+            for c0 in stride(from: 0, to: c, by: 16) {
+                let nr = min(16, c - c0)
+                for i in 0..<L {
+                    let src = kv + i * 2 * c + c + c0
+                    for r in 0..<nr { rows[r * L + i] = src[r] }
+                }
+                qk_weight_pack_rows(QK_BF16, 0, Int64(c), Int64(L), Int64(c0), Int64(nr), rows, vbuf)
+            }
+            var kw = qk_weight(scheme: QK_BF16, group: 0, n: Int64(L), k: Int64(c), data: kbuf)
+            var vw = qk_weight(scheme: QK_BF16, group: 0, n: Int64(c), k: Int64(L), data: vbuf)
+            let scale = 1 / Float(c).squareRoot()
+            r0 = 0
+            while r0 < L {
+                let m = min(chunk, L - r0)
+                qk_l2norm(x + r0 * c, g.baseAddress, nil, Int64(m), Int64(c), n)
+                conv1x1(wq, n, pixels: m, bias: bq, q)
+                for i in 0..<(m * c) { q[i] *= scale }
+                qk_matmul(&kw, q, Int64(m), nil, scores)
+                qk_softmax(scores, Int64(m), Int64(L))
+                qk_matmul(&vw, scores, Int64(m), nil, o)
                 conv1x1(proj.w, o, pixels: m, bias: proj.bias, p)
                 addInPlace(x + r0 * c, p, count: m * c)
                 r0 += m
