@@ -97,7 +97,7 @@ static void mm_run(mm_job *j) {
        12x2, AVX2 1x2), and 2-block panels give twice as many tasks to balance over the threads. */
     j->nbpanel = m < 4 ? 4 : 2;
     j->npanel = (nb + j->nbpanel - 1) / j->nbpanel;
-    /* Row chunk: 96 is a multiple of every register-tile height (AVX-512 12 and 4, AVX2 6 and 2), so
+    /* Row chunk: 96 is a multiple of every register-tile height (AVX-512 12, 8 and 4, AVX2 6 and 2), so
        only the last chunk ends in a partial tile. A task streams its weight panel once per chunk, so a
        chunk of 96 rows reuses each loaded weight 96 times, while long inputs still split into
        (panels x chunks) tasks for the threads to share. */

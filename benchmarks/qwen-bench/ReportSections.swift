@@ -477,6 +477,7 @@ struct ReportWriter {
             s += "\nThe table's runs follow an untimed warm-up run per pack, so the pack is in the page cache. That first run, which reads the pack from disk (24 GiB of RAM cannot cache every pack of the benchmark), took: " + colds.joined(separator: ", ") + ".\n"
         }
         s += bf16DotLine(files)
+        s += textABTables()
         s += "\nTargets (issue 4): peak RSS ≤ 1 GiB for q4/q8 at 256 tokens; ≤ 1.5× the pure matrix-product time. Ratios to llama.cpp and PyTorch measured in one run on the same weights are in the last section, \"Peers side by side\" (`benchmarks/peers/run.sh`); none is given here, because this table's run measured no peer.\n\n"
         return s
     }
@@ -498,6 +499,20 @@ struct ReportWriter {
             return s + ".\n" + bf16DotAccuracy()
         }
         return ""
+    }
+
+    /// `results/ab_text*.json` (benchmarks/scripts/text_ab.py): two builds taking turns on one prompt.
+    private func textABTables() -> String {
+        var s = ""
+        for f in data.files.keys.sorted() where f.hasPrefix("ab_text") && !data.records(f).isEmpty {
+            s += "\nInterleaved A/B of two builds (`\(data.files[f]?["command"] as? String ?? "?")`, run \(data.files[f]?["date"] as? String ?? "?")). \(data.files[f]?["note"] as? String ?? "")\n\n"
+            s += F.table(["build", "tokens", "wall (median, min–max)", "matmul (median)", "peak RSS", "outputs identical"], data.records(f).map { r in
+                [r["case"] as? String ?? "?", "\(r["tokens"] ?? "?")",
+                 F.secs(r["wall_s_median"]) + " (\(F.secs(r["wall_s_min"]))–\(F.secs(r["wall_s_max"])), ×\(r["repeats"] ?? "?"))",
+                 F.secs(r["matmul_s_median"]), F.gib(r["peak_rss_bytes"]), (r["outputs_identical_to_other_build"] as? Bool) == true ? "yes" : "no"]
+            })
+        }
+        return s
     }
 
     /// `results/bf16dot_accuracy.json` (benchmarks/scripts/bf16dot_accuracy.py): what --bf16-dot costs.

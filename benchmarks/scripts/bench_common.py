@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -41,3 +42,15 @@ def write_results(name, records, **fields):
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"wrote {path}")
+
+
+def timed(cmd):
+    """Wall seconds, peak RSS bytes (ru_maxrss of the child) and the --json summary of one run."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.monotonic() - t0
+    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}:\n{err}")
+    return dt, ru.ru_maxrss * 1024, json.loads(out)

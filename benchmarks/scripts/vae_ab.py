@@ -11,30 +11,15 @@ are recorded in the `vae` records format (benchmarks/results/<name>.json), with 
 byte-identical.
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 from safetensors.numpy import save_file
 
-from bench_common import ROOT, run, write_results
-
-
-def timed(cmd):
-    """Wall seconds, peak RSS bytes (ru_maxrss of the child) and the --json summary of one run."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, QWEN_NO_PROGRESS="1"))
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.monotonic() - t0
-    out, err = p.stdout.read().decode(), p.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"vae_ab: {' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}:\n{err}")
-    return dt, ru.ru_maxrss * 1024, json.loads(out)
+from bench_common import ROOT, run, timed, write_results
 
 
 def main():
