@@ -673,7 +673,8 @@ struct ReportWriter {
         let sets: [(file: String, vae: String, speed: [String], targets: Bool)] = [
             ("vae_quality", "first generation", ["vae", "vae_ab_issue13"], true),
             ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_bf16dot_1024"], true),
-            ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false)]
+            ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false),
+            ("vae_quality_gen2_bf16dot", "2.1", ["vae_gen2", "vae_ab_issue13_gen2", "vae_gen2_bf16dot"], false)]
         guard sets.contains(where: { !data.records($0.file).isEmpty }) else { return "" }
         var s = "### Quality of the quantized VAE packs against the f32 pack\n\n"
         for set in sets where data.has(set.file) {
@@ -703,8 +704,10 @@ struct ReportWriter {
                 }
                 let decode = median(c) { $0.hasPrefix("decode ") && $0.hasSuffix("-> \(n)x\(n)") }
                 let encode = median(c) { $0 == "encode \(n)x\(n)" }
+                let hasEncode = r["encode_psnr_db"] != nil   // vae_quality.py --decode-only leaves it out
                 rows.append([set.vae, c, "\(n)²", F.num(dp, 2) + " dB", F.sci(r["decode_rel_l2"]), target(decode, 10, dp),
-                             F.num(ep, 2) + " dB", F.sci(r["encode_latents_rel_l2"]), target(encode, 6, ep)])
+                             hasEncode ? F.num(ep, 2) + " dB" : "–", hasEncode ? F.sci(r["encode_latents_rel_l2"]) : "–",
+                             hasEncode ? target(encode, 6, ep) : "–"])
             }
         }
         s += F.table(["VAE", "pack", "image", "decode PSNR", "decode rel L2", "decode time (issue 13: ≤ 10 s)", "encode PSNR", "latents rel L2", "encode time (≤ 6 s)"], rows)

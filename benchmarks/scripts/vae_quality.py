@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--max-ram", default="512M", help="for the quantized packs' runs")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, ".build", "release"))
     ap.add_argument("--name", default="vae_quality")
+    ap.add_argument("--decode-only", action="store_true", help="skip the encode measurements (three f32 runs fewer)")
     a = ap.parse_args()
     qrun = os.path.join(a.bin_dir, "qwen-run")
     work = tempfile.mkdtemp(prefix="vae-quality-")
@@ -68,8 +69,9 @@ def main():
         return out, s
 
     ref_dec, _ = decode("vae-f32", lat, os.path.join(work, "dec-f32.safetensors"))
-    ref_lat, _ = encode("vae-f32", os.path.join(work, "enc-f32.safetensors"))
-    ref_img, _ = decode("vae-f32", ref_lat, os.path.join(work, "encdec-f32.safetensors"))
+    if not a.decode_only:
+        ref_lat, _ = encode("vae-f32", os.path.join(work, "enc-f32.safetensors"))
+        ref_img, _ = decode("vae-f32", ref_lat, os.path.join(work, "encdec-f32.safetensors"))
     records = []
     for case in a.cases.split(","):
         extra = ("--max-ram", a.max_ram) if a.max_ram else ()
@@ -77,13 +79,15 @@ def main():
         if case.endswith("+dot"):   # the pack run with --bf16-dot (bf16 activations, the CPU's bf16 dot product)
             pack, extra = case[:-4], extra + ("--bf16-dot",)
         dec, ds = decode(f"vae-{pack}", lat, os.path.join(work, f"dec-{case}.safetensors"), extra)
-        enc, es = encode(f"vae-{pack}", os.path.join(work, f"enc-{case}.safetensors"), extra)
-        img, _ = decode("vae-f32", enc, os.path.join(work, f"encdec-{case}.safetensors"))
         rec = {"case": case, "size": a.size, "pack_dir": a.packs,
                "decode_psnr_db": psnr_pm1(dec, ref_dec), "decode_rel_l2": rel(dec, ref_dec),
-               "encode_psnr_db": psnr_pm1(img, ref_img),
-               "encode_latents_rel_l2": rel(load_file(enc)["latents"], load_file(ref_lat)["latents"]),
-               "decode_seconds": ds.get("seconds"), "encode_seconds": es.get("seconds")}
+               "decode_seconds": ds.get("seconds")}
+        if not a.decode_only:
+            enc, es = encode(f"vae-{pack}", os.path.join(work, f"enc-{case}.safetensors"), extra)
+            img, _ = decode("vae-f32", enc, os.path.join(work, f"encdec-{case}.safetensors"))
+            rec.update({"encode_psnr_db": psnr_pm1(img, ref_img),
+                        "encode_latents_rel_l2": rel(load_file(enc)["latents"], load_file(ref_lat)["latents"]),
+                        "encode_seconds": es.get("seconds")})
         print(json.dumps(rec))
         records.append(rec)
     write_results(a.name, records)
