@@ -22,26 +22,20 @@ typedef struct {
     qk_mm_kernel kern;       /* overrides the tier's kernel for the scheme (bf16-dot), else NULL */
 } mm_job;
 
-/* One task quantizes 16 activation rows: 16·k values make handing out the task cheap next to the work,
-   and any m above 16 x threads keeps every thread busy (shorter inputs spend little time here). */
-static void quant_task(void *ctx, int64_t task, int tid) {
+/* One task prepares 16 activation rows: quantizes them (integer schemes) or, for the bf16-dot kernel
+   (j->kern), rounds them to bf16 zero padded to an even length. 16·k values make handing out the task
+   cheap next to the work, and any m above 16 x threads keeps every thread busy (shorter inputs spend
+   little time here). */
+static void act_task(void *ctx, int64_t task, int tid) {
     (void)tid;
     mm_job *j = ctx;
     int64_t r0 = task * 16, r1 = r0 + 16 < j->m ? r0 + 16 : j->m;
     qk_quantx_fn qf = j->tier->quantx ? j->tier->quantx : qk_quantize_x_ref;
-    for (int64_t r = r0; r < r1; r++)
-        qf(j->x + r * j->k, j->k, j->a.kp, j->off, (uint8_t *)j->a.xq + (size_t)r * j->a.xq_stride);
-}
-
-/* bf16-dot activations: 16 rows per task, each rounded to bf16 and zero padded to an even length. */
-static void bf16x_task(void *ctx, int64_t task, int tid) {
-    (void)tid;
-    mm_job *j = ctx;
-    int64_t r0 = task * 16, r1 = r0 + 16 < j->m ? r0 + 16 : j->m;
     for (int64_t r = r0; r < r1; r++) {
-        uint16_t *row = (uint16_t *)((uint8_t *)j->a.xq + (size_t)r * j->a.xq_stride);
-        qk_f32_to_bf16(j->x + r * j->k, j->k, row);
-        if (j->k & 1) row[j->k] = 0;
+        uint8_t *row = (uint8_t *)j->a.xq + (size_t)r * j->a.xq_stride;
+        if (!j->kern) { qf(j->x + r * j->k, j->k, j->a.kp, j->off, row); continue; }
+        qk_f32_to_bf16(j->x + r * j->k, j->k, (uint16_t *)row);
+        if (j->k & 1) ((uint16_t *)row)[j->k] = 0;
     }
 }
 
@@ -113,24 +107,21 @@ int32_t qk_mm_act_off(const qk_mm_tier *tier, qk_scheme s) {
     return qk_scheme_nibble_offset(s) ? qk_scheme_nibble_offset(s) : tier->q8_off;
 }
 
-/* The float path, or with `dot` the bf16-dot kernel on activations rounded to bf16 here. */
+/* A product from f32 activations: quantized here for the integer schemes, rounded to bf16 here for the
+   bf16-dot kernel `dot` (QK_BF16 weights), used as they are otherwise. */
 static void mm_from_f32(const qk_mm_tier *tier, const qk_weight *w, const float *x, int64_t m,
-                            const float *bias, float *y, qk_mm_kernel dot) {
+                        const float *bias, float *y, qk_mm_kernel dot) {
     if (m <= 0) return;
     mm_job j;
     if (!x) { fprintf(stderr, "qk_matmul: invalid arguments (no activations)\n"); abort(); }
     mm_setup(&j, tier, w, m, bias, y);
     j.x = x;
     j.a.x = x;
-    if (qk_scheme_is_int(w->scheme)) {
-        j.a.xq_stride = qk_xq_row_bytes(j.a.kp);
-        j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
-        qk_parallel_for((m + 15) / 16, quant_task, &j);
-    } else if (dot) {
+    if (qk_scheme_is_int(w->scheme) || dot) {   /* dot comes only with QK_BF16 weights (the callers check) */
         j.kern = dot;
-        j.a.xq_stride = ((size_t)(w->k + 1) / 2 * 4 + 63) / 64 * 64;
+        j.a.xq_stride = dot ? ((size_t)(w->k + 1) / 2 * 4 + 63) / 64 * 64 : qk_xq_row_bytes(j.a.kp);
         j.a.xq = qk_tls_scratch(0, j.a.xq_stride * (size_t)m);
-        qk_parallel_for((m + 15) / 16, bf16x_task, &j);
+        qk_parallel_for((m + 15) / 16, act_task, &j);
     }
     mm_run(&j);
 }

@@ -1,6 +1,7 @@
 /* matmul_avx512.c: AVX-512 tier (F/BW/VL/DQ + VNNI). One zmm holds one 16-row block of outputs.
    Float schemes: register tiles of MR tokens x NB blocks (up to 12 x 2), one FMA chain per output in
-   k order. Integer schemes: vpdpbusd with the weights as the unsigned operand (Q8 and Q8S are flipped
+   k order (QK_BF16 under qk_set_bf16_dot: vdpbf16ps on bf16 activations, in an AVX512-BF16 block at the
+   end). Integer schemes: vpdpbusd with the weights as the unsigned operand (Q8 and Q8S are flipped
    to q + 128 by an xor, Q4 nibbles are q + 8, Q4C nibbles become codebook value + 128 by vpshufb, Q5S / Q6S
    get their high bits ORed in above the nibble: q + 16 / q + 32) and the activations as the signed broadcast operand; the
    offset is removed by starting each block's int32 sum at c = -offset * sum(q_x) (qk_quantize_x).
@@ -73,32 +74,38 @@ AI void ftile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int6
     UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
 }
 
+/* The float tiles over rows [m0, m1) x row blocks [rb0, rb1), TILE(a, s, MR, NB, t, rb): one row at a time
+   against up to 4 blocks (4 independent chains) for fewer than 4 rows, else 12 x 2, 4 x 2 and 1 x 2 tiles
+   (x 1 for an odd last block). A macro so the bf16-dot kernel, compiled for another target, shares it. */
+#define FLOAT_TILES(TILE, a, s, m0, m1, rb0, rb1) do {                                                   \
+    if ((m1) - (m0) < 4) {                                                                              \
+        for (int64_t rb = (rb0); rb < (rb1); rb += 4) {                                                 \
+            int64_t nbl = (rb1) - rb < 4 ? (rb1) - rb : 4;                                              \
+            for (int64_t t = (m0); t < (m1); t++) {                                                     \
+                if (nbl == 4) TILE(a, s, 1, 4, t, rb);                                                  \
+                else if (nbl == 3) TILE(a, s, 1, 3, t, rb);                                             \
+                else if (nbl == 2) TILE(a, s, 1, 2, t, rb);                                             \
+                else TILE(a, s, 1, 1, t, rb);                                                           \
+            }                                                                                           \
+        }                                                                                               \
+    } else {                                                                                            \
+        for (int64_t rb = (rb0); rb < (rb1); rb += 2) {                                                 \
+            int64_t t = (m0);                                                                           \
+            if (rb + 1 < (rb1)) {                                                                       \
+                for (; t + 12 <= (m1); t += 12) TILE(a, s, 12, 2, t, rb);                               \
+                for (; t + 4 <= (m1); t += 4) TILE(a, s, 4, 2, t, rb);                                  \
+                for (; t < (m1); t++) TILE(a, s, 1, 2, t, rb);                                          \
+            } else {                                                                                    \
+                for (; t + 12 <= (m1); t += 12) TILE(a, s, 12, 1, t, rb);                               \
+                for (; t + 4 <= (m1); t += 4) TILE(a, s, 4, 1, t, rb);                                  \
+                for (; t < (m1); t++) TILE(a, s, 1, 1, t, rb);                                          \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+} while (0)
+
 AI void fkern(const qk_mm_args *a, qk_scheme s, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
-    if (m1 - m0 < 4) {   /* GEMV-like: one row at a time, 4 blocks = 4 independent FMA chains */
-        for (int64_t rb = rb0; rb < rb1; rb += 4) {
-            int64_t nbl = rb1 - rb < 4 ? rb1 - rb : 4;
-            for (int64_t t = m0; t < m1; t++) {
-                if (nbl == 4) ftile(a, s, 1, 4, t, rb);
-                else if (nbl == 3) ftile(a, s, 1, 3, t, rb);
-                else if (nbl == 2) ftile(a, s, 1, 2, t, rb);
-                else ftile(a, s, 1, 1, t, rb);
-            }
-        }
-        return;
-    }
-    for (int64_t rb = rb0; rb < rb1; rb += 2) {
-        int nb2 = rb + 1 < rb1;
-        int64_t t = m0;
-        if (nb2) {
-            for (; t + 12 <= m1; t += 12) ftile(a, s, 12, 2, t, rb);
-            for (; t + 4 <= m1; t += 4) ftile(a, s, 4, 2, t, rb);
-            for (; t < m1; t++) ftile(a, s, 1, 2, t, rb);
-        } else {
-            for (; t + 12 <= m1; t += 12) ftile(a, s, 12, 1, t, rb);
-            for (; t + 4 <= m1; t += 4) ftile(a, s, 4, 1, t, rb);
-            for (; t < m1; t++) ftile(a, s, 1, 1, t, rb);
-        }
-    }
+    FLOAT_TILES(ftile, a, s, m0, m1, rb0, rb1);
 }
 static void kern_f32(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_F32, m0, m1, rb0, rb1); }
 static void kern_bf16(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { fkern(a, QK_BF16, m0, m1, rb0, rb1); }
@@ -246,6 +253,44 @@ static void kern_q5s(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, i
 static void kern_q6s(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) { ikern(a, QK_Q6S, m0, m1, rb0, rb1); }
 
 #pragma clang attribute pop
+
+/* ---- bf16-dot (qk_set_bf16_dot), the avx512 tier + AVX-512 BF16: called only where qk_cpu_has_avx512bf16 --
+   The packed bf16 block stores a k pair as [kk: rows 0..15][kk+1: rows 0..15]; one vpermw turns it into the
+   16 (kk, kk+1) pairs vdpbf16ps wants, shared by every activation row of the tile. vdpbf16ps adds the odd
+   product, rounds, then the even product, rounds (DAZ in, FTZ out): the arithmetic of qk_matmul_internal.h. */
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,avx512bf16"))), apply_to = function)
+
+AI void btile(const qk_mm_args *a, qk_scheme s, const int MR, const int NB, int64_t t0, int64_t rb) {
+    (void)s;
+    /* word 2j <- row j at kk (word j), word 2j + 1 <- row j at kk + 1 (word 16 + j) */
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512 acc[12][4];
+    UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+    const uint8_t *w0 = a->w + (size_t)rb * a->rb_bytes;
+    const size_t rbb = a->rb_bytes;
+    const int64_t np = (a->k + 1) / 2;
+    const int32_t *xr[12];
+    UNROLL for (int i = 0; i < MR; i++) xr[i] = (const int32_t *)(a->xq + (size_t)(t0 + i) * a->xq_stride);
+    for (int64_t p = 0; p < np; p++) {
+        __m512bh v[4];
+        UNROLL for (int j = 0; j < NB; j++)
+            v[j] = (__m512bh)_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(w0 + j * rbb + p * 64));
+        UNROLL for (int i = 0; i < MR; i++) {
+            __m512bh xb = (__m512bh)_mm512_set1_epi32(xr[i][p]);
+            UNROLL for (int j = 0; j < NB; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], v[j], xb);
+        }
+    }
+    UNROLL for (int i = 0; i < MR; i++) for (int j = 0; j < NB; j++) store_block(a, t0 + i, rb + j, acc[i][j]);
+}
+
+static void kern_bf16dot(const qk_mm_args *a, int64_t m0, int64_t m1, int64_t rb0, int64_t rb1) {
+    FLOAT_TILES(btile, a, QK_BF16, m0, m1, rb0, rb1);
+}
+
+#pragma clang attribute pop
+
+const qk_mm_kernel qk_mm_bf16dot_avx512bf16 = kern_bf16dot;
 
 const qk_mm_tier qk_mm_tier_avx512 = {
     .kern = { kern_f32, kern_bf16, kern_f16, kern_q8, kern_q4, kern_q4c, kern_q8s, kern_q5s, kern_q6s },

@@ -106,7 +106,9 @@ static int f32_to_f16_rne(float f, uint16_t *out) {
 }
 
 /* ---- weight quantization ------------------------------------------------------------------------ */
-static int g_scale_search = 1;
+/* Per thread (packing never leaves the calling thread): a test or benchmark measuring plain absmax does
+   not change the packs other threads make meanwhile (a converter test once got absmax scales that way). */
+static _Thread_local int g_scale_search = 1;
 void qk_set_weight_scale_search(int on) { g_scale_search = on ? 1 : 0; }
 
 /* The QK_Q4C codebook: 16 levels fitted by Lloyd iterations to groups of 32 Gaussian weights, each

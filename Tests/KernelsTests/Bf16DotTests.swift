@@ -104,23 +104,11 @@ import Testing
         #if arch(x86_64)
         guard Self.hasKernel else { return }
         withKernelState {
-            let saved = qk_get_threads()
-            defer { qk_set_threads(saved) }
             let m = 37, n = 70, k = 301
             var rng = MMRng(17)
             let w = MMWeight(.init(scheme: QK_BF16, group: 0), n: n, k: k, values: rng.floats(n * k))
             let x = mmActivations(m: m, k: k, seed: 8, outliers: [17: 500])
-            let bias = rng.floats(n)
-            qk_set_threads(1)
-            let y1 = mmRun(qk_matmul_bf16dot_avx512, w, x: x, m: m, bias: bias)
-            for t: Int32 in [2, 3, 5] {
-                qk_set_threads(t)
-                #expect(mmBitsEqual(mmRun(qk_matmul_bf16dot_avx512, w, x: x, m: m, bias: bias), y1), "\(t) threads differ from 1")
-            }
-            for r in [0, 5, 36] {
-                let single = mmRun(qk_matmul_bf16dot_avx512, w, x: Array(x[(r * k)..<((r + 1) * k)]), m: 1, bias: bias)
-                #expect(mmBitsEqual(single, Array(y1[(r * n)..<((r + 1) * n)])), "row \(r) alone differs from the batch")
-            }
+            mmExpectThreadAndBatchInvariance(qk_matmul_bf16dot_avx512, w, x: x, m: m, bias: rng.floats(n), "bf16 dot")
         }
         #endif
     }

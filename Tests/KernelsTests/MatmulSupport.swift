@@ -1,4 +1,5 @@
 import Kernels
+import Testing
 
 /// Helpers shared by the matmul tests: deterministic data, packing, the tiers of this machine.
 struct MMRng {
@@ -115,4 +116,22 @@ func mmActivations(m: Int, k: Int, seed: UInt64, outliers: [Int: Float] = [:]) -
     var x = rng.floats(m * k)
     for r in 0..<m { for (c, s) in outliers where c < k { x[r * k + c] *= s } }
     return x
+}
+
+/// Expects `fn` to give the same bits on 1, 2, 3 and 5 threads, and rows 0, 5 and m - 1 computed alone to
+/// equal their rows of the batch. Changes the thread count: call it inside withKernelState.
+func mmExpectThreadAndBatchInvariance(_ fn: MMFn, _ w: MMWeight, x: [Float], m: Int, bias: [Float]?, _ label: String) {
+    let n = Int(w.raw.n), k = Int(w.raw.k)
+    let saved = qk_get_threads()
+    defer { qk_set_threads(saved) }
+    qk_set_threads(1)
+    let y1 = mmRun(fn, w, x: x, m: m, bias: bias)
+    for t: Int32 in [2, 3, 5] {
+        qk_set_threads(t)
+        #expect(mmBitsEqual(mmRun(fn, w, x: x, m: m, bias: bias), y1), "\(label): \(t) threads differ from 1")
+    }
+    for r in [0, 5, m - 1] {
+        let single = mmRun(fn, w, x: Array(x[(r * k)..<((r + 1) * k)]), m: 1, bias: bias)
+        #expect(mmBitsEqual(single, Array(y1[(r * n)..<((r + 1) * n)])), "\(label): row \(r) alone differs from the batch")
+    }
 }

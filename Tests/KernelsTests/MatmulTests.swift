@@ -179,25 +179,13 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
     @Test("results do not depend on the thread count or on the other rows of the batch")
     func threadAndBatchInvariance() {
         withKernelState {
-            let saved = qk_get_threads()
-            defer { qk_set_threads(saved) }
             let m = 37, n = 70, k = 300
             var rng = MMRng(99)
             let wv = rng.floats(n * k)
             let x = mmActivations(m: m, k: k, seed: 4, outliers: [17: 500])
             let bias = rng.floats(n)
             for s in MMScheme.all {
-                let w = MMWeight(s, n: n, k: k, values: wv)
-                qk_set_threads(1)
-                let y1 = mmRun(qk_matmul, w, x: x, m: m, bias: bias)
-                for t: Int32 in [2, 3, 5] {
-                    qk_set_threads(t)
-                    #expect(mmBitsEqual(mmRun(qk_matmul, w, x: x, m: m, bias: bias), y1), "\(s): \(t) threads differ from 1")
-                }
-                for r in [0, 5, 36] {
-                    let single = mmRun(qk_matmul, w, x: Array(x[(r * k)..<((r + 1) * k)]), m: 1, bias: bias)
-                    #expect(mmBitsEqual(single, Array(y1[(r * n)..<((r + 1) * n)])), "\(s): row \(r) alone differs from the batch")
-                }
+                mmExpectThreadAndBatchInvariance(qk_matmul, MMWeight(s, n: n, k: k, values: wv), x: x, m: m, bias: bias, "\(s)")
             }
         }
     }

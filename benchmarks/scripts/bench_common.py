@@ -54,3 +54,27 @@ def timed(cmd):
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}:\n{err}")
     return dt, ru.ru_maxrss * 1024, json.loads(out)
+
+
+def ab_arguments(ap, name, repeat):
+    """The options of the interleaved A/B scripts (vae_ab.py, text_ab.py): the two builds' folders, the
+    pack, runs per build, their labels, extra qwen-run flags for both, the results name and a note."""
+    ap.add_argument("--before", required=True, help="folder of the old build's qwen-run")
+    ap.add_argument("--after", default=os.path.join(ROOT, ".build", "release"))
+    ap.add_argument("--pack", required=True)
+    ap.add_argument("--repeat", type=int, default=repeat)
+    ap.add_argument("--labels", default="before,after")
+    ap.add_argument("--flags", default="", help="extra qwen-run flags for both builds, e.g. --bf16-dot")
+    ap.add_argument("--name", default=name)
+    ap.add_argument("--note", default="")
+
+
+def ab_builds(a):
+    """[(label, folder)] from --labels, --before and --after; exits when a folder has no built qwen-run."""
+    builds = list(zip(a.labels.split(","), [a.before, a.after]))
+    for _, bdir in builds:
+        if not os.access(os.path.join(bdir, "qwen-run"), os.X_OK):
+            sys.exit(f"{os.path.basename(sys.argv[0])}: no qwen-run in {bdir}: build it there first "
+                     "(swift build -c release --product qwen-run)")
+    return builds
+

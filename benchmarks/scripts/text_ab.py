@@ -14,24 +14,17 @@ import os
 import statistics
 import tempfile
 
-from bench_common import ROOT, timed, write_results
+from bench_common import ab_arguments, ab_builds, timed, write_results
 
 WORDS = "red fox snow dawn soft light cat photo of the in at and a water style blue sky tree house river stone green old small big "
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", required=True, help="folder of the old build's qwen-run")
-    ap.add_argument("--after", default=os.path.join(ROOT, ".build", "release"))
-    ap.add_argument("--pack", required=True)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--labels", default="before,after")
-    ap.add_argument("--flags", default="", help="extra qwen-run flags for both builds")
-    ap.add_argument("--name", default="ab_text")
-    ap.add_argument("--note", default="")
+    ab_arguments(ap, "ab_text", repeat=3)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="text-ab-")
     prompt = (WORDS * 10).strip()
-    builds = list(zip(a.labels.split(","), [a.before, a.after]))
+    builds = ab_builds(a)
     runs = {lab: [] for lab, _ in builds}
     for i in range(a.repeat + 1):
         for lab, bdir in builds:

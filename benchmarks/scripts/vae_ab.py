@@ -13,29 +13,21 @@ byte-identical.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 
 import numpy as np
 from safetensors.numpy import save_file
 
-from bench_common import ROOT, run, timed, write_results
+from bench_common import ab_arguments, ab_builds, run, timed, write_results
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", required=True, help="folder of the old build's qwen-run")
-    ap.add_argument("--after", default=os.path.join(ROOT, ".build", "release"))
-    ap.add_argument("--pack", required=True)
-    ap.add_argument("--repeat", type=int, default=5)
+    ab_arguments(ap, "vae_ab", repeat=5)
     ap.add_argument("--max-ram", default="512M")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--z-dim", type=int, default=16, help="latent channels (64 for the 2.1 VAE)")
     ap.add_argument("--compression", type=int, default=8, help="spatial compression (16 for the 2.1 VAE)")
-    ap.add_argument("--name", default="vae_ab")
-    ap.add_argument("--labels", default="before,after")
-    ap.add_argument("--note", default="")
-    ap.add_argument("--flags", default="", help="extra qwen-run flags for both builds, e.g. --bf16-dot")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vae-ab-")
     rng = np.random.default_rng(0)
@@ -44,10 +36,7 @@ def main():
     f = a.compression
     save_file({"latents": rng.standard_normal((1, a.z_dim, 1, n // f, n // f)).astype(np.float32)}, lat)
     png = os.path.join(work, "image.png")
-    builds = list(zip(a.labels.split(","), [a.before, a.after]))
-    for _, bdir in builds:
-        if not os.access(os.path.join(bdir, "qwen-run"), os.X_OK):
-            sys.exit(f"vae_ab: no qwen-run in {bdir}: build it there first (swift build -c release --product qwen-run)")
+    builds = ab_builds(a)
     run([os.path.join(a.after, "qwen-run"), "vae-decode", "--pack", a.pack, "--latents", lat, "--out", png,
          "--force", "--max-ram", a.max_ram], "vae_ab")
     jobs = {"decode": (f"decode {n // f}x{n // f} -> {n}x{n}", lambda b, o: ["vae-decode", "--latents", lat, "--out", o + ".png"]),

@@ -140,7 +140,8 @@ int64_t qk_weight_nsuper(qk_scheme scheme, int32_t group, int64_t k);   /* compa
 size_t qk_weight_block_bytes(qk_scheme scheme, int32_t group, int64_t k);
 size_t qk_weight_scales_bytes(qk_scheme scheme, int32_t group, int64_t k);
 
-/* 1 (default) = clipping grid search for weight scales, 0 = plain absmax. For measurements. */
+/* 1 (default) = clipping grid search for weight scales, 0 = plain absmax, for packing on the calling thread
+   (thread-local). For measurements. */
 void qk_set_weight_scale_search(int on);
 
 /* Quantized activation rows: q [kp] int8, then xd [kp/32] f32, then c [kp/32] int32 where

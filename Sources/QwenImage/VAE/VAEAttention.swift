@@ -51,9 +51,9 @@ final class MidAttention: @unchecked Sendable {
 
     /// x: [pixels, C], updated in place.
     func apply(_ x: UnsafeMutablePointer<Float>, pixels L: Int) {
-        if qk_bf16_dot_active() != 0 { return applyBF16Dot(x, pixels: L) }
         let c = dim
-        let chunk = min(L, Self.chunkRows)
+        let dot = qk_bf16_dot_active() != 0
+        let chunk = min(L, dot ? Self.dotChunkRows : Self.chunkRows)
         let kv = UnsafeMutablePointer<Float>.allocate(capacity: L * 2 * c)
         let n = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
         let q = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
@@ -69,87 +69,83 @@ final class MidAttention: @unchecked Sendable {
                 conv1x1(wkv, n, pixels: m, bias: bkv, kv + r0 * 2 * c)
                 r0 += m
             }
+            // The attention of m queries q [m, C] into o [m, C].
+            let attend: (UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void
+            if dot {
+                attend = BF16KeysValues(kv: kv, pixels: L, dim: c, queryRows: chunk).attend
+            } else {
+                attend = { q, m, o in
+                    var params = qk_attn_params()
+                    params.lq = Int64(m); params.lk = Int64(L); params.hq = 1; params.hkv = 1; params.d = Int64(c)
+                    params.q_stride = Int64(c); params.k_stride = Int64(2 * c); params.v_stride = Int64(2 * c)
+                    params.o_stride = Int64(c)
+                    params.scale = 1 / Float(c).squareRoot()
+                    params.causal = 0
+                    params.q_offset = 0
+                    params.kv_len = Int64(L)
+                    params.q_seg = nil
+                    params.k_seg = nil
+                    qk_attention(&params, q, kv, kv + c, o)
+                }
+            }
             r0 = 0
             while r0 < L {
                 let m = min(chunk, L - r0)
                 qk_l2norm(x + r0 * c, g.baseAddress, nil, Int64(m), Int64(c), n)
                 conv1x1(wq, n, pixels: m, bias: bq, q)
-                var params = qk_attn_params()
-                params.lq = Int64(m); params.lk = Int64(L); params.hq = 1; params.hkv = 1; params.d = Int64(c)
-                params.q_stride = Int64(c); params.k_stride = Int64(2 * c); params.v_stride = Int64(2 * c)
-                params.o_stride = Int64(c)
-                params.scale = 1 / Float(c).squareRoot()
-                params.causal = 0
-                params.q_offset = 0
-                params.kv_len = Int64(L)
-                params.q_seg = nil
-                params.k_seg = nil
-                qk_attention(&params, q, kv, kv + c, o)
+                attend(q, m, o)
                 conv1x1(proj.w, o, pixels: m, bias: proj.bias, p)
                 addInPlace(x + r0 * c, p, count: m * c)
                 r0 += m
             }
         }
     }
+}
 
-    /// --bf16-dot: the attention as two bf16 dot products, scores = (q / sqrt C)·Kᵀ and out = softmax(scores)·V,
-    /// with K [pixels, C] and Vᵀ [C, pixels] packed as bf16 weights once per frame (the queries, the
-    /// probabilities, K and V rounded to bf16, as PyTorch's bf16 attention; sums in f32).
-    private func applyBF16Dot(_ x: UnsafeMutablePointer<Float>, pixels L: Int) {
-        let c = dim
-        let chunk = min(L, Self.dotChunkRows)
-        let kv = UnsafeMutablePointer<Float>.allocate(capacity: L * 2 * c)
-        let n = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
-        let q = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
-        let o = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
-        let p = UnsafeMutablePointer<Float>.allocate(capacity: chunk * c)
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: chunk * L)
+/// --bf16-dot: the keys K [pixels, C] and values (as Vᵀ [C, pixels]) of one frame packed as bf16 weights,
+/// and the attention of a query chunk as two bf16 dot products, scores = (q / sqrt C)·Kᵀ and
+/// out = softmax(scores)·V (queries, probabilities, K and V rounded to bf16, as PyTorch's bf16 attention;
+/// sums in f32).
+private final class BF16KeysValues {
+    private let k: qk_weight, vt: qk_weight
+    private let kbuf: UnsafeMutableRawPointer, vbuf: UnsafeMutableRawPointer
+    private let scores: UnsafeMutablePointer<Float>
+    private let dim: Int
+
+    /// kv: [pixels, 2C], keys then values per pixel; queryRows: the most queries attend takes at once.
+    init(kv: UnsafePointer<Float>, pixels L: Int, dim c: Int, queryRows: Int) {
+        dim = c
+        kbuf = UnsafeMutableRawPointer.allocate(byteCount: qk_weight_bytes(QK_BF16, 0, Int64(L), Int64(c)), alignment: 64)
+        vbuf = UnsafeMutableRawPointer.allocate(byteCount: qk_weight_bytes(QK_BF16, 0, Int64(c), Int64(L)), alignment: 64)
+        scores = UnsafeMutablePointer<Float>.allocate(capacity: queryRows * L)
         let rows = UnsafeMutablePointer<Float>.allocate(capacity: 16 * max(L, c))
-        let kBytes = qk_weight_bytes(QK_BF16, 0, Int64(L), Int64(c)), vBytes = qk_weight_bytes(QK_BF16, 0, Int64(c), Int64(L))
-        let kbuf = UnsafeMutableRawPointer.allocate(byteCount: kBytes, alignment: 64)
-        let vbuf = UnsafeMutableRawPointer.allocate(byteCount: vBytes, alignment: 64)
-        defer {
-            kv.deallocate(); n.deallocate(); q.deallocate(); o.deallocate(); p.deallocate()
-            scores.deallocate(); rows.deallocate(); kbuf.deallocate(); vbuf.deallocate()
+        defer { rows.deallocate() }
+        // K: 16 rows at a time out of [keys | values]; Vᵀ: 16 channels at a time, gathered over the pixels.
+        for k0 in stride(from: 0, to: L, by: 16) {
+            let nr = min(16, L - k0)
+            for r in 0..<nr { (rows + r * c).update(from: kv + (k0 + r) * 2 * c, count: c) }
+            qk_weight_pack_rows(QK_BF16, 0, Int64(L), Int64(c), Int64(k0), Int64(nr), rows, kbuf)
         }
-        gamma.withUnsafeBufferPointer { g in
-            var r0 = 0
-            while r0 < L {
-                let m = min(chunk, L - r0)
-                qk_l2norm(x + r0 * c, g.baseAddress, nil, Int64(m), Int64(c), n)
-                conv1x1(wkv, n, pixels: m, bias: bkv, kv + r0 * 2 * c)
-                r0 += m
+        for c0 in stride(from: 0, to: c, by: 16) {
+            let nr = min(16, c - c0)
+            for i in 0..<L {
+                let src = kv + i * 2 * c + c + c0
+                for r in 0..<nr { rows[r * L + i] = src[r] }
             }
-            // K: 16 rows at a time out of [keys | values]; Vᵀ: 16 channels at a time, gathered over the pixels.
-            for k0 in stride(from: 0, to: L, by: 16) {
-                let nr = min(16, L - k0)
-                for r in 0..<nr { (rows + r * c).update(from: kv + (k0 + r) * 2 * c, count: c) }
-                qk_weight_pack_rows(QK_BF16, 0, Int64(L), Int64(c), Int64(k0), Int64(nr), rows, kbuf)
-            }
-            for c0 in stride(from: 0, to: c, by: 16) {
-                let nr = min(16, c - c0)
-                for i in 0..<L {
-                    let src = kv + i * 2 * c + c + c0
-                    for r in 0..<nr { rows[r * L + i] = src[r] }
-                }
-                qk_weight_pack_rows(QK_BF16, 0, Int64(c), Int64(L), Int64(c0), Int64(nr), rows, vbuf)
-            }
-            var kw = qk_weight(scheme: QK_BF16, group: 0, n: Int64(L), k: Int64(c), data: kbuf)
-            var vw = qk_weight(scheme: QK_BF16, group: 0, n: Int64(c), k: Int64(L), data: vbuf)
-            let scale = 1 / Float(c).squareRoot()
-            r0 = 0
-            while r0 < L {
-                let m = min(chunk, L - r0)
-                qk_l2norm(x + r0 * c, g.baseAddress, nil, Int64(m), Int64(c), n)
-                conv1x1(wq, n, pixels: m, bias: bq, q)
-                for i in 0..<(m * c) { q[i] *= scale }
-                qk_matmul(&kw, q, Int64(m), nil, scores)
-                qk_softmax(scores, Int64(m), Int64(L))
-                qk_matmul(&vw, scores, Int64(m), nil, o)
-                conv1x1(proj.w, o, pixels: m, bias: proj.bias, p)
-                addInPlace(x + r0 * c, p, count: m * c)
-                r0 += m
-            }
+            qk_weight_pack_rows(QK_BF16, 0, Int64(c), Int64(L), Int64(c0), Int64(nr), rows, vbuf)
         }
+        k = qk_weight(scheme: QK_BF16, group: 0, n: Int64(L), k: Int64(c), data: kbuf)
+        vt = qk_weight(scheme: QK_BF16, group: 0, n: Int64(c), k: Int64(L), data: vbuf)
+    }
+
+    deinit { kbuf.deallocate(); vbuf.deallocate(); scores.deallocate() }
+
+    /// o [m, C] = softmax((q / sqrt C)·Kᵀ)·V for the queries q [m, C] (scaled in place).
+    func attend(_ q: UnsafeMutablePointer<Float>, _ m: Int, _ o: UnsafeMutablePointer<Float>) {
+        let scale = 1 / Float(dim).squareRoot()
+        for i in 0..<(m * dim) { q[i] *= scale }
+        withUnsafePointer(to: k) { qk_matmul($0, q, Int64(m), nil, scores) }
+        qk_softmax(scores, Int64(m), k.n)
+        withUnsafePointer(to: vt) { qk_matmul($0, scores, Int64(m), nil, o) }
     }
 }
