@@ -13,7 +13,7 @@ struct CommonOptions: ParsableArguments {
 
     @Flag(name: .customLong("bf16-dot"), help: ArgumentHelp(
         "bf16 weights: round the activations to bf16 and use the CPU's bf16 dot product (AVX512-BF16).",
-        discussion: "About twice as fast on bf16 packs, with the rounding error of bf16 activations (relative L2 about 1e-3, as PyTorch's bf16 inference) instead of the exact f32 result. With any pack, the VAE's upsampler kernels (built in f32 at load) become bf16 and its mid-block attention runs as two bf16 dot products. Other weights are unaffected; on a CPU without AVX512-BF16 the exact path runs (with a note)."))
+        discussion: "About twice as fast on bf16 packs, with the rounding error of bf16 activations (relative L2 about 1e-3, as PyTorch's bf16 inference) instead of the exact f32 result. With any pack, the VAE's upsampler kernels (built in f32 at load) become bf16, and its mid-block attention and the vision towers' whole-image attention run as two bf16 dot products. Other weights are unaffected; on a CPU without AVX512-BF16 the exact path runs (with a note)."))
     var bf16Dot = false
 
     func apply() throws {

@@ -618,20 +618,29 @@ struct ReportWriter {
         return s + "\n"
     }
 
+    /// `vision` and every `vision_*` results file (the 2.1 tower's too), one table each.
     func visionSection() -> String {
-        var s = header("vision", "Vision tower speed (full-size synthetic, `qwen-run vision`)")
-        let recs = data.records("vision")
-        guard !recs.isEmpty else { return s + "\(notMeasured); no `results/vision.json` yet.\n\n" }
-        var rows: [[String]] = []
-        for r in recs {
-            let c = r["case"] as? String ?? "?"
-            guard r["status"] as? String == "ok" else { rows.append([c, r["input"] as? String ?? "", r["status"] as? String ?? "?", "", "", "", ""]); continue }
-            let sm = r["summary"] as? [String: Any] ?? [:]
-            let split = sm.keys.filter { $0.hasSuffix("_seconds") }.sorted().map { "\($0.replacingOccurrences(of: "_seconds", with: "")) \(F.num(sm[$0], 1))" }.joined(separator: ", ")
-            rows.append([c, r["input"] as? String ?? "", "\(r["patches"] ?? "")", F.secs(r["wall_s_median"]) + " (×\(r["repeats"] ?? 1))", cpuPerThread(r), F.gib(r["peak_rss_bytes"]), split])
+        var s = ""
+        for name in data.files.keys.sorted() where (name == "vision" || name.hasPrefix("vision_")) && !data.records(name).isEmpty {
+            s += header(name, "Vision tower speed (full-size synthetic, `qwen-run vision`)" + (name == "vision" ? "" : " — `\(name)`"))
+            var rows: [[String]] = []
+            for r in data.records(name) {
+                let c = r["case"] as? String ?? "?"
+                guard r["status"] as? String == "ok" else { rows.append([c, r["input"] as? String ?? "", r["status"] as? String ?? "?", "", "", "", ""]); continue }
+                let sm = r["summary"] as? [String: Any] ?? [:]
+                let split = sm.keys.filter { $0.hasSuffix("_seconds") }.sorted().map { "\($0.replacingOccurrences(of: "_seconds", with: "")) \(F.num(sm[$0], 1))" }.joined(separator: ", ")
+                let wall = r["wall_s_median"] as? Double
+                let spread = (r["wall_s_min"] as? Double).flatMap { lo in (r["wall_s_max"] as? Double).map { " (\(F.secs(lo))–\(F.secs($0)))" } } ?? ""
+                rows.append([c, (r["command"] as? String == "encode" ? "encode --image, " : "") + (r["input"] as? String ?? ""), "\(r["patches"] ?? "")",
+                             F.secs(wall) + ((r["repeats"] as? Int ?? 1) > 1 ? spread : "") + " (×\(r["repeats"] ?? 1))",
+                             cpuPerThread(r), F.gib(r["peak_rss_bytes"]), split])
+            }
+            s += F.table(["pack", "input", "patches", "wall (median)", "CPU s ÷ threads", "peak RSS", "time split (s)"], rows)
+            s += "\n"
         }
-        s += F.table(["pack", "input", "patches", "wall (median)", "CPU s ÷ threads", "peak RSS", "time split (s)"], rows)
-        s += "\nTargets (issue 5): peak RSS ≤ 1 GiB. The speed target is relative to PyTorch, which was not measured in the same run: no ratio is given.\n\n"
+        if s.isEmpty { return "## Vision tower speed (full-size synthetic)\n\n\(notMeasured); no `results/vision.json` yet.\n\n" }
+        s += "Targets: peak RSS ≤ 1 GiB (issue 5); 1008² q4 ≤ 9 s (issue 13). A case ending in +dot ran with `--bf16-dot` (whole-image attention in bf16 dot products). "
+            + "No peer ran the tower in these runs, so no ratio to one is given.\n\n"
         return s
     }
 

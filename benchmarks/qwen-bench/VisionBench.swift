@@ -27,7 +27,7 @@ struct VisionBench: ParsableCommand {
     @Option(name: .long, help: "Folder holding one pack per case (from `qwen-bench convert`).")
     var packs: String
 
-    @Option(name: .long, help: "Comma-separated pack cases.")
+    @Option(name: .long, help: "Comma-separated pack cases (a case ending in +dot runs that pack with --bf16-dot).")
     var cases = "bf16,q8-pc,q4-g32"
 
     @Option(name: .long, help: "Runs per case (the median is reported).")
@@ -65,7 +65,8 @@ struct VisionBench: ParsableCommand {
         for (_, s) in sizes { try writePNG(syntheticPhoto(width: s, height: s), width: s, height: s, to: "\(work)/photo\(s).png") }
         var records: [[String: Any]] = []
         for c in cases.split(separator: ",").map(String.init) {
-            let pack = URL(fileURLWithPath: packs).appendingPathComponent(c).path
+            let (packName, flags) = RunVariant.split(c)
+            let pack = URL(fileURLWithPath: packs).appendingPathComponent(packName).path
             guard FileManager.default.fileExists(atPath: pack) else {
                 records.append(["case": c, "status": "not measured (pack \(pack) missing)"]); continue
             }
@@ -73,7 +74,7 @@ struct VisionBench: ParsableCommand {
                 let command = prompt.map { ["encode", "--prompt", $0] } ?? ["vision"]
                 var rec = try SpeedCase.measure(
                     [qwenRun] + command + ["--pack", pack, "--image", "\(work)/photo\(s).png", "--preresize", "none",
-                     "--out", work + "/out.safetensors", "--force", "--threads", String(threads), "--json"],
+                     "--out", work + "/out.safetensors", "--force", "--threads", String(threads), "--json"] + flags,
                     repeat: quick ? 1 : self.repeat, label: "\(command[0]) \(c) \(label)")
                 rec["case"] = c
                 rec["input"] = label

@@ -42,7 +42,7 @@ final class MidAttention: @unchecked Sendable {
     static func workFloats(pixels: Int, dim: Int) -> Int {
         guard qk_bf16_dot_active() != 0 else { return pixels * 2 * dim + 4 * min(pixels, chunkRows) * dim }
         let m = min(pixels, dotChunkRows)
-        return pixels * 2 * dim + pixels * dim + m * pixels + 4 * m * dim + 16 * max(pixels, dim) + 64 * dim
+        return pixels * 2 * dim + BF16KeysValues.workFloats(rows: pixels, dim: dim, queryRows: m) + 4 * m * dim + 64 * dim
     }
 
     /// Query rows per chunk under --bf16-dot: the chunk's scores [rows, pixels] are materialised (16 MiB at
@@ -72,7 +72,8 @@ final class MidAttention: @unchecked Sendable {
             // The attention of m queries q [m, C] into o [m, C].
             let attend: (UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void
             if dot {
-                attend = BF16KeysValues(kv: kv, pixels: L, dim: c, queryRows: chunk).attend
+                attend = BF16KeysValues(keys: kv, keyStride: 2 * c, values: kv + c, valueStride: 2 * c, rows: L, dim: c,
+                                         queryRows: chunk).attend
             } else {
                 attend = { q, m, o in
                     var params = qk_attn_params()
@@ -99,53 +100,5 @@ final class MidAttention: @unchecked Sendable {
                 r0 += m
             }
         }
-    }
-}
-
-/// --bf16-dot: the keys K [pixels, C] and values (as Vᵀ [C, pixels]) of one frame packed as bf16 weights,
-/// and the attention of a query chunk as two bf16 dot products, scores = (q / sqrt C)·Kᵀ and
-/// out = softmax(scores)·V (queries, probabilities, K and V rounded to bf16, as PyTorch's bf16 attention;
-/// sums in f32).
-private final class BF16KeysValues {
-    private let k: qk_weight, vt: qk_weight
-    private let kbuf: UnsafeMutableRawPointer, vbuf: UnsafeMutableRawPointer
-    private let scores: UnsafeMutablePointer<Float>
-    private let dim: Int
-
-    /// kv: [pixels, 2C], keys then values per pixel; queryRows: the most queries attend takes at once.
-    init(kv: UnsafePointer<Float>, pixels L: Int, dim c: Int, queryRows: Int) {
-        dim = c
-        kbuf = UnsafeMutableRawPointer.allocate(byteCount: qk_weight_bytes(QK_BF16, 0, Int64(L), Int64(c)), alignment: 64)
-        vbuf = UnsafeMutableRawPointer.allocate(byteCount: qk_weight_bytes(QK_BF16, 0, Int64(c), Int64(L)), alignment: 64)
-        scores = UnsafeMutablePointer<Float>.allocate(capacity: queryRows * L)
-        let rows = UnsafeMutablePointer<Float>.allocate(capacity: 16 * max(L, c))
-        defer { rows.deallocate() }
-        // K: 16 rows at a time out of [keys | values]; Vᵀ: 16 channels at a time, gathered over the pixels.
-        for k0 in stride(from: 0, to: L, by: 16) {
-            let nr = min(16, L - k0)
-            for r in 0..<nr { (rows + r * c).update(from: kv + (k0 + r) * 2 * c, count: c) }
-            qk_weight_pack_rows(QK_BF16, 0, Int64(L), Int64(c), Int64(k0), Int64(nr), rows, kbuf)
-        }
-        for c0 in stride(from: 0, to: c, by: 16) {
-            let nr = min(16, c - c0)
-            for i in 0..<L {
-                let src = kv + i * 2 * c + c + c0
-                for r in 0..<nr { rows[r * L + i] = src[r] }
-            }
-            qk_weight_pack_rows(QK_BF16, 0, Int64(c), Int64(L), Int64(c0), Int64(nr), rows, vbuf)
-        }
-        k = qk_weight(scheme: QK_BF16, group: 0, n: Int64(L), k: Int64(c), data: kbuf)
-        vt = qk_weight(scheme: QK_BF16, group: 0, n: Int64(c), k: Int64(L), data: vbuf)
-    }
-
-    deinit { kbuf.deallocate(); vbuf.deallocate(); scores.deallocate() }
-
-    /// o [m, C] = softmax((q / sqrt C)·Kᵀ)·V for the queries q [m, C] (scaled in place).
-    func attend(_ q: UnsafeMutablePointer<Float>, _ m: Int, _ o: UnsafeMutablePointer<Float>) {
-        let scale = 1 / Float(dim).squareRoot()
-        for i in 0..<(m * dim) { q[i] *= scale }
-        withUnsafePointer(to: k) { qk_matmul($0, q, Int64(m), nil, scores) }
-        qk_softmax(scores, Int64(m), k.n)
-        withUnsafePointer(to: vt) { qk_matmul($0, scores, Int64(m), nil, o) }
     }
 }

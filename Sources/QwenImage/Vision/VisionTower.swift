@@ -313,8 +313,11 @@ struct VisionAttention {
 
     /// - Parameter wholeSegmentRows: segments this long or longer take `attendPerSegment` (tests pass 1 or
     ///   Int.max to compare the two paths).
+    /// - Parameter bf16Dot: whole-image segments attend with bf16 dot products (`BF16KeysValues`), as under
+    ///   --bf16-dot (tests pass it to compare the two paths in one process).
     func add(to x: inout [Float], patches n: Int, cos: [Float], sin: [Float], segments: [Int32],
-             scratch s: inout BlockScratch, config c: VisionConfig, wholeSegmentRows: Int = VisionAttention.wholeSegmentRows) {
+             scratch s: inout BlockScratch, config c: VisionConfig, wholeSegmentRows: Int = VisionAttention.wholeSegmentRows,
+             bf16Dot: Bool = qk_bf16_dot_active() != 0) {
         let dv = c.hiddenSize, heads = c.numHeads, hd = c.headDim
         s.normed.withUnsafeBufferPointer { xn in
             s.qkv.withUnsafeMutableBufferPointer { y in qkv.matmul(xn.baseAddress!, rows: n, bias: qkvBias, into: y.baseAddress!) }
@@ -326,7 +329,7 @@ struct VisionAttention {
         }
         let runs = Self.runs(segments)
         if runs.allSatisfy({ $0.count >= wholeSegmentRows }) {
-            attendPerSegment(runs, scratch: &s, config: c)
+            attendPerSegment(runs, scratch: &s, config: c, bf16Dot: bf16Dot)
         } else {
             segments.withUnsafeBufferPointer { seg in
                 var p = qk_attn_params(lq: Int64(n), lk: Int64(n), hq: Int64(heads), hkv: Int64(heads), d: Int64(hd),
@@ -351,6 +354,10 @@ struct VisionAttention {
     /// Segments at least this long (whole images) are attended one image and head at a time.
     static let wholeSegmentRows = 256
 
+    /// Query rows per chunk of the bf16 attention over `keys` patches: its scores [rows, keys] are
+    /// materialised per thread, so at most 4 MiB of them (256 rows up to 4,096 patches, 64 at 16,384).
+    static func dotChunkRows(keys: Int) -> Int { min(keys, max(64, min(256, (1 << 20) / max(keys, 1)))) }
+
     /// The runs of equal ids in `segments` (segments are contiguous): (first row, rows).
     static func runs(_ segments: [Int32]) -> [(start: Int, count: Int)] {
         var out: [(start: Int, count: Int)] = []
@@ -369,8 +376,10 @@ struct VisionAttention {
     /// rows a head's 72 values sit 3·Dv floats apart (13.8 KB for Dv 1152), so every key of a piece was on
     /// its own page and the pieces of one row block walked all heads' keys: at 16,384 patches (a 2048²
     /// image) the kernel ran at half the rate it reaches on dense rows. The same keys per query, so the
-    /// same result up to the order of the key tiles' sums.
-    private func attendPerSegment(_ runs: [(start: Int, count: Int)], scratch s: inout BlockScratch, config c: VisionConfig) {
+    /// same result up to the order of the key tiles' sums. With `bf16Dot`: `attendPerSegmentBF16`.
+    private func attendPerSegment(_ runs: [(start: Int, count: Int)], scratch s: inout BlockScratch, config c: VisionConfig,
+                                  bf16Dot: Bool) {
+        if bf16Dot { return attendPerSegmentBF16(runs, scratch: &s, config: c) }
         let dv = c.hiddenSize, hd = c.headDim
         let longest = runs.map(\.count).max() ?? 0
         // One head's q | k | v, each [rows, head_dim].
@@ -388,14 +397,77 @@ struct VisionAttention {
                             (k + r * hd).update(from: row + dv, count: hd)
                             (v + r * hd).update(from: row + 2 * dv, count: hd)
                         }
+                        let dst = o.baseAddress! + run.start * dv + h * hd
                         var p = qk_attn_params(lq: Int64(run.count), lk: Int64(run.count), hq: 1, hkv: 1, d: Int64(hd),
                                                q_stride: Int64(hd), k_stride: Int64(hd), v_stride: Int64(hd),
                                                o_stride: Int64(dv), scale: 1 / Float(hd).squareRoot(), causal: 0,
                                                q_offset: 0, kv_len: Int64(run.count), q_seg: nil, k_seg: nil)
-                        qk_attention(&p, q, k, v, o.baseAddress! + run.start * dv + h * hd)
+                        qk_attention(&p, q, k, v, dst)
                     }
                 }
             }
+        }
+    }
+
+    /// --bf16-dot: one pool task per (image, head), each on its thread's buffers with its kernels running
+    /// serially there: the head's q | k | v copied dense, K and Vᵀ packed as bf16 (`BF16KeysValues`), then
+    /// query chunks of `dotChunkRows` through the two bf16 dot products. Per-head tasks keep both threads
+    /// busy through the packing and the many small products a per-chunk split would synchronise on (and
+    /// cost about 2 × 19 MiB more than the f32 path at 16,384 patches, 2 × 8 MiB at 4,096).
+    private func attendPerSegmentBF16(_ runs: [(start: Int, count: Int)], scratch s: inout BlockScratch, config c: VisionConfig) {
+        let longest = runs.map(\.count).max() ?? 0
+        let chunk = Self.dotChunkRows(keys: longest)
+        s.qkv.withUnsafeBufferPointer { src in
+            s.attn.withUnsafeMutableBufferPointer { o in
+                let job = HeadJob(src: src.baseAddress!, out: o.baseAddress!, runs: runs, heads: c.numHeads, dv: c.hiddenSize,
+                                  hd: c.headDim, longest: longest, chunk: chunk, threads: Int(qk_get_threads()))
+                qk_parallel_for(Int64(runs.count * c.numHeads), { ctx, task, tid in
+                    Unmanaged<HeadJob>.fromOpaque(ctx!).takeUnretainedValue().run(Int(task), thread: Int(tid))
+                }, Unmanaged.passUnretained(job).toOpaque())
+            }
+        }
+    }
+}
+
+/// The per-(image, head) tasks of `VisionAttention.attendPerSegmentBF16`, with one set of buffers per
+/// pool thread.
+private final class HeadJob {
+    let src: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>
+    let runs: [(start: Int, count: Int)]
+    let heads: Int, dv: Int, hd: Int, chunk: Int
+    /// Per thread: k | v [longest, hd] each, a chunk's queries and output [chunk, hd] each; the packed keys
+    /// and values.
+    let buffers: [UnsafeMutablePointer<Float>]
+    let keysValues: [BF16KeysValues]
+    let longest: Int
+
+    init(src: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, runs: [(start: Int, count: Int)], heads: Int,
+         dv: Int, hd: Int, longest: Int, chunk: Int, threads: Int) {
+        self.src = src; self.out = out; self.runs = runs
+        self.heads = heads; self.dv = dv; self.hd = hd; self.chunk = chunk; self.longest = longest
+        buffers = (0..<threads).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: 2 * longest * hd + 2 * chunk * hd) }
+        keysValues = (0..<threads).map { _ in BF16KeysValues(capacity: longest, dim: hd, queryRows: chunk) }
+    }
+
+    deinit { for b in buffers { b.deallocate() } }
+
+    func run(_ task: Int, thread: Int) {
+        let run = runs[task / heads], h = task % heads
+        let k = buffers[thread], v = k + longest * hd, q = v + longest * hd, o = q + chunk * hd
+        let first = src + run.start * 3 * dv + h * hd
+        for r in 0..<run.count {
+            let row = first + r * 3 * dv
+            (k + r * hd).update(from: row + dv, count: hd)
+            (v + r * hd).update(from: row + 2 * dv, count: hd)
+        }
+        let kv = keysValues[thread]
+        kv.load(keys: k, keyStride: hd, values: v, valueStride: hd, rows: run.count)
+        let dst = out + run.start * dv + h * hd
+        for r0 in stride(from: 0, to: run.count, by: chunk) {
+            let m = min(chunk, run.count - r0)
+            for r in 0..<m { (q + r * hd).update(from: first + (r0 + r) * 3 * dv, count: hd) }
+            kv.attend(q, m, o)
+            for r in 0..<m { (dst + (r0 + r) * dv).update(from: o + r * hd, count: hd) }
         }
     }
 }
