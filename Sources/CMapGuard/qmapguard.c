@@ -1,6 +1,9 @@
 /* qmapguard.c: see include/qmapguard.h. The handler only reads the slot table (atomics) and calls
    async-signal-safe functions (write, _exit, sigaction, raise). */
+#define _GNU_SOURCE
 #include "qmapguard.h"
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -85,4 +88,29 @@ void qmg_unregister(int slot) {
     /* The handler may be reading p on another thread only if that thread faults inside this mapping,
        which the caller is about to unmap: it no longer reads it. */
     free(p);
+}
+
+int qmg_open_direct(const char *path) {
+#if defined(__linux__) && defined(O_DIRECT)
+    return open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NONBLOCK);
+#else
+    (void)path;
+    return -1;
+#endif
+}
+
+size_t qmg_resident_bytes(const void *base, size_t size) {
+#if defined(__linux__)
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), pages = (size + page - 1) / page;
+    unsigned char *vec = malloc(pages ? pages : 1);
+    if (!vec) return size;
+    if (mincore((void *)base, size, vec) != 0) { free(vec); return size; }
+    size_t n = 0;
+    for (size_t i = 0; i < pages; i++) n += vec[i] & 1;
+    free(vec);
+    return n * page < size ? n * page : size;
+#else
+    (void)base;
+    return size;
+#endif
 }

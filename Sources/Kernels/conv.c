@@ -65,9 +65,7 @@ static void gather(const conv_ctx *c, int64_t p0, int64_t np, float *patch) {
             int64_t ix0 = ox * s - p->pad_l;
             const float *src = c->x + (iy * p->w) * cin;
             if (ix0 >= 0 && ix0 + 2 < p->w) {
-                if (s == 1) memcpy(dst, src + ix0 * cin, (size_t)(3 * cin) * sizeof(float));
-                else for (int64_t kx = 0; kx < 3; kx++)
-                    memcpy(dst + kx * cin, src + (ix0 + kx) * cin, (size_t)cin * sizeof(float));
+                memcpy(dst, src + ix0 * cin, (size_t)(3 * cin) * sizeof(float));   /* taps kx = 0..2: consecutive pixels */
                 continue;
             }
             for (int64_t kx = 0; kx < 3; kx++) {
@@ -99,24 +97,28 @@ static void conv_gemm_task(void *ctx, int64_t task, int thread_id) {
 }
 
 /* Quantized rows: tier->quantx on n pixels of cin values writes q [n * cin], xd [n * cin / 32], c [n * cin / 32].
-   put_tap copies pixel v of such a row (src; NULL: zeros, as quantx writes them for zero values) into tap
-   `tap` of a patch row in the qk_xq_row_bytes(kp) layout; zero_tail clears the blocks past ntaps taps (k
-   padded to the weight's group). */
-static inline void put_tap(uint8_t *row, int64_t kp, int64_t tap, int64_t cin, const uint8_t *src, int64_t n, int64_t v) {
+   put_taps copies pixels v .. v + ntaps - 1 of such a row (src; NULL: zeros, as quantx writes them for zero
+   values) into taps tap .. tap + ntaps - 1 of a patch row in the qk_xq_row_bytes(kp) layout (three copies
+   however many taps: a 3x3 patch row's taps are consecutive pixels); zero_tail clears the blocks past ntaps
+   taps (k padded to the weight's group). */
+static inline void put_taps(uint8_t *row, int64_t kp, int64_t tap, int64_t ntaps, int64_t cin, const uint8_t *src, int64_t n, int64_t v) {
     const int64_t nb = cin / QK_ABLK;
     float *xd = (float *)(row + kp);
     int32_t *cc = (int32_t *)(xd + kp / QK_ABLK);
     if (!src) {
-        memset(row + tap * cin, 0, (size_t)cin);
-        memset(xd + tap * nb, 0, (size_t)nb * sizeof(float));
-        memset(cc + tap * nb, 0, (size_t)nb * sizeof(int32_t));
+        memset(row + tap * cin, 0, (size_t)(ntaps * cin));
+        memset(xd + tap * nb, 0, (size_t)(ntaps * nb) * sizeof(float));
+        memset(cc + tap * nb, 0, (size_t)(ntaps * nb) * sizeof(int32_t));
         return;
     }
     const float *sxd = (const float *)(src + n * cin);
     const int32_t *sc = (const int32_t *)(sxd + n * nb);
-    memcpy(row + tap * cin, src + v * cin, (size_t)cin);
-    memcpy(xd + tap * nb, sxd + v * nb, (size_t)nb * sizeof(float));
-    memcpy(cc + tap * nb, sc + v * nb, (size_t)nb * sizeof(int32_t));
+    memcpy(row + tap * cin, src + v * cin, (size_t)(ntaps * cin));
+    memcpy(xd + tap * nb, sxd + v * nb, (size_t)(ntaps * nb) * sizeof(float));
+    memcpy(cc + tap * nb, sc + v * nb, (size_t)(ntaps * nb) * sizeof(int32_t));
+}
+static inline void put_tap(uint8_t *row, int64_t kp, int64_t tap, int64_t cin, const uint8_t *src, int64_t n, int64_t v) {
+    put_taps(row, kp, tap, 1, cin, src, n, v);
 }
 
 static inline void zero_tail(uint8_t *row, int64_t kp, int64_t ntaps, int64_t cin) {
@@ -160,6 +162,11 @@ static void conv_q_task(void *ctx, int64_t task, int thread_id) {
             for (int64_t ky = 0; ky < 3; ky++) {
                 int64_t iy = oy * s - p->pad_t + ky;
                 const uint8_t *src = iy >= 0 && iy < p->h ? qrows + (size_t)(iy - qy0) * rowq : NULL;
+                int64_t ix0 = ox * s - p->pad_l;
+                if (!src || (ix0 >= 0 && ix0 + 2 < p->w)) {   /* the row's three taps are consecutive pixels */
+                    put_taps(q, kp, ky * 3, 3, cin, src, p->w, ix0);
+                    continue;
+                }
                 for (int64_t kx = 0; kx < 3; kx++) {
                     int64_t ix = ox * s - p->pad_l + kx;
                     put_tap(q, kp, ky * 3 + kx, cin, ix >= 0 && ix < p->w ? src : NULL, p->w, ix);

@@ -1,3 +1,4 @@
+import CMapGuard
 import Foundation
 import Testing
 @testable import Quant
@@ -43,6 +44,44 @@ func convertTiny(_ dir: TempDir, _ name: String, scheme: PackScheme, group: Int 
             h.update(UnsafeRawBufferPointer(rebasing: b[at...]))
         }
         #expect(h.digest() == 0x8E03_C838_C596_036F)
+    }
+
+    @Test("prefetch with O_DIRECT reads (directReads = true): the mapped shards' bytes, checksums still checked")
+    func directReads() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let (pack, _) = try convertTiny(dir, "p", scheme: .q8)
+        let mapped = try pack.component("text_encoder")
+        let te = try Pack(path: pack.path).component("text_encoder")
+        te.directReads = true
+        let layers = te.shardNames.filter { $0.hasPrefix("layers.") }
+        func file(_ shard: String) -> String { te.folder.appendingPathComponent(te.manifest.shards.first { $0.name == shard }!.file).path }
+        // Where the file system takes no O_DIRECT (tmpfs) the shard is mapped instead.
+        let probe = qmg_open_direct(file(layers[0]))
+        let canDirect = probe >= 0
+        if canDirect { close(probe) }
+        #expect(layers.count >= 2)
+        for s in layers {
+            te.prefetch(s)
+            let d = try te.shard(s), m = try mapped.shard(s)
+            #expect(d.isDirect == canDirect, "\(s)")
+            for t in d.tensorNames { #expect(try Array(d.payload(t)) == Array(m.payload(t)), "\(t)") }
+            d.release()
+            m.release()
+        }
+        // A flipped payload byte is named by the checksum of its tensor and file.
+        let rec = te.manifest.shards.first { $0.name == layers[1] }!
+        let h = try #require(FileHandle(forUpdatingAtPath: file(layers[1])))
+        try h.seek(toOffset: UInt64(rec.tensors[0].offset + 3))
+        let byte = try #require(try h.read(upToCount: 1)).first!
+        try h.seek(toOffset: UInt64(rec.tensors[0].offset + 3))
+        try h.write(contentsOf: Data([byte ^ 0x40]))
+        try h.close()
+        let bad = try Pack(path: pack.path).component("text_encoder")
+        bad.directReads = true
+        bad.prefetch(layers[1])
+        let message = errorText { _ = try bad.shard(layers[1]) }
+        #expect(message?.contains(rec.tensors[0].name) == true && message?.contains(file(layers[1])) == true, "\(message ?? "no error")")
     }
 
     @Test(arguments: [PackScheme.f32, .bf16])

@@ -528,10 +528,26 @@ struct ReportWriter {
         return s
     }
 
+    /// `cold` and every `cold_*` results file, one table each.
     func coldSection() -> String {
-        var s = header("cold", "Cold cache and small RAM: the text encoder as a small box runs it (`qwen-bench cold`)")
-        guard let f = data.files["cold"] else { return s + "Not measured (no `results/cold.json`).\n\n" }
-        let recs = data.records("cold")
+        let names = data.files.keys.filter { $0 == "cold" || $0.hasPrefix("cold_") }.sorted()
+        guard !names.isEmpty else {
+            return header("cold", "Cold cache and small RAM: the text encoder as a small box runs it (`qwen-bench cold`)")
+                + "Not measured (no `results/cold.json`).\n\n"
+        }
+        return names.map(coldTable).joined()
+    }
+
+    func coldTable(_ name: String) -> String {
+        var s = header(name, "Cold cache and small RAM: the text encoder as a small box runs it (`qwen-bench cold`)" + (name == "cold" ? "" : " — `\(name)`"))
+        guard let f = data.files[name] else { return s }
+        if name == "cold_direct" {
+            s += "With direct streaming: where the text encoder's raw shards exceed half the memory the process may use (RAM, or the cgroup's "
+                + "`memory.max`), the loader reads each uncached layer shard with O_DIRECT into one of two reused buffers on its prefetch "
+                + "thread instead of mapping it (`PackComponent.directReads`); with no limit this 24 GiB machine keeps mapping (the page "
+                + "cache then serves the next run). `cold_rerun` is the same build before the change, measured the same day.\n\n"
+        }
+        let recs = data.records(name)
         var rate: Double?
         if let d = f["disk_read"] as? [String: Any] {
             rate = F.double(d["median_mb_per_s"])

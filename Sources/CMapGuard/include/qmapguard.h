@@ -21,6 +21,14 @@ extern "C" {
 int qmg_register(const void *base, size_t size, const char *path);
 void qmg_unregister(int slot);
 
+/* Streaming helpers beside the mappings (Linux; elsewhere they report "unavailable"):
+   qmg_open_direct opens a file read-only for O_DIRECT reads (no page cache; buffers, offsets and lengths
+   4096-aligned), -1 when that is not possible (then map it instead); qmg_resident_bytes counts the bytes of
+   the mapping [base, base + size) whose pages are in the page cache (mincore), or returns size when it
+   cannot tell. */
+int qmg_open_direct(const char *path);
+size_t qmg_resident_bytes(const void *base, size_t size);
+
 #ifdef __cplusplus
 }
 #endif

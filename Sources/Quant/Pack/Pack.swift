@@ -1,3 +1,4 @@
+import CMapGuard
 import Foundation
 import Kernels
 
@@ -104,7 +105,8 @@ final class ShardBuffer: @unchecked Sendable {
     let capacity: Int
     init(capacity: Int) {
         self.capacity = max(capacity, PackFormat.alignment)
-        base = UnsafeMutableRawPointer.allocate(byteCount: self.capacity, alignment: PackFormat.alignment)
+        // Page-aligned: O_DIRECT reads (PackComponent.prefetch) land in these buffers too.
+        base = UnsafeMutableRawPointer.allocate(byteCount: self.capacity, alignment: max(PackFormat.alignment, 4096))
     }
     deinit { base.deallocate() }
 }
@@ -127,6 +129,21 @@ public final class PackComponent: @unchecked Sendable {
     /// stored raw: 2.3 decoder layers of the 7B model) is a one-off, and its buffer is freed on
     /// release instead of staying resident for the rest of the run.
     public let poolLimitBytes: Int
+    /// The largest raw shard `prefetch` reads into a buffer (page-rounded): the second-largest raw file, so
+    /// a layer of the stream and not the one-off embedding table, which stays mapped.
+    let directLimitBytes: Int
+    /// How `prefetch` brings in a raw shard: nil (the default) reads it with O_DIRECT into a pooled buffer when
+    /// the component's raw shards exceed half the memory this process may use (RAM or its cgroup's limit: the
+    /// pack cannot stay cached for the next run anyway) and less than half of the shard's file is in the page
+    /// cache; otherwise it maps the file. true / false force one way. Reading a cold file through the page
+    /// cache costs CPU (page allocation, cache insertion, the faults of the mapping) that on a 2-core box is
+    /// taken from the compute threads; a direct read is DMA into memory the run reuses, and its checksums
+    /// are computed from that memory.
+    public var directReads: Bool? {
+        get { lock.lock(); defer { lock.unlock() }; return _directReads }
+        set { lock.lock(); _directReads = newValue; lock.unlock() }
+    }
+    private var _directReads: Bool?
     private var prefetched: [String: PrefetchSlot] = [:]
     private let lock = NSLock()
 
@@ -192,7 +209,16 @@ public final class PackComponent: @unchecked Sendable {
         tensorNames = names
         let sizes = zip(m.shards, compressed).filter(\.1).map(\.0.payloadBytes).sorted(by: >)
         poolLimitBytes = sizes.count > 1 ? sizes[1] : 0
+        var raw: [Int] = []
+        for (shard, isCompressed) in zip(m.shards, compressed) where !isCompressed { raw.append((shard.fileBytes + 4095) / 4096 * 4096) }
+        raw.sort(by: >)
+        directLimitBytes = raw.count > 1 ? raw[1] : 0
+        let limit = ProcessStats.memoryLimit()
+        tooLargeToCache = limit > 0 && raw.reduce(0, +) * 2 > limit
     }
+
+    /// The raw shards exceed half of ProcessStats.memoryLimit() (see `directReads`).
+    private let tooLargeToCache: Bool
 
     /// The payload size decides an allocation (zstd shards are decompressed into a buffer of that
     /// size), so it is bounded by what the shard's tensors can need: a raw shard's payload is the file,
@@ -289,8 +315,8 @@ public final class PackComponent: @unchecked Sendable {
         lock.unlock()
         DispatchQueue.global(qos: .userInitiated).async {
             slot.result = Result { () throws -> PackShard in
-                let s = try self.load(name)
-                if s.isMapped {
+                let s = try self.load(name, direct: true)
+                if s.isMapped || s.isDirect {
                     s.adviseWillNeed()
                     for t in s.tensorNames { try s.verifyOnce(t) }
                 }
@@ -317,7 +343,8 @@ public final class PackComponent: @unchecked Sendable {
         }
     }
 
-    private func load(_ name: String) throws -> PackShard {
+    /// - Parameter direct: a raw shard may be read with O_DIRECT into a buffer (see `directReads`).
+    private func load(_ name: String, direct: Bool = false) throws -> PackShard {
         guard let si = shardIndex[name] else {
             throw QuantError.pack(path: folder.path, message: "no shard \(name) in component \(self.name) (shards: \(shardNames.prefix(8).joined(separator: ", "))\(shardNames.count > 8 ? ", ..." : ""))")
         }
@@ -328,6 +355,11 @@ public final class PackComponent: @unchecked Sendable {
         try Self.checkHeader(mapped.bytes(0, min(mapped.size, PackFormat.shardHeaderBytes)), path: path, record: rec,
                              compressed: compressed[si])
         if !compressed[si] {
+            if direct, rec.fileBytes <= directLimitBytes,
+               directReads ?? (tooLargeToCache && qmg_resident_bytes(mapped.base, mapped.size) * 2 < mapped.size),
+               let s = readDirect(name, record: rec, path: path) {
+                return s
+            }
             return PackShard(name: name, component: self, record: rec, path: path, storage: mapped,
                              base: UnsafeRawPointer(mapped.base!), mapped: mapped)
         }
@@ -351,6 +383,31 @@ public final class PackComponent: @unchecked Sendable {
         if let e = failures.first { returnBuffer(buffer); throw e }
         return PackShard(name: name, component: self, record: rec, path: path, storage: buffer,
                          base: UnsafeRawPointer(buffer.base), mapped: nil)
+    }
+
+    /// A raw shard's file read with O_DIRECT into a pooled buffer, or nil when that is not possible here
+    /// (no O_DIRECT on the file system, a short or failed read, a header that no longer matches): the caller
+    /// maps the file instead, and any real problem is reported there.
+    private func readDirect(_ name: String, record rec: ShardRecord, path: String) -> PackShard? {
+        let fd = qmg_open_direct(path)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let size = rec.fileBytes
+        let buffer = acquireBuffer((size + 4095) / 4096 * 4096)
+        var at = 0
+        while at < size {
+            let n = pread(fd, buffer.base + at, min(16 << 20, buffer.capacity - at), off_t(at))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { returnBuffer(buffer); return nil }
+            at += n
+        }
+        let header = UnsafeRawBufferPointer(start: buffer.base, count: min(size, PackFormat.shardHeaderBytes))
+        guard (try? Self.checkHeader(header, path: path, record: rec, compressed: false)) != nil else {
+            returnBuffer(buffer)
+            return nil
+        }
+        return PackShard(name: name, component: self, record: rec, path: path, storage: buffer,
+                         base: UnsafeRawPointer(buffer.base), mapped: nil, direct: true)
     }
 
     /// §4.0: the header (at least its first 64 bytes) must agree with the shard's record.
@@ -384,7 +441,7 @@ public final class PackComponent: @unchecked Sendable {
     }
 
     fileprivate func returnBuffer(_ b: ShardBuffer) {
-        guard b.capacity <= poolLimitBytes else { return }   // a one-off: freed with its last reference
+        guard b.capacity <= max(poolLimitBytes, directLimitBytes) else { return }   // a one-off: freed with its last reference
         lock.lock(); defer { lock.unlock() }
         pool.append(b)
         if pool.count > 2 {
@@ -430,10 +487,13 @@ public final class PackShard: @unchecked Sendable {
     private let base: UnsafeRawPointer
     private let mapped: MappedFile?
     private let records: [String: TensorRecord]
+    /// A raw shard read with O_DIRECT into a buffer (PackComponent.directReads).
+    let isDirect: Bool
 
     init(name: String, component: PackComponent, record: ShardRecord, path: String, storage: AnyObject,
-         base: UnsafeRawPointer, mapped: MappedFile?) {
+         base: UnsafeRawPointer, mapped: MappedFile?, direct: Bool = false) {
         self.name = name
+        self.isDirect = direct
         self.component = component
         self.record = record
         self.path = path
