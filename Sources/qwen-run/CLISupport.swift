@@ -16,7 +16,19 @@ struct CommonOptions: ParsableArguments {
         discussion: "About twice as fast on bf16 packs, with the rounding error of bf16 activations (relative L2 about 1e-3, as PyTorch's bf16 inference) instead of the exact f32 result. With any pack, the VAE's upsampler kernels (built in f32 at load) become bf16, and its mid-block attention and the vision towers' whole-image attention run as two bf16 dot products. Other weights are unaffected; on a CPU without AVX512-BF16 the exact path runs (with a note)."))
     var bf16Dot = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "How layers stream from a raw pack: auto, direct or mapped.",
+        discussion: "direct: each layer not in the page cache is read with O_DIRECT into one of two reused buffers while the previous layer computes (no page-cache work on the compute cores; nothing stays cached for the next run). mapped: layers are memory-mapped and stay in the page cache. auto (default): direct when the pack's text encoder is larger than half the RAM or the cgroup's memory limit (it could not stay cached anyway), else mapped. zstd packs decompress into buffers either way."))
+    var stream: StreamMode = .auto
+
+    enum StreamMode: String, ExpressibleByArgument, CaseIterable { case auto, direct, mapped }
+
     func apply() throws {
+        switch stream {
+        case .auto: PackComponent.defaultDirectReads = nil
+        case .direct: PackComponent.defaultDirectReads = true
+        case .mapped: PackComponent.defaultDirectReads = false
+        }
         if let t = threads {
             guard t >= 1 && t <= 1024 else { throw ValidationError("--threads must be between 1 and 1024, got \(t)") }
             qk_set_threads(Int32(t))

@@ -70,6 +70,22 @@ struct TextEncoderCLITests {
         }
     }
 
+    @Test("--stream direct and --stream mapped give byte-identical embeddings; a bad mode is refused")
+    func streamModes() throws {
+        let packPath = try TF.pack("bf16")
+        let c = try TF.singlePrompts()[1]
+        var outputs: [Data] = []
+        for mode in ["direct", "mapped"] {
+            let out = tempFile("stream-\(mode).safetensors")
+            let r = try run(["encode", "--pack", packPath, "--prompt", c.prompt, "--out", out, "--stream", mode])
+            #expect(r.status == 0, "\(r.stderr)")
+            outputs.append(try Data(contentsOf: URL(fileURLWithPath: out)))
+        }
+        #expect(outputs[0] == outputs[1])
+        let bad = try run(["encode", "--pack", packPath, "--prompt", c.prompt, "--out", tempFile("bad.safetensors"), "--stream", "fast"])
+        #expect(bad.status != 0 && bad.stderr.contains("--stream"), "\(bad.stderr)")
+    }
+
     @Test("prompts file (JSON Lines) reproduces the batched reference")
     func promptsFile() throws {
         let packPath = try TF.pack("bf16")

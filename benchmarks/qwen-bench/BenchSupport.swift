@@ -119,10 +119,14 @@ enum Child {
 // MARK: - Tools and paths
 
 /// A case name with run flags: "bf16+dot" is the pack "bf16" run with `--bf16-dot` (qwen-run's fast bf16
-/// arithmetic), so one results file can hold both sides of the comparison.
+/// arithmetic), "q8s+direct" / "q8s+mapped" the pack "q8s" with `--stream direct` / `mapped`, so one results
+/// file can hold both sides of a comparison.
 enum RunVariant {
+    static let suffixes: [(String, [String])] = [("+dot", ["--bf16-dot"]), ("+direct", ["--stream", "direct"]),
+                                                  ("+mapped", ["--stream", "mapped"])]
     static func split(_ name: String) -> (pack: String, flags: [String]) {
-        name.hasSuffix("+dot") ? (String(name.dropLast(4)), ["--bf16-dot"]) : (name, [])
+        for (suffix, flags) in suffixes where name.hasSuffix(suffix) { return (String(name.dropLast(suffix.count)), flags) }
+        return (name, [])
     }
 }
 

@@ -30,7 +30,7 @@ struct ColdBench: ParsableCommand {
     @Option(name: .long, help: "Folder holding one pack per case.")
     var packs: String
 
-    @Option(name: .long, help: "Comma-separated pack cases (sub-folders of --packs).")
+    @Option(name: .long, help: "Comma-separated pack cases (sub-folders of --packs; a case ending in +direct or +mapped runs it with --stream direct / mapped).")
     var cases = "q4c,q8s"
 
     @Option(name: .long, help: "Prompt length in tokens for the single-prompt runs.")
@@ -109,7 +109,8 @@ struct ColdBench: ParsableCommand {
 
         var records: [[String: Any]] = []
         for c in cases.split(separator: ",").map(String.init) {
-            let pack = URL(fileURLWithPath: packs).appendingPathComponent(c).path
+            let (packName, flags) = RunVariant.split(c)
+            let pack = URL(fileURLWithPath: packs).appendingPathComponent(packName).path
             guard FileManager.default.fileExists(atPath: pack) else {
                 records.append(["case": c, "status": "not measured (pack \(pack) missing)"]); continue
             }
@@ -118,7 +119,7 @@ struct ColdBench: ParsableCommand {
             let textBytes = PageCache.bytes(FileManager.default.fileExists(atPath: textDir) ? textDir : pack)
             let prompt = try PromptMaker.prompt(tokens: tokens, pack: pack, qwenRun: qwenRun)
             let argv = [qwenRun, "encode", "--pack", pack, "--prompt", prompt, "--out", work + "/out.safetensors", "--force",
-                        "--threads", String(threads), "--json"]
+                        "--threads", String(threads), "--json"] + flags
             func base(_ mode: String, _ limit: Int, prompts: Int, tokens: Int) -> [String: Any] {
                 ["case": c, "mode": mode, "memory_limit_bytes": limit, "prompts": prompts, "prompt_tokens": tokens,
                  "threads": threads, "pack_text_bytes": textBytes]
@@ -157,7 +158,7 @@ struct ColdBench: ParsableCommand {
                 }
                 try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
                 let bargv = [qwenRun, "encode", "--pack", pack, "--prompts-file", file, "--out", work + "/out.safetensors", "--force",
-                             "--threads", String(threads), "--json"]
+                             "--threads", String(threads), "--json"] + flags
                 let g = cgroup(batchLimitBytes)
                 var rec = base("cold-batch", batchLimitBytes, prompts: n, tokens: batchTokens)
                 if batchLimitBytes > 0, g == nil {

@@ -546,6 +546,10 @@ struct ReportWriter {
                 + "`memory.max`), the loader reads each uncached layer shard with O_DIRECT into one of two reused buffers on its prefetch "
                 + "thread instead of mapping it (`PackComponent.directReads`); with no limit this 24 GiB machine keeps mapping (the page "
                 + "cache then serves the next run). `cold_rerun` is the same build before the change, measured the same day.\n\n"
+        } else if name == "cold_stream" {
+            s += "`qwen-run encode --stream direct` (+direct) and `--stream mapped` (+mapped) forced, no memory limit: direct streaming reads "
+                + "every layer from storage even when \"warm\" (O_DIRECT bypasses the page cache), so its warm and cold rows differ only by "
+                + "what the disk's own cache holds; the bound of every row is the mapped warm time of the same pack (`cold_direct`).\n\n"
         }
         let recs = data.records(name)
         var rate: Double?

@@ -143,7 +143,10 @@ public final class PackComponent: @unchecked Sendable {
         get { lock.lock(); defer { lock.unlock() }; return _directReads }
         set { lock.lock(); _directReads = newValue; lock.unlock() }
     }
-    private var _directReads: Bool?
+    private var _directReads: Bool? = PackComponent.defaultDirectReads
+
+    /// `directReads` of every component opened from now on (qwen-run's `--stream`): nil decides per pack.
+    nonisolated(unsafe) public static var defaultDirectReads: Bool?
     private var prefetched: [String: PrefetchSlot] = [:]
     private let lock = NSLock()
 
