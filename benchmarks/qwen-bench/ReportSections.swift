@@ -701,7 +701,8 @@ struct ReportWriter {
     private func vaeQualitySection() -> String {
         let sets: [(file: String, vae: String, speed: [String], targets: Bool)] = [
             ("vae_quality", "first generation", ["vae", "vae_ab_issue13"], true),
-            ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_bf16dot_1024"], true),
+            ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_bf16dot_1024", "vae_ab_int8_tiles",
+                                                         "vae_ab_vt_transpose", "vae_ab_put_taps"], true),
             ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false),
             ("vae_quality_gen2_bf16dot", "2.1", ["vae_gen2", "vae_ab_issue13_gen2", "vae_gen2_bf16dot"], false)]
         guard sets.contains(where: { !data.records($0.file).isEmpty }) else { return "" }
@@ -711,10 +712,22 @@ struct ReportWriter {
             if let d = data.files[set.file]?["date"] as? String { s += " (run \(d))" }
             s += "\n\n"
         }
-        s += "Decode: the same N(0, 1) latents through both packs, PSNR of the images (in [0, 1]). Encode: a synthetic photo through both packs, each latent decoded by the f32 pack, PSNR of those images (what the encoder's error costs in pixels), beside the latents' relative L2. Random weights: these compare packs, not real image quality. The time is the faster median of the speed run and of this commit's build in the interleaved A/B above; the issue-13 targets are the first generation's.\n\n"
+        s += "Decode: the same N(0, 1) latents through both packs, PSNR of the images (in [0, 1]). Encode: a synthetic photo through both packs, each latent decoded by the f32 pack, PSNR of those images (what the encoder's error costs in pixels), beside the latents' relative L2. Random weights: these compare packs, not real image quality. The time is the fastest median of the speed runs and of the after builds of the interleaved A/B runs above (each A/B's newer build; later commits kept their outputs byte-identical); the issue-13 targets are the first generation's.\n\n"
         var rows: [[String]] = []
         for set in sets {
-            let speed = set.speed.flatMap { data.records($0) }
+            /// Speed records with the A/B files' after side renamed "CASE (this commit)" (vae_ab.py writes "CASE (LABEL)",
+            /// the before build's records first, so the last record's label is the after build's).
+            let speed = set.speed.flatMap { name -> [[String: Any]] in
+                let recs = data.records(name)
+                guard data.files[name]?["bench"] as? String == "vae_ab", let last = recs.last?["case"] as? String,
+                      let open = last.firstIndex(of: "(") else { return recs }
+                let label = String(last[open...])
+                return recs.map { r in
+                    var r = r
+                    if let c = r["case"] as? String, c.hasSuffix(" " + label) { r["case"] = String(c.dropLast(label.count)) + "(this commit)" }
+                    return r
+                }
+            }
             /// The job names: "decode 128x128 -> 1024x1024", "encode 1024x1024".
             func median(_ c: String, _ job: (String) -> Bool) -> Double? {
                 speed.filter { r in
