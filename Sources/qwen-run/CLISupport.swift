@@ -18,7 +18,7 @@ struct CommonOptions: ParsableArguments {
 
     @Option(name: .long, help: ArgumentHelp(
         "How layers stream from a raw pack: auto, direct or mapped.",
-        discussion: "direct: each layer not in the page cache is read with O_DIRECT into one of two reused buffers while the previous layer computes (no page-cache work on the compute cores; nothing stays cached for the next run). mapped: layers are memory-mapped and stay in the page cache. auto (default): direct when the pack's text encoder is larger than half the RAM or the cgroup's memory limit (it could not stay cached anyway), else mapped. zstd packs decompress into buffers either way."))
+        discussion: "direct: each streamed layer is read with O_DIRECT, bypassing the page cache, into one of two reused buffers while the previous layer computes (no page-cache work on the compute cores; nothing stays cached for the next run). mapped: layers are memory-mapped and stay in the page cache. auto (default): direct for the layers not already cached when the pack's text encoder is larger than half the RAM or the cgroup's memory limit (it could not stay cached anyway), else mapped. The embedding table is always mapped; zstd packs decompress into buffers either way."))
     var stream: StreamMode = .auto
 
     enum StreamMode: String, ExpressibleByArgument, CaseIterable { case auto, direct, mapped }
