@@ -117,9 +117,6 @@ static inline void put_taps(uint8_t *row, int64_t kp, int64_t tap, int64_t ntaps
     memcpy(xd + tap * nb, sxd + v * nb, (size_t)(ntaps * nb) * sizeof(float));
     memcpy(cc + tap * nb, sc + v * nb, (size_t)(ntaps * nb) * sizeof(int32_t));
 }
-static inline void put_tap(uint8_t *row, int64_t kp, int64_t tap, int64_t cin, const uint8_t *src, int64_t n, int64_t v) {
-    put_taps(row, kp, tap, 1, cin, src, n, v);
-}
 
 static inline void zero_tail(uint8_t *row, int64_t kp, int64_t ntaps, int64_t cin) {
     const int64_t used = ntaps * cin / QK_ABLK, kb = kp / QK_ABLK;
@@ -168,8 +165,8 @@ static void conv_q_task(void *ctx, int64_t task, int thread_id) {
                     continue;
                 }
                 for (int64_t kx = 0; kx < 3; kx++) {
-                    int64_t ix = ox * s - p->pad_l + kx;
-                    put_tap(q, kp, ky * 3 + kx, cin, ix >= 0 && ix < p->w ? src : NULL, p->w, ix);
+                    int64_t ix = ix0 + kx;
+                    put_taps(q, kp, ky * 3 + kx, 1, cin, ix >= 0 && ix < p->w ? src : NULL, p->w, ix);
                 }
             }
             zero_tail(q, kp, 9, cin);
@@ -266,7 +263,7 @@ static void conv2_task(void *ctx, int64_t task, int thread_id) {
                     int64_t v = col + p->dx0 + b, tap = a * 2 + b;
                     int inside = u >= 0 && u < p->vh && v >= 0 && v < p->vw;
                     if (c->quant) {
-                        put_tap(row, kp, tap, cin, inside ? qrows + (size_t)(u - u0) * rowq : NULL, nv, v - v0);
+                        put_taps(row, kp, tap, 1, cin, inside ? qrows + (size_t)(u - u0) * rowq : NULL, nv, v - v0);
                     } else if (inside) {
                         memcpy((float *)row + tap * cin, c->x + u * p->x_row_stride + v * cin, (size_t)cin * sizeof(float));
                     } else {

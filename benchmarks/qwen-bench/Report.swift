@@ -52,6 +52,10 @@ struct ReportData {
 
     func records(_ name: String) -> [[String: Any]] { files[name]?["records"] as? [[String: Any]] ?? [] }
     func has(_ name: String) -> Bool { files[name] != nil }
+    /// `base` and every `base_*` results file that has records, in name order (one report table each).
+    func family(_ base: String) -> [String] {
+        files.keys.filter { ($0 == base || $0.hasPrefix(base + "_")) && !records($0).isEmpty }.sorted()
+    }
 
     /// Full-size bits per weight of a component ("text_encoder" / "vae") for a scheme, from convert.json.
     func fullSizeBits(case c: String, component: String) -> Double? {

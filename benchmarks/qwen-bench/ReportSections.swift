@@ -439,6 +439,17 @@ struct ReportWriter {
 
     /// Child CPU time divided by its thread count: what the wall time would be if both vCPUs were
     /// the run's alone and fully busy (a lower bound; waiting for the disk is not CPU time).
+    /// A run summary's `*_seconds` fields as "name s, ..." (name order).
+    func timeSplit(_ summary: [String: Any]) -> String {
+        summary.keys.filter { $0.hasSuffix("_seconds") }.sorted()
+            .map { "\($0.replacingOccurrences(of: "_seconds", with: "")) \(F.num(summary[$0], 1))" }.joined(separator: ", ")
+    }
+
+    /// The header of one file of a family (`base`, `base_*`): the title, with the file's name for the others.
+    func familyHeader(_ name: String, base: String, _ title: String) -> String {
+        header(name, title + (name == base ? "" : " — `\(name)`"))
+    }
+
     func cpuPerThread(_ r: [String: Any]) -> String {
         guard let c = r["cpu_s_median"] as? Double else { return "–" }
         return F.secs(c / Double(max(1, r["threads"] as? Int ?? 2)))
@@ -530,7 +541,7 @@ struct ReportWriter {
 
     /// `cold` and every `cold_*` results file, one table each.
     func coldSection() -> String {
-        let names = data.files.keys.filter { $0 == "cold" || $0.hasPrefix("cold_") }.sorted()
+        let names = data.family("cold")
         guard !names.isEmpty else {
             return header("cold", "Cold cache and small RAM: the text encoder as a small box runs it (`qwen-bench cold`)")
                 + "Not measured (no `results/cold.json`).\n\n"
@@ -539,7 +550,7 @@ struct ReportWriter {
     }
 
     func coldTable(_ name: String) -> String {
-        var s = header(name, "Cold cache and small RAM: the text encoder as a small box runs it (`qwen-bench cold`)" + (name == "cold" ? "" : " — `\(name)`"))
+        var s = familyHeader(name, base: "cold", "Cold cache and small RAM: the text encoder as a small box runs it (`qwen-bench cold`)")
         guard let f = data.files[name] else { return s }
         if name == "cold_direct" {
             s += "With direct streaming: where the text encoder's raw shards exceed half the memory the process may use (RAM, or the cgroup's "
@@ -641,14 +652,14 @@ struct ReportWriter {
     /// `vision` and every `vision_*` results file (the 2.1 tower's too), one table each.
     func visionSection() -> String {
         var s = ""
-        for name in data.files.keys.sorted() where (name == "vision" || name.hasPrefix("vision_")) && !data.records(name).isEmpty {
-            s += header(name, "Vision tower speed (full-size synthetic, `qwen-run vision`)" + (name == "vision" ? "" : " — `\(name)`"))
+        for name in data.family("vision") {
+            s += familyHeader(name, base: "vision", "Vision tower speed (full-size synthetic, `qwen-run vision`)")
             var rows: [[String]] = []
             for r in data.records(name) {
                 let c = r["case"] as? String ?? "?"
                 guard r["status"] as? String == "ok" else { rows.append([c, r["input"] as? String ?? "", r["status"] as? String ?? "?", "", "", "", ""]); continue }
                 let sm = r["summary"] as? [String: Any] ?? [:]
-                let split = sm.keys.filter { $0.hasSuffix("_seconds") }.sorted().map { "\($0.replacingOccurrences(of: "_seconds", with: "")) \(F.num(sm[$0], 1))" }.joined(separator: ", ")
+                let split = timeSplit(sm)
                 let wall = r["wall_s_median"] as? Double
                 let spread = (r["wall_s_min"] as? Double).flatMap { lo in (r["wall_s_max"] as? Double).map { " (\(F.secs(lo))–\(F.secs($0)))" } } ?? ""
                 rows.append([c, (r["command"] as? String == "encode" ? "encode --image, " : "") + (r["input"] as? String ?? ""), "\(r["patches"] ?? "")",
@@ -667,17 +678,16 @@ struct ReportWriter {
     func vaeSection() -> String {
         var s = ""
         var any = false
-        for name in data.files.keys.sorted() where (name == "vae" || name.hasPrefix("vae_")) && !name.hasPrefix("vae_quality")
-            && !data.records(name).isEmpty {
+        for name in data.family("vae") where !name.hasPrefix("vae_quality") {
             any = true
-            s += header(name, "VAE speed (full-size synthetic, `qwen-run vae-encode` / `vae-decode`)" + (name == "vae" ? "" : " — `\(name)`"))
+            s += familyHeader(name, base: "vae", "VAE speed (full-size synthetic, `qwen-run vae-encode` / `vae-decode`)")
             var rows: [[String]] = []
             for r in data.records(name) {
                 let c = r["case"] as? String ?? "?"
                 guard r["status"] as? String == "ok" else { rows.append([c, r["job"] as? String ?? "", r["status"] as? String ?? "?", "", "", "", ""]); continue }
                 let sm = r["summary"] as? [String: Any] ?? [:]
                 let mpx = ((r["pixels"] as? Double) ?? 0) / 1e6
-                let split = sm.keys.filter { $0.hasSuffix("_seconds") }.sorted().map { "\($0.replacingOccurrences(of: "_seconds", with: "")) \(F.num(sm[$0], 1))" }.joined(separator: ", ")
+                let split = timeSplit(sm)
                 let gflops = (sm["gflop"] as? Double).flatMap { g in (r["wall_s_median"] as? Double).map { F.num(g / $0, 0) } } ?? "–"
                 rows.append([c, r["job"] as? String ?? "", F.secs(r["wall_s_median"]) + " (×\(r["repeats"] ?? 1))", cpuPerThread(r),
                              F.num(((r["wall_s_median"] as? Double) ?? 0) / max(mpx, 1e-9), 1) + " s/MP", F.gib(r["peak_rss_bytes"]),

@@ -210,15 +210,22 @@ public final class PackComponent: @unchecked Sendable {
         self.shardIndex = shardIndex
         self.compressed = compressed
         tensorNames = names
-        let sizes = zip(m.shards, compressed).filter(\.1).map(\.0.payloadBytes).sorted(by: >)
-        poolLimitBytes = sizes.count > 1 ? sizes[1] : 0
-        var raw: [Int] = []
-        for (shard, isCompressed) in zip(m.shards, compressed) where !isCompressed { raw.append((shard.fileBytes + 4095) / 4096 * 4096) }
-        raw.sort(by: >)
-        directLimitBytes = raw.count > 1 ? raw[1] : 0
+        var zstdPayloads: [Int] = [], rawFiles: [Int] = []
+        for (shard, isCompressed) in zip(m.shards, compressed) {
+            if isCompressed { zstdPayloads.append(shard.payloadBytes) } else { rawFiles.append(Self.pageRounded(shard.fileBytes)) }
+        }
+        poolLimitBytes = Self.secondLargest(zstdPayloads)
+        directLimitBytes = Self.secondLargest(rawFiles)
         let limit = ProcessStats.memoryLimit()
-        tooLargeToCache = limit > 0 && raw.reduce(0, +) * 2 > limit
+        tooLargeToCache = limit > 0 && rawFiles.reduce(0, +) * 2 > limit
     }
+
+    /// The largest buffer the pool keeps for shards of one kind: the second-largest size, so a layer of the
+    /// stream and not a one-off (the embedding table); 0 for fewer than two shards.
+    private static func secondLargest(_ sizes: [Int]) -> Int { sizes.count > 1 ? sizes.sorted(by: >)[1] : 0 }
+
+    /// Bytes rounded up to whole 4 KiB pages (O_DIRECT reads whole pages).
+    private static func pageRounded(_ bytes: Int) -> Int { (bytes + 4095) / 4096 * 4096 }
 
     /// The raw shards exceed half of ProcessStats.memoryLimit() (see `directReads`).
     private let tooLargeToCache: Bool
@@ -319,10 +326,10 @@ public final class PackComponent: @unchecked Sendable {
         DispatchQueue.global(qos: .userInitiated).async {
             slot.result = Result { () throws -> PackShard in
                 let s = try self.load(name, direct: true)
-                if s.isMapped || s.isDirect {
-                    s.adviseWillNeed()
-                    for t in s.tensorNames { try s.verifyOnce(t) }
-                }
+                // Raw shards are checked here, off the compute threads (zstd ones were just decompressed
+                // and are checked on first use).
+                if s.isMapped { s.adviseWillNeed() }
+                if s.isMapped || s.isDirect { for t in s.tensorNames { try s.verifyOnce(t) } }
                 return s
             }
             slot.done.signal()
@@ -396,7 +403,7 @@ public final class PackComponent: @unchecked Sendable {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         let size = rec.fileBytes
-        let buffer = acquireBuffer((size + 4095) / 4096 * 4096)
+        let buffer = acquireBuffer(Self.pageRounded(size))
         var at = 0
         while at < size {
             let n = pread(fd, buffer.base + at, min(16 << 20, buffer.capacity - at), off_t(at))
@@ -432,7 +439,7 @@ public final class PackComponent: @unchecked Sendable {
         }
     }
 
-    // MARK: - buffer pool (two buffers: one in use, one being prefetched; none above poolLimitBytes)
+    // MARK: - buffer pool (two buffers: one in use, one being prefetched; none above poolLimitBytes / directLimitBytes)
 
     private func acquireBuffer(_ bytes: Int) -> ShardBuffer {
         lock.lock(); defer { lock.unlock() }
