@@ -40,6 +40,7 @@ struct ReportWriter {
         s += choiceSection()
         s += commandsSection()
         s += limitsSection()
+        s += issue13Section()
         s += convertSection()
         s += accuracySection("accuracy_tiny", title: "Accuracy: tiny reference model, every scheme")
         let synthAcc = data.files.keys.sorted().filter { $0.hasPrefix("accuracy_synth") }
@@ -703,18 +704,46 @@ struct ReportWriter {
         return s
     }
 
+    /// The VAE quality files, the speed files their times come from, and whether issue 13's targets apply.
+    static let vaeQualitySets: [(file: String, vae: String, speed: [String], targets: Bool)] = [
+        ("vae_quality", "first generation", ["vae", "vae_ab_issue13"], true),
+        ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_bf16dot_1024", "vae_ab_int8_tiles",
+                                                     "vae_ab_vt_transpose", "vae_ab_put_taps"], true),
+        ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false),
+        ("vae_quality_gen2_bf16dot", "2.1", ["vae_gen2", "vae_ab_issue13_gen2", "vae_gen2_bf16dot"], false)]
+
+    /// Speed records of `files` with the A/B files' after side renamed "CASE (this commit)" (vae_ab.py writes
+    /// "CASE (LABEL)", the before build's records first, so the last record's label is the after build's).
+    func vaeSpeedRecords(_ files: [String]) -> [[String: Any]] {
+        files.flatMap { name -> [[String: Any]] in
+            let recs = data.records(name)
+            guard data.files[name]?["bench"] as? String == "vae_ab", let last = recs.last?["case"] as? String,
+                  let open = last.firstIndex(of: "(") else { return recs }
+            let label = String(last[open...])
+            return recs.map { r in
+                var r = r
+                if let c = r["case"] as? String, c.hasSuffix(" " + label) { r["case"] = String(c.dropLast(label.count)) + "(this commit)" }
+                return r
+            }
+        }
+    }
+
+    /// The fastest median of case `c` (or its A/B after build) over the jobs `job` accepts ("decode 128x128 ->
+    /// 1024x1024", "encode 1024x1024").
+    func vaeFastest(_ speed: [[String: Any]], case c: String, job: (String) -> Bool) -> Double? {
+        speed.filter { r in
+            let rc = r["case"] as? String ?? ""
+            return (rc == c || rc == "\(c) (this commit)") && job(r["job"] as? String ?? "") && r["status"] as? String == "ok"
+        }.compactMap { $0["wall_s_median"] as? Double }.min()
+    }
+
     /// `results/vae_quality*.json` (benchmarks/scripts/vae_quality.py): quantized packs (and bf16 with
     /// --bf16-dot, case "bf16+dot", timed in `vae_bf16dot`) against the f32 pack, and
     /// the issue-13 VAE targets (first generation: decode 1024² ≤ 10 s, encode 1024² ≤ 6 s at ≥ 45 dB) from the
-    /// faster of the speed run and the interleaved A/B of this commit (`vae` / `vae_ab_issue13`; the 2.1 VAE's
-    /// times, from `vae_gen2` / `vae_ab_issue13_gen2`, are shown without a target).
+    /// fastest of the speed runs and the interleaved A/B runs' after builds (`Self.vaeQualitySets`; the 2.1
+    /// VAE's times are shown without a target).
     private func vaeQualitySection() -> String {
-        let sets: [(file: String, vae: String, speed: [String], targets: Bool)] = [
-            ("vae_quality", "first generation", ["vae", "vae_ab_issue13"], true),
-            ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_bf16dot_1024", "vae_ab_int8_tiles",
-                                                         "vae_ab_vt_transpose", "vae_ab_put_taps"], true),
-            ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false),
-            ("vae_quality_gen2_bf16dot", "2.1", ["vae_gen2", "vae_ab_issue13_gen2", "vae_gen2_bf16dot"], false)]
+        let sets = Self.vaeQualitySets
         guard sets.contains(where: { !data.records($0.file).isEmpty }) else { return "" }
         var s = "### Quality of the quantized VAE packs against the f32 pack\n\n"
         for set in sets where data.has(set.file) {
@@ -725,26 +754,8 @@ struct ReportWriter {
         s += "Decode: the same N(0, 1) latents through both packs, PSNR of the images (in [0, 1]). Encode: a synthetic photo through both packs, each latent decoded by the f32 pack, PSNR of those images (what the encoder's error costs in pixels), beside the latents' relative L2. Random weights: these compare packs, not real image quality. The time is the fastest median of the speed runs and of the after builds of the interleaved A/B runs above (each A/B's newer build; later commits kept their outputs byte-identical); the issue-13 targets are the first generation's.\n\n"
         var rows: [[String]] = []
         for set in sets {
-            /// Speed records with the A/B files' after side renamed "CASE (this commit)" (vae_ab.py writes "CASE (LABEL)",
-            /// the before build's records first, so the last record's label is the after build's).
-            let speed = set.speed.flatMap { name -> [[String: Any]] in
-                let recs = data.records(name)
-                guard data.files[name]?["bench"] as? String == "vae_ab", let last = recs.last?["case"] as? String,
-                      let open = last.firstIndex(of: "(") else { return recs }
-                let label = String(last[open...])
-                return recs.map { r in
-                    var r = r
-                    if let c = r["case"] as? String, c.hasSuffix(" " + label) { r["case"] = String(c.dropLast(label.count)) + "(this commit)" }
-                    return r
-                }
-            }
-            /// The job names: "decode 128x128 -> 1024x1024", "encode 1024x1024".
-            func median(_ c: String, _ job: (String) -> Bool) -> Double? {
-                speed.filter { r in
-                    let rc = r["case"] as? String ?? ""
-                    return (rc == c || rc == "\(c) (this commit)") && job(r["job"] as? String ?? "") && r["status"] as? String == "ok"
-                }.compactMap { $0["wall_s_median"] as? Double }.min()
-            }
+            let speed = vaeSpeedRecords(set.speed)
+            func median(_ c: String, _ job: (String) -> Bool) -> Double? { vaeFastest(speed, case: c, job: job) }
             for r in data.records(set.file) {
                 let c = r["case"] as? String ?? "?", n = r["size"] as? Int ?? 0
                 let dp = r["decode_psnr_db"] as? Double ?? 0, ep = r["encode_psnr_db"] as? Double ?? 0
