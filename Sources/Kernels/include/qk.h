@@ -207,6 +207,12 @@ void qk_f16_to_f32(const uint16_t *x, int64_t n, float *y);
 void qk_f32_to_bf16(const float *x, int64_t n, uint16_t *y);
 void qk_f32_to_f16(const float *x, int64_t n, uint16_t *y);
 
+/* ---- checksums -------------------------------------------------------------------------------- */
+/* XXH64's bulk loop for Quant's XXH64: updates the four lane accumulators v over nstripes 32-byte
+   stripes at p (the caller keeps the buffering, the length and the final mix). Every tier gives the
+   same value (integer arithmetic). */
+void qk_xxh64_stripes(uint64_t v[4], const void *p, size_t nstripes);
+
 #ifdef __cplusplus
 }
 #endif

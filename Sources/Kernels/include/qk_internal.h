@@ -34,4 +34,11 @@ void qk_parallel_for(int64_t ntasks, qk_task_fn fn, void *ctx);
    only when a larger size is first needed). Valid until the next call with the same thread_id. */
 void *qk_thread_scratch(int thread_id, size_t bytes);
 
+/* qk_xxh64_stripes' twins (hash.c): the scalar rounds, and the four lanes in one ymm (AVX-512 DQ / VL,
+   which the avx512 tier implies). */
+void qk_xxh64_stripes_ref(uint64_t v[4], const void *p, size_t nstripes);
+#if defined(__x86_64__)
+void qk_xxh64_stripes_avx512(uint64_t v[4], const void *p, size_t nstripes);
+#endif
+
 #endif
