@@ -13,6 +13,7 @@ private let shapes: [(m: Int, n: Int, k: Int)] = {
     for m in tailM { s.append((m, 33, 65)) }
     s.append((2, 20, 200))   // k not a multiple of any group
     s.append((1, 129, 300))
+    s.append((3, 17, 2080))  // 65 activation blocks: the AVX-512 quantizer's 16-block batches, then one alone
     return s
 }()
 
