@@ -708,7 +708,7 @@ struct ReportWriter {
     static let vaeQualitySets: [(file: String, vae: String, speed: [String], targets: Bool)] = [
         ("vae_quality", "first generation", ["vae", "vae_ab_issue13"], true),
         ("vae_quality_bf16dot", "first generation", ["vae", "vae_ab_issue13", "vae_bf16dot", "vae_bf16dot_1024", "vae_ab_int8_tiles",
-                                                     "vae_ab_vt_transpose", "vae_ab_put_taps"], true),
+                                                     "vae_ab_vt_transpose", "vae_ab_put_taps", "vae_ab_quantx"], true),
         ("vae_quality_gen2", "2.1", ["vae_gen2", "vae_ab_issue13_gen2"], false),
         ("vae_quality_gen2_bf16dot", "2.1", ["vae_gen2", "vae_ab_issue13_gen2", "vae_gen2_bf16dot"], false)]
 
