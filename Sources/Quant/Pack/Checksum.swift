@@ -2,8 +2,8 @@ import Kernels
 
 /// xxHash64 (Yann Collet's XXH64, implemented from the published algorithm description): the pack's
 /// payload checksum. The 32-byte stripes go to Kernels' `qk_xxh64_stripes` (18.8 GB/s with AVX-512
-/// against 9.8 GB/s for the Swift loop it replaced, one core, data in RAM); the result is the same value the reference `xxhash`
-/// library gives (checked in the tests against its published vectors).
+/// against 9.8 GB/s for the Swift loop it replaced, one core, data in RAM); the result is the same
+/// value the reference `xxhash` library gives (checked in the tests against its published vectors).
 public struct XXH64: Sendable {
     static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
     static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
