@@ -562,6 +562,10 @@ struct ReportWriter {
             s += "`qwen-run encode --stream direct` (+direct) and `--stream mapped` (+mapped) forced, no memory limit: direct streaming reads "
                 + "every layer from storage even when \"warm\" (O_DIRECT bypasses the page cache), so its warm and cold rows differ only by "
                 + "what the disk's own cache holds; the bound of every row is the mapped warm time of the same pack (`cold_direct`).\n\n"
+        } else if name == "cold_xxh64" {
+            s += "The `cold_direct` cases again, later the same day, with the layer checksums hashed in C (`qk_xxh64_stripes`, AVX-512: the "
+                + "prefetch thread verifies every layer it streams, and on 2 cores that CPU comes out of the compute threads). Not an "
+                + "interleaved A/B: the warm rows moved too.\n\n"
         }
         let recs = data.records(name)
         var rate: Double?
