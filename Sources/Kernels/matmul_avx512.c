@@ -18,8 +18,8 @@
 /* The 16 horizontal reductions of v[0..15] in one vector (lane i: v[i] reduced), by a transpose tree:
    15 combining steps of two shuffles and one op instead of 16 separate 4-step reductions. op is max
    (exact in any order) or an integer add (exact in any order), so the lanes equal _mm512_reduce_*. */
-#define HREDUCE16(T, v, OP, out) do {                                                                   \
-    T r1_[8], r2_[4], r3_[2];                                                                           \
+#define HREDUCE16(v, OP, out) do {                                                                      \
+    __m512 r1_[8], r2_[4], r3_[2];                                                                      \
     UNROLL for (int i_ = 0; i_ < 8; i_++)   /* 128-bit lanes (a0 a1 b0 b1) op (a2 a3 b2 b3) */          \
         r1_[i_] = OP(_mm512_shuffle_f32x4(v[2 * i_], v[2 * i_ + 1], 0x44), _mm512_shuffle_f32x4(v[2 * i_], v[2 * i_ + 1], 0xEE)); \
     UNROLL for (int i_ = 0; i_ < 4; i_++)   /* lane j of r2_[i]: block 4i + j, 4 partials */             \
@@ -27,7 +27,7 @@
     UNROLL for (int i_ = 0; i_ < 2; i_++)   /* per lane: (e f) pairs, 2 partials each */                 \
         r3_[i_] = OP(_mm512_unpacklo_ps(r2_[2 * i_], r2_[2 * i_ + 1]), _mm512_unpackhi_ps(r2_[2 * i_], r2_[2 * i_ + 1])); \
     /* lane j, element m: block 4m + j; back to block order */                                          \
-    T u_ = OP(_mm512_shuffle_ps(r3_[0], r3_[1], 0x44), _mm512_shuffle_ps(r3_[0], r3_[1], 0xEE));        \
+    __m512 u_ = OP(_mm512_shuffle_ps(r3_[0], r3_[1], 0x44), _mm512_shuffle_ps(r3_[0], r3_[1], 0xEE));   \
     out = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), u_); \
 } while (0)
 #define QX_MAX(a, b) _mm512_max_ps(a, b)
@@ -47,7 +47,7 @@ static void quantx_avx512(const float *x, int64_t k, int64_t kp, int32_t off, vo
         UNROLL for (int i = 0; i < 16; i++)
             m[i] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + 32 * i)), _mm512_abs_ps(_mm512_loadu_ps(xb + 32 * i + 16)));
         __m512 amax;
-        HREDUCE16(__m512, m, QX_MAX, amax);
+        HREDUCE16(m, QX_MAX, amax);
         __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(127.0f), amax);
         _mm512_storeu_ps(xd + b, _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
         float ids[16];
@@ -64,7 +64,7 @@ static void quantx_avx512(const float *x, int64_t k, int64_t kp, int32_t off, vo
             sums[i] = _mm512_castsi512_ps(_mm512_add_epi32(q0, q1));
         }
         __m512 sum;
-        HREDUCE16(__m512, sums, QX_ADD, sum);
+        HREDUCE16(sums, QX_ADD, sum);
         _mm512_storeu_si512(c + b, _mm512_mullo_epi32(_mm512_set1_epi32(-off), _mm512_castps_si512(sum)));
     }
     for (; b < nblk; b++) {

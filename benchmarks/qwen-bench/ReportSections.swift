@@ -277,7 +277,7 @@ struct ReportWriter {
         var rows: [[String]] = []
         for r in recs {
             let c = r["case"] as? String ?? "?"
-            guard r["status"] as? String == "ok" else { rows.append([c, r["status"] as? String ?? "?", "", "", "", ""]); continue }
+            guard r["status"] as? String == "ok" else { rows.append(statusRow([c], r, width: 6)); continue }
             let per = r["per_component"] as? [String: Any] ?? [:]
             func p(_ comp: String, _ k: String) -> Any? { (per[comp] as? [String: Any])?[k] }
             rows.append([c, F.gib(p("text_encoder", "payload_bytes")), F.num(p("text_encoder", "bits_per_weight"), 3),
@@ -300,7 +300,7 @@ struct ReportWriter {
         var rows: [[String]] = []
         for r in recs {
             let c = r["case"] as? String ?? "?"
-            guard r["status"] as? String == "ok" else { rows.append([c, r["status"] as? String ?? "?", "", "", "", "", "", "", ""]); continue }
+            guard r["status"] as? String == "ok" else { rows.append(statusRow([c], r, width: 9)); continue }
             let per = r["per_component"] as? [String: Any] ?? [:]
             func bpw(_ comp: String) -> String { F.num((per[comp] as? [String: Any])?["bits_per_weight"]) }
             let mbps = (r["source_bytes"] as? Int).flatMap { b in (r["cpu_s"] as? Double).map { F.num(Double(b) / $0 / 1e6, 0) } } ?? "–"
@@ -351,7 +351,7 @@ struct ReportWriter {
             for r in rows {
                 let c = r["case"] as? String ?? "?"
                 guard r["status"] as? String == "ok" else {
-                    table.append([c, r["status"] as? String ?? "?"] + Array(repeating: "", count: header.count - 2)); continue
+                    table.append(statusRow([c], r, width: header.count)); continue
                 }
                 var row = [c, F.sci(r["rel_l2_\(vs)"])]
                 if cos { row += [F.cos(r["cos_mean_\(vs)"]), F.cos(r["cos_worst_\(vs)"])] }
@@ -451,6 +451,17 @@ struct ReportWriter {
         header(name, title + (name == base ? "" : " — `\(name)`"))
     }
 
+    /// A table row for a record whose run did not succeed: the `lead` cells, its status, blanks up to `width` cells.
+    func statusRow(_ lead: [String], _ r: [String: Any], width: Int) -> [String] {
+        let cells = lead + [r["status"] as? String ?? "?"]
+        return cells + Array(repeating: "", count: max(0, width - cells.count))
+    }
+
+    /// The median of one of `qwen-bench limits`' rates ("int8GOPs", "bf16DotGFLOPs", ...) at `threads` threads.
+    func measuredLimit(_ key: String, threads: Int) -> Double? {
+        ((data.files["limits"]?["results"] as? [[String: Any]])?.first { $0["threads"] as? Int == threads }?[key] as? [String: Any])?["median"] as? Double
+    }
+
     func cpuPerThread(_ r: [String: Any]) -> String {
         guard let c = r["cpu_s_median"] as? Double else { return "–" }
         return F.secs(c / Double(max(1, r["threads"] as? Int ?? 2)))
@@ -471,7 +482,7 @@ struct ReportWriter {
         for r in recs {
             let c = r["case"] as? String ?? "?"
             let n = (r["prompt_tokens"] as? Int).map(String.init) ?? "–"
-            guard r["status"] as? String == "ok" else { rows.append([c, n, r["status"] as? String ?? "?"] + Array(repeating: "", count: 9)); continue }
+            guard r["status"] as? String == "ok" else { rows.append(statusRow([c, n], r, width: 12)); continue }
             let sm = r["summary"] as? [String: Any] ?? [:]
             let gops = (r["gemm_gflop"] as? Double).flatMap { g in (sm["matmul_seconds"] as? Double).map { g / max($0, 1e-9) } }
             rows.append([c, n, (sm["tokens"] as? Int).map(String.init) ?? "–", F.secs(r["wall_s_median"]) + " (×\(r["repeats"] ?? 1))", cpuPerThread(r),
@@ -504,7 +515,7 @@ struct ReportWriter {
             else { continue }
             var s = "\nbf16 with `--bf16-dot` (bf16 activations, vdpbf16ps), 256 tokens, same run (`\(f)`): \(F.secs(t)) against \(F.secs(exact)) exact, \(F.num(exact / t, 2))×"
             s += " (issue 13: ≤ 12 s and ≥ 1.8×: " + (t <= 12 && exact / t >= 1.8 ? "met" : "missed") + ")"
-            let limit = ((data.files["limits"]?["results"] as? [[String: Any]])?.first { $0["threads"] as? Int == dot["threads"] as? Int }?["bf16DotGFLOPs"] as? [String: Any])?["median"] as? Double
+            let limit = measuredLimit("bf16DotGFLOPs", threads: dot["threads"] as? Int ?? 2)
             if let g = dot["gemm_gflop"] as? Double, let mm = (dot["summary"] as? [String: Any])?["matmul_seconds"] as? Double, let limit, limit > 0 {
                 s += "; its matrix products run at \(F.num(g / mm, 0)) GFLOP/s, \(F.num(100 * g / mm / limit, 0))% of the measured bf16 dot limit (\(F.num(limit, 0)) GFLOP/s)"
             }
@@ -582,7 +593,7 @@ struct ReportWriter {
             let mode = r["mode"] as? String ?? "?"
             let n = r["prompts"] as? Int ?? 1
             let what = n > 1 || mode == "cold-batch" ? "cold, \(n) prompt\(n == 1 ? "" : "s") of \(r["prompt_tokens"] ?? "?") tokens" : "\(mode), \(r["prompt_tokens"] ?? "?") tokens"
-            guard r["status"] as? String == "ok" else { rows.append([c, what, limit, r["status"] as? String ?? "?", "", "", "", "", ""]); continue }
+            guard r["status"] as? String == "ok" else { rows.append(statusRow([c, what, limit], r, width: 9)); continue }
             let spread = "\(F.secs(r["wall_s_median"])) (\(F.secs(r["wall_s_min"]))–\(F.secs(r["wall_s_max"])), ×\(r["repeats"] ?? 1))"
             let perPrompt = (r["seconds_per_prompt"] as? Double).map { F.secs($0) } ?? "–"
             let bound = (r["bound_s"] as? Double).map { b in "\(F.secs(b)) → \(F.num(r["cold_over_bound"], 2))×" } ?? "–"
@@ -610,7 +621,7 @@ struct ReportWriter {
         let rows = names.flatMap { data.records($0) }.map { r -> [String] in
             // Runs before the shared prefix existed computed every prompt's template rows.
             let prefix = (r["shared_prefix"] as? Bool ?? false) ? "once" : "per prompt"
-            guard r["status"] as? String == "ok" else { return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", prefix, r["status"] as? String ?? "?", "", "", "", ""] }
+            guard r["status"] as? String == "ok" else { return statusRow([r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", prefix], r, width: 8) }
             return [r["case"] as? String ?? "?", "\(r["chunk_size"] ?? "?")", prefix,
                     "\(r["prompts"] ?? "?") (\(r["tokens"] ?? "?") tokens, \(F.num(Double(r["tokens"] as? Int ?? 0) / Double(max(1, r["prompts"] as? Int ?? 1)), 1)) per prompt)",
                     "\(F.secs(r["wall_s_median"])) (×\(r["repeats"] ?? 1))", F.num(r["prompts_per_second"], 2), F.num(r["tokens_per_second"], 0),
@@ -637,7 +648,7 @@ struct ReportWriter {
             for r in data.records(n) {
                 let c = r["case"] as? String ?? "?"
                 let prefix = (r["shared_prefix"] as? Bool ?? false) ? "once" : "per prompt"
-                guard r["status"] as? String == "ok" else { rows.append([c, prefix, r["status"] as? String ?? "?", "", "", "", "", ""]); continue }
+                guard r["status"] as? String == "ok" else { rows.append(statusRow([c, prefix], r, width: 8)); continue }
                 for l in r["levels"] as? [[String: Any]] ?? [] {
                     rows.append([c, prefix, "\(l["clients"] ?? "?")", "\(l["ok"] ?? "?")/\(l["requests"] ?? "?")", F.num(l["requests_per_second"], 2),
                                  "\(F.secs(l["latency_s_median"])) / \(F.secs(l["latency_s_p90"])) / \(F.secs(l["latency_s_max"]))",
@@ -662,7 +673,7 @@ struct ReportWriter {
             var rows: [[String]] = []
             for r in data.records(name) {
                 let c = r["case"] as? String ?? "?"
-                guard r["status"] as? String == "ok" else { rows.append([c, r["input"] as? String ?? "", r["status"] as? String ?? "?", "", "", "", ""]); continue }
+                guard r["status"] as? String == "ok" else { rows.append(statusRow([c, r["input"] as? String ?? ""], r, width: 7)); continue }
                 let sm = r["summary"] as? [String: Any] ?? [:]
                 let split = timeSplit(sm)
                 let wall = r["wall_s_median"] as? Double
@@ -689,7 +700,7 @@ struct ReportWriter {
             var rows: [[String]] = []
             for r in data.records(name) {
                 let c = r["case"] as? String ?? "?"
-                guard r["status"] as? String == "ok" else { rows.append([c, r["job"] as? String ?? "", r["status"] as? String ?? "?", "", "", "", ""]); continue }
+                guard r["status"] as? String == "ok" else { rows.append(statusRow([c, r["job"] as? String ?? ""], r, width: 7)); continue }
                 let sm = r["summary"] as? [String: Any] ?? [:]
                 let mpx = ((r["pixels"] as? Double) ?? 0) / 1e6
                 let split = timeSplit(sm)

@@ -3,16 +3,12 @@ import Foundation
 /// Issue 13's targets in one table: each row names the results file its figure comes from (the newest file
 /// that measured it) and says met or missed; the sections below hold the full tables.
 extension ReportWriter {
-    /// The newest file (by its recorded date) among `names` with a record that `pick` accepts, and that record.
+    /// The newest file (by its recorded date) among `names` with a successful record that `pick` accepts, and that record.
     private func newest(_ names: [String], _ pick: ([String: Any]) -> Bool) -> (file: String, record: [String: Any])? {
         names.compactMap { name -> (String, String, [String: Any])? in
-            guard let r = data.records(name).first(where: { $0["status"] as? String != "failed" && pick($0) }) else { return nil }
+            guard let r = data.records(name).first(where: { $0["status"] as? String == "ok" && pick($0) }) else { return nil }
             return (data.files[name]?["date"] as? String ?? "", name, r)
         }.max { $0.0 < $1.0 }.map { ($0.1, $0.2) }
-    }
-
-    private func int8Limit(threads: Int) -> Double? {
-        ((data.files["limits"]?["results"] as? [[String: Any]])?.first { $0["threads"] as? Int == threads }?["int8GOPs"] as? [String: Any])?["median"] as? Double
     }
 
     private func verdict(_ met: Bool) -> String { met ? "met" : "**missed**" }
@@ -30,7 +26,7 @@ extension ReportWriter {
                     rows.append(["text \(tokens) tokens, \(c), warm", "≤ 5.5 s", F.secs(wall) + " (×\(r["repeats"] ?? 1))", "`\(f)`", verdict(wall <= 5.5)])
                 }
                 if let g = r["gemm_gflop"] as? Double, let mm = sm["matmul_seconds"] as? Double, mm > 0,
-                   let limit = int8Limit(threads: r["threads"] as? Int ?? 2) {
+                   let limit = measuredLimit("int8GOPs", threads: r["threads"] as? Int ?? 2) {
                     let share = g / mm / limit
                     rows.append(["text \(tokens) tokens, \(c): matrix products' share of the int8 dot limit", "≥ 80%",
                                  "\(F.num(g / mm, 0)) GOP/s of \(F.num(limit, 0)): \(F.num(100 * share, 0))%", "`\(f)`, `limits`", verdict(share >= 0.8)])
